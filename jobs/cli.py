@@ -1,0 +1,63 @@
+"""``mmsrarec``: one subcommand per job.
+
+Each job module in ``jobs/`` defines ``COMMAND``, ``HELP``, ``add_arguments(parser)`` and ``main(args) -> int``.
+Modules are imported when the parser is built; heavy libraries are imported inside ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from jobs._common import setup_logging
+
+# job modules, in the order the pipeline runs them
+JOB_MODULES = (
+    "ingest",
+    "train_baseline",
+    "train_summarizer",
+    "summarize",
+    "build_collab",
+    "refresh_collab",
+    "train",
+    "recommend",
+    "evaluate",
+    "report",
+    "sql",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmsrarec", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in JOB_MODULES:
+        try:
+            module = importlib.import_module(f"jobs.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"jobs.{name}":
+                continue  # that job has not landed yet
+            raise
+        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args._main(args) or 0)
+    except (ValueError, FileNotFoundError, PermissionError) as exc:
+        # a clear one-line error for bad input; the traceback is in the debug log
+        import logging
+
+        logging.getLogger("mmsrarec").debug("failed", exc_info=True)
+        print(f"mmsrarec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

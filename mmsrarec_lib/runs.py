@@ -1,0 +1,89 @@
+"""Run identity and accounting: run ids, code version, UTC clock, and the ``ingest_runs`` table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.storage import Warehouse
+
+INGEST_RUNS_TABLE = "ingest_runs"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_run_id(prefix: str = "") -> str:
+    """A sortable, unique run id: ``[prefix-]YYYYmmddTHHMMSS-xxxxxxxx``."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    return f"{prefix + '-' if prefix else ''}{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@functools.cache
+def code_version() -> str:
+    """The git commit of the code (``+dirty`` when modified), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("mmsrarec")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    """One job's accounting for one table. Invariant: rows_in = rows_written + rows_quarantined + rows_duplicate."""
+
+    run_id: str
+    dataset: str
+    table: str
+    rows_in: int
+    rows_written: int
+    rows_quarantined: int
+    rows_duplicate: int
+    started_at: dt.datetime
+    finished_at: dt.datetime
+
+    def __post_init__(self) -> None:
+        total = self.rows_written + self.rows_quarantined + self.rows_duplicate
+        if self.rows_in != total:
+            raise AssertionError(
+                f"{self.table}: rows_in={self.rows_in} but written+quarantined+duplicate={total}: rows were lost"
+            )
+
+
+def record_ingest_runs(warehouse: Warehouse, runs: list[IngestRun]) -> None:
+    """Append the runs to ``ingest_runs`` in one commit."""
+    if not runs:
+        return
+    cv = code_version()
+    rows = [{**r.__dict__, "code_version": cv} for r in runs]
+    table = pa.Table.from_pylist(rows, schema=schemas.INGEST_RUNS)
+    warehouse.write_table(runs[0].dataset, INGEST_RUNS_TABLE, table, mode="append")

@@ -1,0 +1,257 @@
+"""The warehouse: every table is a Delta table at ``<root>/<dataset>/<table>``, written with delta-rs.
+
+One ``storage_options`` dict (delta-rs' own keys) is passed everywhere; for ``s3://`` roots it is filled from the
+standard AWS environment variables when not given. Plain objects (model checkpoints, faiss indexes) go through the
+same layer (``pyarrow.fs``), so a local path and ``s3://bucket/prefix`` behave alike.
+
+Secrets never leave this module: ``Warehouse.__repr__`` hides ``storage_options`` and errors name only URIs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+log = logging.getLogger(__name__)
+
+ENV_WAREHOUSE = "MMSRAREC_WAREHOUSE"
+DEFAULT_WAREHOUSE = "./warehouse"
+# AWS environment variables read into delta-rs storage options for s3:// warehouses (the standard chain).
+_AWS_ENV_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ALLOW_HTTP",
+    "AWS_PROFILE",
+)
+
+
+def resolve_warehouse_uri(uri: str | None = None) -> str:
+    """``--warehouse`` wins, then ``$MMSRAREC_WAREHOUSE``, then ``./warehouse``; local paths become absolute."""
+    chosen = uri or os.environ.get(ENV_WAREHOUSE) or DEFAULT_WAREHOUSE
+    if chosen.startswith("file://"):
+        chosen = chosen[len("file://") :]
+    if "://" in chosen:
+        if not chosen.startswith("s3://"):
+            raise ValueError(f"unsupported warehouse scheme in {chosen!r}: use a local path or s3://bucket/prefix")
+        return chosen.rstrip("/")
+    return str(Path(chosen).expanduser().resolve())
+
+
+def storage_options_from_env(uri: str) -> dict[str, str]:
+    """delta-rs storage options for ``uri`` from the environment (empty for local paths)."""
+    if not uri.startswith("s3://"):
+        return {}
+    opts = {k: os.environ[k] for k in _AWS_ENV_KEYS if os.environ.get(k)}
+    if "AWS_REGION" not in opts and "AWS_DEFAULT_REGION" in opts:
+        opts["AWS_REGION"] = opts["AWS_DEFAULT_REGION"]
+    opts.pop("AWS_DEFAULT_REGION", None)
+    if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        opts.setdefault("AWS_ALLOW_HTTP", "true")
+    return opts
+
+
+def _s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
+    opts = {k.upper(): v for k, v in options.items()}
+    endpoint = opts.get("AWS_ENDPOINT_URL") or opts.get("AWS_ENDPOINT")
+    kwargs: dict = {}
+    if endpoint:
+        scheme, _, rest = endpoint.partition("://")
+        kwargs["endpoint_override"] = rest or scheme
+        kwargs["scheme"] = scheme if rest else "https"
+    if opts.get("AWS_ACCESS_KEY_ID"):
+        kwargs["access_key"] = opts["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = opts.get("AWS_SECRET_ACCESS_KEY", "")
+        if opts.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = opts["AWS_SESSION_TOKEN"]
+    if opts.get("AWS_REGION"):
+        kwargs["region"] = opts["AWS_REGION"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """A warehouse root (local path or ``s3://bucket/prefix``) plus the storage options used for every access."""
+
+    root: str
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_uri(cls, uri: str | None = None, *, storage_options: Mapping[str, str] | None = None) -> Warehouse:
+        root = resolve_warehouse_uri(uri)
+        opts = dict(storage_options) if storage_options is not None else storage_options_from_env(root)
+        return cls(root=root, storage_options=opts)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    def uri(self, *parts: str) -> str:
+        """URI of a path below the root, e.g. ``uri("ml", "models", run_id)``."""
+        clean = [p.strip("/") for p in parts if p]
+        return posixpath.join(self.root, *clean) if clean else self.root
+
+    def table_uri(self, dataset: str, table: str) -> str:
+        return self.uri(dataset, table)
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem and the root's path inside it."""
+        if self.is_s3:
+            return _s3_filesystem(self.storage_options), self.root[len("s3://") :]
+        return pafs.LocalFileSystem(), self.root
+
+    def _fs_path(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        fs, root_path = self.filesystem()
+        if not uri.startswith(self.root):
+            raise ValueError(f"{uri!r} is not inside the warehouse {self.root!r}")
+        return fs, root_path + uri[len(self.root) :]
+
+    # ------------------------------------------------------------------ tables
+    def delta_table(self, dataset: str, table: str, *, version: int | None = None) -> DeltaTable:
+        uri = self.table_uri(dataset, table)
+        try:
+            return DeltaTable(uri, version=version, storage_options=dict(self.storage_options) or None)
+        except TableNotFoundError as exc:
+            raise FileNotFoundError(f"no Delta table {table!r} for dataset {dataset!r} at {uri}") from exc
+
+    def has_table(self, dataset: str, table: str) -> bool:
+        try:
+            self.delta_table(dataset, table)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def table_version(self, dataset: str, table: str) -> int | None:
+        return self.delta_table(dataset, table).version() if self.has_table(dataset, table) else None
+
+    def dataset(self, dataset: str, table: str, *, version: int | None = None) -> pads.Dataset:
+        """A pyarrow dataset over the table's current files (through the Delta log, never a directory scan).
+
+        A native filesystem is passed explicitly: delta-rs' own object store can abort a short process at exit.
+        """
+        dt = self.delta_table(dataset, table, version=version)
+        fs, path = self._fs_path(self.table_uri(dataset, table))
+        return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs))
+
+    def read_table(
+        self,
+        dataset: str,
+        table: str,
+        *,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        filter: pads.Expression | None = None,
+    ) -> pa.Table:
+        return self.dataset(dataset, table, version=version).to_table(columns=columns, filter=filter)
+
+    def write_table(
+        self,
+        dataset: str,
+        table: str,
+        data: pa.Table,
+        *,
+        mode: Literal["overwrite", "append"] = "overwrite",
+        partition_by: Sequence[str] | None = None,
+        predicate: str | None = None,
+    ) -> int:
+        """Write ``data`` in one atomic Delta commit and return the new version.
+
+        ``mode="overwrite"`` replaces the table (or, with ``predicate``, only the rows matching it, e.g. one
+        partition); ``"append"`` adds rows. A crash before the commit leaves the previous version current.
+        """
+        uri = self.table_uri(dataset, table)
+        kwargs: dict = {}
+        if mode == "overwrite" and predicate is None:
+            kwargs["schema_mode"] = "overwrite"
+        write_deltalake(
+            uri,
+            data,
+            mode=mode,
+            partition_by=list(partition_by) if partition_by else None,
+            predicate=predicate,
+            storage_options=dict(self.storage_options) or None,
+            **kwargs,
+        )
+        version = self.delta_table(dataset, table).version()
+        log.info("wrote %s rows to %s/%s (version %s, %s)", data.num_rows, dataset, table, version, mode)
+        return version
+
+    def merge_table(self, dataset: str, table: str, data: pa.Table, *, keys: Sequence[str]) -> int:
+        """Upsert ``data`` on ``keys`` (update matched rows, insert new ones); creates the table when missing."""
+        if not self.has_table(dataset, table):
+            return self.write_table(dataset, table, data, mode="overwrite")
+        if data.num_rows == 0:
+            return self.delta_table(dataset, table).version()
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        dt = self.delta_table(dataset, table)
+        (
+            dt.merge(source=data, predicate=predicate, source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        version = self.delta_table(dataset, table).version()
+        log.info("merged %s rows into %s/%s on %s (version %s)", data.num_rows, dataset, table, keys, version)
+        return version
+
+    # ------------------------------------------------------------------ plain objects
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        fs, path = self._fs_path(uri)
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        tmp = path + ".tmp"
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)  # atomic rename locally; S3 has no partial objects anyway
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self._fs_path(uri)
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self._fs_path(uri)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def list_dir(self, uri: str) -> list[str]:
+        """Names directly below ``uri`` (empty when it does not exist)."""
+        fs, path = self._fs_path(uri)
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return sorted(posixpath.basename(i.path) for i in infos)
+
+    def upload_dir(self, local_dir: str | Path, uri: str) -> None:
+        """Copy a local folder (e.g. a model checkpoint) to ``uri``; a local warehouse gets a plain copy."""
+        local_dir = Path(local_dir)
+        for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            self.write_bytes(posixpath.join(uri, f.relative_to(local_dir).as_posix()), f.read_bytes())
+
+    def download_dir(self, uri: str, local_dir: str | Path) -> Path:
+        """Copy the objects below ``uri`` to ``local_dir`` and return it."""
+        fs, path = self._fs_path(uri)
+        local_dir = Path(local_dir)
+        for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+            if info.type != pafs.FileType.File:
+                continue
+            target = local_dir / info.path[len(path) :].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as f:
+                target.write_bytes(f.read())
+        return local_dir
+
+    def local_path(self, uri: str) -> Path | None:
+        """The local filesystem path for ``uri`` in a local warehouse, else None."""
+        return None if self.is_s3 else Path(uri)

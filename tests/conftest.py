@@ -1,0 +1,28 @@
+"""Shared fixtures: a temporary warehouse, one Spark session per test run, offline model hubs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("AIRFLOW_HOME", os.path.join(os.path.dirname(__file__), "..", "airflow_home"))
+
+import pytest
+
+from mmsrarec_lib.storage import Warehouse
+
+
+@pytest.fixture
+def warehouse(tmp_path) -> Warehouse:
+    return Warehouse.from_uri(str(tmp_path / "warehouse"))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from mmsrarec_lib.spark import get_spark
+
+    session = get_spark("local[2]", app_name="mmsrarec-tests", shuffle_partitions=2)
+    yield session
+    session.stop()
