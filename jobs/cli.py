@@ -23,6 +23,7 @@ JOB_MODULES = (
     "train",
     "recommend",
     "evaluate",
+    "compare",
     "report",
     "sql",
 )
