@@ -148,6 +148,7 @@ NEIGHBOR = pa.struct(
 USER_COLLAB_KEYWORDS = pa.schema(
     [
         ("user_id", pa.string()),
+        ("protocol", pa.string()),  # paper (window before the eval target) | latest (latest items); key with user_id
         ("as_of", TS),  # end of the query window
         ("neighbors", pa.list_(NEIGHBOR)),
         ("keyword_source", pa.string()),  # summarizer version, or "raw"
