@@ -1,0 +1,119 @@
+"""Shared defaults of the MMSRARec DAGs: retries, pools, params, Assets, and the one call every task makes.
+
+Not a DAG file (listed in ``.airflowignore``); the DAG files import it. Nothing heavy is imported at parse time:
+``mmsrarec_lib`` is imported inside the task callables.
+
+Settings read from the environment of the Airflow scheduler/worker (all optional):
+- ``MMSRAREC_DATASET`` (default ``ml-100k``) and ``MMSRAREC_WAREHOUSE``: defaults of the ``dataset``/``warehouse``
+  params.
+- ``MMSRAREC_RETRIES`` (at least 2), ``MMSRAREC_RETRY_DELAY_S`` (first retry delay, default 60; doubles each retry,
+  at most 30 min), ``MMSRAREC_TASK_TIMEOUT_H`` (default 12).
+- ``MMSRAREC_GPU_POOL`` (default ``default_pool``, so a machine without a ``gpu`` pool still runs) and
+  ``MMSRAREC_GPU_QUEUE`` (the executor queue of GPU-heavy tasks; unset = the default queue).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, Param
+
+START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
+TAGS = ["mmsrarec"]
+DEFAULT_DATASET = os.environ.get("MMSRAREC_DATASET", "ml-100k")
+ASSET_GROUP = "mmsrarec"
+
+
+def default_args() -> dict[str, Any]:
+    """Task defaults: at least 2 retries with exponential backoff, a time limit, no dependency on past runs."""
+    return {
+        "owner": "mmsrarec",
+        "depends_on_past": False,
+        "retries": max(2, int(os.environ.get("MMSRAREC_RETRIES", "2"))),
+        "retry_delay": dt.timedelta(seconds=float(os.environ.get("MMSRAREC_RETRY_DELAY_S", "60"))),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+        "execution_timeout": dt.timedelta(hours=float(os.environ.get("MMSRAREC_TASK_TIMEOUT_H", "12"))),
+    }
+
+
+def gpu_task_kwargs() -> dict[str, str]:
+    """``pool`` (and ``queue`` when configured) for GPU-heavy tasks."""
+    kwargs = {"pool": os.environ.get("MMSRAREC_GPU_POOL") or "default_pool"}
+    if os.environ.get("MMSRAREC_GPU_QUEUE"):
+        kwargs["queue"] = os.environ["MMSRAREC_GPU_QUEUE"]
+    return kwargs
+
+
+def warehouse_params() -> dict[str, Param]:
+    """``dataset`` and ``warehouse`` params shared by every DAG."""
+    return {
+        "dataset": Param(DEFAULT_DATASET, type="string", minLength=1, description="dataset (warehouse folder)"),
+        "warehouse": Param(
+            os.environ.get("MMSRAREC_WAREHOUSE", ""),
+            type="string",
+            description="warehouse root: local path or s3://bucket/prefix (empty = the jobs' default)",
+        ),
+    }
+
+
+def args_param(description: str, default: str = "") -> Param:
+    """A string param of extra flags for one job, e.g. ``"--epochs 2"`` (sizes, learning rates, limits)."""
+    return Param(default, type="string", description=f"extra flags for {description}")
+
+
+def table_asset(table: str) -> Asset:
+    """The Asset of a warehouse table; events carry the dataset, URI, Delta version and row count as extras."""
+    return Asset(name=f"mmsrarec.{table}", uri=f"mmsrarec://warehouse/{table}", group=ASSET_GROUP)
+
+
+def wh_args(params: Mapping[str, Any]) -> list[str]:
+    from mmsrarec_lib.orchestration import warehouse_args
+
+    return warehouse_args(dataset=params["dataset"], warehouse=params.get("warehouse") or None)
+
+
+def extra(params: Mapping[str, Any], key: str) -> list[str]:
+    from mmsrarec_lib.orchestration import extra_args
+
+    return extra_args(params.get(key))
+
+
+def run(command: str, argv: list[str]) -> None:
+    """Run one job with credentials/Spark master from the Airflow connections; raises on failure (→ retry)."""
+    from mmsrarec_lib.orchestration import env_from_airflow_connections, run_job
+
+    run_job(command, argv, env=env_from_airflow_connections())
+
+
+def publish(
+    params: Mapping[str, Any],
+    tables: Iterable[str],
+    outlet_events: Any,
+    *,
+    run_date: str | None = None,
+    optional: Iterable[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """Attach each table's Delta version and row count to its Asset event (``run_date``: rows of that date only).
+
+    Raises FileNotFoundError when a table is missing, unless it is ``optional`` (e.g. a quarantine table that a
+    clean input never creates): a publish after a successful job must find what the job wrote.
+    """
+    from mmsrarec_lib.orchestration import table_summary
+    from mmsrarec_lib.storage import Warehouse
+
+    warehouse = Warehouse.from_uri(params.get("warehouse") or None)
+    summaries = {}
+    optional = set(optional)
+    for table in tables:
+        if table in optional and not warehouse.has_table(params["dataset"], table):
+            continue
+        summary = table_summary(warehouse, dataset=params["dataset"], table=table, run_date=run_date)
+        if outlet_events is not None:
+            outlet_events[table_asset(table)].extra = summary
+        summaries[table] = summary
+    return summaries

@@ -1,0 +1,48 @@
+"""# mmsrarec_backfill_keywords: (re)compute item keywords for one summarizer version
+
+Runs `mmsrarec summarize --backfill` for `summarizer_version`: items whose keywords for that version are missing or
+whose input (text/image hash) changed are summarized; items already done are skipped, so the backfill is resumable
+(a failed or interrupted run picks up where it stopped when retried or re-triggered) and a repeat adds nothing.
+`items` (optional, comma-separated item ids) limits the backfill to those items. Then `publish` emits an Asset
+event for `mmsrarec.item_keywords` with the table's Delta version and row count.
+
+Manual (no schedule); `max_active_runs=1` because runs write the same table. The summarizing task runs in the GPU
+pool/queue (`$MMSRAREC_GPU_POOL`, `$MMSRAREC_GPU_QUEUE`).
+"""
+
+from __future__ import annotations
+
+import _mmsrarec_common as common
+from airflow.sdk import DAG, Param, task
+
+with DAG(
+    dag_id="mmsrarec_backfill_keywords",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=common.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=[*common.TAGS, "keywords", "backfill", "gpu"],
+    default_args=common.default_args(),
+    params={
+        **common.warehouse_params(),
+        "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
+        "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
+        "items": Param("", type="string", description="comma-separated item ids; empty = every item"),
+        "summarize_args": common.args_param("mmsrarec summarize"),
+    },
+) as dag:
+
+    @task(**common.gpu_task_kwargs())
+    def backfill(params=None) -> None:
+        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
+        argv += ["--backend", params["summarizer_backend"], "--backfill"]
+        if params["items"].strip():
+            argv += ["--items", params["items"].strip()]
+        common.run("summarize", argv + common.extra(params, "summarize_args"))
+
+    @task(outlets=[common.table_asset("item_keywords")])
+    def publish(params=None, outlet_events=None) -> dict:
+        return common.publish(params, ["item_keywords"], outlet_events)
+
+    backfill() >> publish()

@@ -1,0 +1,71 @@
+"""# mmsrarec_item_tables: ingest the catalogue and the interactions
+
+Runs `mmsrarec ingest` (Spark) once: validates and writes **items**, **interactions** (bad rows to the
+`*_quarantine` tables, accounting to `ingest_runs`), then derives **user_sequences**, **split_loo** and
+**eval_candidates**. `publish_tables` then emits an Asset event per table (`mmsrarec.<table>`) whose extra holds the
+dataset, URI, Delta version and row count, so downstream DAGs and people see what was produced.
+
+- Source: `source=movielens-100k` (the built-in loader) or `items` + `interactions` file paths (CSV/TSV/JSONL/Parquet,
+  local or s3://).
+- Spark master, first that is set: the `spark_master` param, the Airflow connection `spark_default` (host[:port],
+  e.g. `spark://master:7077`), `$SPARK_MASTER`, else `local[*]`.
+- S3 credentials: the Airflow connection `aws_default`, else the standard AWS environment variables.
+- `mode=overwrite` replaces the tables; `append` adds new rows (exact duplicates are counted and dropped), so a rerun
+  or a retry gives the same tables.
+
+Manual (no schedule); `max_active_runs=1` because every run writes the same tables.
+"""
+
+from __future__ import annotations
+
+import _mmsrarec_common as common
+from airflow.sdk import DAG, Param, task
+
+ITEM_TABLES = (
+    "items",
+    "items_quarantine",
+    "interactions",
+    "interactions_quarantine",
+    "user_sequences",
+    "split_loo",
+    "eval_candidates",
+    "ingest_runs",
+)
+OPTIONAL_TABLES = ("items_quarantine", "interactions_quarantine")  # absent when no row was ever quarantined
+
+with DAG(
+    dag_id="mmsrarec_item_tables",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=common.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=[*common.TAGS, "ingest", "spark"],
+    default_args=common.default_args(),
+    params={
+        **common.warehouse_params(),
+        "source": Param("movielens-100k", type="string", description="built-in source; empty = use the paths"),
+        "items": Param("", type="string", description="items file (when source is empty)"),
+        "interactions": Param("", type="string", description="interactions file (when source is empty)"),
+        "mode": Param("overwrite", enum=["overwrite", "append"], description="replace the tables or add rows"),
+        "spark_master": Param("", type="string", description="Spark master; empty = connection/env/local[*]"),
+        "ingest_args": common.args_param("mmsrarec ingest"),
+    },
+) as dag:
+
+    @task
+    def ingest(params=None) -> None:
+        argv = common.wh_args(params) + ["--mode", params["mode"]]
+        if params["source"]:
+            argv += ["--source", params["source"]]
+        else:
+            argv += ["--items", params["items"], "--interactions", params["interactions"]]
+        if params["spark_master"]:
+            argv += ["--spark-master", params["spark_master"]]
+        common.run("ingest", argv + common.extra(params, "ingest_args"))
+
+    @task(outlets=[common.table_asset(t) for t in ITEM_TABLES])
+    def publish_tables(params=None, outlet_events=None) -> dict:
+        return common.publish(params, ITEM_TABLES, outlet_events, optional=OPTIONAL_TABLES)
+
+    ingest() >> publish_tables()

@@ -1,0 +1,96 @@
+"""# mmsrarec_train: train and evaluate the models, then write the report
+
+Two branches that meet at the report:
+
+- `train_baseline` (SASRec, `mmsrarec train-baseline`) → `evaluate_baseline`;
+- `train_summarizer` (stage 1: GRPO-tuned keyword summarizer) → `summarize` (writes `item_keywords` for
+  `summarizer_version`) → `build_collab` (stage 2: user embeddings, faiss index, `user_collab_keywords`) →
+  `train_recommender` (stage 3: LoRA fine-tuning of the MLLM recommender) → `evaluate_recommender`;
+- `report` (metrics table and plots from `evaluation_runs`) after both evaluations.
+
+GPU-heavy tasks (training, MLLM summarizing, MLLM evaluation) run in the pool `$MMSRAREC_GPU_POOL` (default
+`default_pool`) and, when `$MMSRAREC_GPU_QUEUE` is set, on that executor queue (e.g. `gpu` workers).
+
+Params: `dataset`, `warehouse`, `seed`, `summarizer_version`, `summarizer_backend` (`mllm` or `extractive`),
+`protocol` (`paper`: 1 positive + 20 negatives; `full`: all items), and per-job extra flags (`*_args`, e.g.
+`--epochs 2`) to size a run. Manual (no schedule); `max_active_runs=1` because runs write the same model versions.
+Every job overwrites what it wrote for its version, so a retried or repeated run leaves no duplicates.
+"""
+
+from __future__ import annotations
+
+import _mmsrarec_common as common
+from airflow.sdk import DAG, Param, task
+
+GPU = common.gpu_task_kwargs()
+
+with DAG(
+    dag_id="mmsrarec_train",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=common.START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    tags=[*common.TAGS, "train", "gpu"],
+    default_args=common.default_args(),
+    params={
+        **common.warehouse_params(),
+        "seed": Param(42, type="integer", description="random seed of every training job"),
+        "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
+        "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
+        "protocol": Param("paper", enum=["paper", "full"], description="evaluation protocol"),
+        "baseline_args": common.args_param("mmsrarec train-baseline"),
+        "summarizer_args": common.args_param("mmsrarec train-summarizer"),
+        "summarize_args": common.args_param("mmsrarec summarize"),
+        "collab_args": common.args_param("mmsrarec build-collab"),
+        "train_args": common.args_param("mmsrarec train"),
+        "evaluate_args": common.args_param("mmsrarec evaluate (both models)"),
+        "report_args": common.args_param("mmsrarec report"),
+    },
+) as dag:
+
+    @task(**GPU)
+    def train_baseline(params=None) -> None:
+        argv = common.wh_args(params) + ["--model", "sasrec", "--seed", str(params["seed"])]
+        common.run("train-baseline", argv + common.extra(params, "baseline_args"))
+
+    @task
+    def evaluate_baseline(params=None) -> None:
+        argv = common.wh_args(params) + ["--model", "sasrec", "--protocol", params["protocol"]]
+        common.run("evaluate", argv + common.extra(params, "evaluate_args"))
+
+    @task(**GPU)
+    def train_summarizer(params=None) -> None:
+        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
+        argv += ["--seed", str(params["seed"])]
+        common.run("train-summarizer", argv + common.extra(params, "summarizer_args"))
+
+    @task(**GPU, outlets=[common.table_asset("item_keywords")])
+    def summarize(params=None) -> None:
+        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
+        argv += ["--backend", params["summarizer_backend"]]
+        common.run("summarize", argv + common.extra(params, "summarize_args"))
+
+    @task(outlets=[common.table_asset("user_collab_keywords")])
+    def build_collab(params=None) -> None:
+        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
+        common.run("build-collab", argv + common.extra(params, "collab_args"))
+
+    @task(**GPU)
+    def train_recommender(params=None) -> None:
+        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
+        argv += ["--seed", str(params["seed"])]
+        common.run("train", argv + common.extra(params, "train_args"))
+
+    @task(**GPU, outlets=[common.table_asset("evaluation_runs")])
+    def evaluate_recommender(params=None) -> None:
+        argv = common.wh_args(params) + ["--model", "mmsrarec", "--protocol", params["protocol"]]
+        common.run("evaluate", argv + common.extra(params, "evaluate_args"))
+
+    @task
+    def report(params=None) -> None:
+        common.run("report", common.wh_args(params) + common.extra(params, "report_args"))
+
+    baseline = train_baseline() >> evaluate_baseline()
+    recommender = train_summarizer() >> summarize() >> build_collab() >> train_recommender() >> evaluate_recommender()
+    [baseline, recommender] >> report()
