@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +23,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 log = logging.getLogger(__name__)
 
 ENV_WAREHOUSE = "MMSRAREC_WAREHOUSE"
 DEFAULT_WAREHOUSE = "./warehouse"
+# Appends retry a commit that lost a race (e.g. two writers creating the same table at once); a failed commit
+# made nothing visible, so retrying cannot duplicate rows.
+APPEND_COMMIT_ATTEMPTS = 5
 # AWS environment variables read into delta-rs storage options for s3:// warehouses (the standard chain).
 _AWS_ENV_KEYS = (
     "AWS_ACCESS_KEY_ID",
@@ -178,15 +183,23 @@ class Warehouse:
         kwargs: dict = {}
         if mode == "overwrite" and predicate is None:
             kwargs["schema_mode"] = "overwrite"
-        write_deltalake(
-            uri,
-            data,
-            mode=mode,
-            partition_by=list(partition_by) if partition_by else None,
-            predicate=predicate,
-            storage_options=dict(self.storage_options) or None,
-            **kwargs,
-        )
+        for attempt in range(1, APPEND_COMMIT_ATTEMPTS + 1):
+            try:
+                write_deltalake(
+                    uri,
+                    data,
+                    mode=mode,
+                    partition_by=list(partition_by) if partition_by else None,
+                    predicate=predicate,
+                    storage_options=dict(self.storage_options) or None,
+                    **kwargs,
+                )
+                break
+            except CommitFailedError as exc:
+                if mode != "append" or attempt == APPEND_COMMIT_ATTEMPTS:
+                    raise
+                log.warning("append to %s/%s lost a commit race (%s); retry %d", dataset, table, exc, attempt)
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
         version = self.delta_table(dataset, table).version()
         log.info("wrote %s rows to %s/%s (version %s, %s)", data.num_rows, dataset, table, version, mode)
         return version
