@@ -31,7 +31,8 @@ def get_spark(master: str | None = None, *, app_name: str = "mmsrarec", shuffle_
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.host", "127.0.0.1")
+        # executors on other hosts (a cluster, containers) connect back to this address: $SPARK_DRIVER_HOST there
+        .config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
         .config("spark.driver.memory", os.environ.get("MMSRAREC_SPARK_DRIVER_MEMORY", "2g"))
     )
     spark = builder.getOrCreate()
