@@ -1,0 +1,87 @@
+"""Pieces shared by the Spark ingest jobs: Arrow <-> Spark hand-off, raw-row JSON, quarantine rows, text cleanup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import re
+import unicodedata
+
+import pyarrow as pa
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.ingest.sources import SOURCE_ROW, Malformed
+
+# quarantine reasons (the ``reason`` column); docs/ingest.md explains each
+MALFORMED_ROW = "malformed_row"
+MISSING_ITEM_ID = "missing_item_id"
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+MISSING_USER_ID = "missing_user_id"
+UNKNOWN_ITEM_ID = "unknown_item_id"
+UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+INVALID_RATING = "invalid_rating"
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_text(value: str | None) -> str | None:
+    """Unescape HTML entities, drop control characters, collapse whitespace; blank becomes None."""
+    if value is None:
+        return None
+    text = html.unescape(unicodedata.normalize("NFC", value))
+    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
+    text = _SPACE.sub(" ", text).strip()
+    return text or None
+
+
+def to_spark(spark, table: pa.Table):
+    """A Spark DataFrame from an Arrow table (the driver read the file; Spark does the rest)."""
+    return spark.createDataFrame(table)
+
+
+def raw_row_column(columns: list[str]):
+    """A Spark column: the input row (all input columns but ``source_row``) as JSON, for quarantine."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in columns if c != SOURCE_ROW]
+    return F.to_json(F.struct(*[F.col(f"`{c}`") for c in cols]))
+
+
+def quarantine_frame(df, *, run_id: str, created_at: dt.datetime):
+    """Rows of ``df`` with a non-null ``reason`` as QUARANTINE-shaped Spark rows."""
+    from pyspark.sql import functions as F
+
+    return df.where(F.col("reason").isNotNull()).select(
+        F.lit(run_id).alias("run_id"),
+        F.col("reason"),
+        F.col(SOURCE_ROW).cast("bigint").alias(SOURCE_ROW),
+        F.col("raw_row"),
+        F.lit(created_at).cast("timestamp").alias("created_at"),
+    )
+
+
+def malformed_table(malformed: tuple[Malformed, ...], *, run_id: str, created_at: dt.datetime) -> pa.Table:
+    """QUARANTINE rows for input rows that could not be parsed into columns."""
+    rows = [
+        {
+            "run_id": run_id,
+            "reason": MALFORMED_ROW,
+            "source_row": m.source_row,
+            "raw_row": json.dumps({"_raw": m.raw, "_error": m.error}, ensure_ascii=False),
+            "created_at": created_at,
+        }
+        for m in malformed
+    ]
+    return pa.Table.from_pylist(rows, schema=schemas.QUARANTINE)
+
+
+def to_arrow(df, schema: pa.Schema, *, sort_by: list[tuple[str, str]]) -> pa.Table:
+    """Collect a Spark DataFrame as Arrow with exactly ``schema``, in a deterministic order."""
+    table = df.toArrow() if df is not None else schema.empty_table()
+    table = table.select(schema.names).cast(schema)
+    return table.sort_by(sort_by) if table.num_rows else table
+
+
+def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables]) if tables else schema.empty_table()

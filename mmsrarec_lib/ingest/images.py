@@ -1,0 +1,163 @@
+"""Load one item image: resolve its URI safely, fetch the bytes, decode, bound, re-encode as JPEG.
+
+Pure Python (no Spark) so it runs inside ``mapInArrow`` workers and is unit-testable. Every outcome is a status:
+
+- ``ok``: decoded; stored as RGB JPEG with the longest side at most ``max_side`` (never upscaled);
+- ``none``: the item has no ``image_uri``;
+- ``missing``: the file/object/URL does not exist (or the server kept failing after retries);
+- ``undecodable``: bytes were read but Pillow cannot decode them (corrupt/truncated/not an image);
+- ``refused``: never read, by policy: a local path resolving outside the items file's folder (path traversal,
+  symlink escape), an unsupported URI scheme, or an object larger than ``max_bytes``.
+
+Local, relative and ``file://`` paths must resolve (symlinks followed) inside ``base_dir``. ``http(s)://`` uses
+urllib with a timeout and retries (with backoff) on connection errors and 5xx/429; 4xx is final. ``s3://`` uses
+boto3 with credentials (and ``AWS_ENDPOINT_URL``) from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+OK, NONE, MISSING, UNDECODABLE, REFUSED = "ok", "none", "missing", "undecodable", "refused"
+STATUSES = (OK, NONE, MISSING, UNDECODABLE, REFUSED)
+JPEG_QUALITY = 90
+USER_AGENT = "mmsrarec-ingest/0.1"
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How images are fetched and stored (shipped to Spark workers)."""
+
+    base_dir: str
+    max_side: int = 512
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_bytes: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    status: str
+    error: str | None = None
+    data: bytes | None = None  # JPEG bytes
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class _Refused(Exception):
+    pass
+
+
+class _Missing(Exception):
+    pass
+
+
+def resolve_local(uri: str, base_dir: str) -> str:
+    """The real path of a local/relative/``file://`` image URI; refused when it leaves ``base_dir``."""
+    path = urllib.parse.unquote(urllib.parse.urlparse(uri).path) if uri.startswith("file://") else uri
+    path = os.path.expanduser(path)
+    base = os.path.realpath(base_dir)
+    full = os.path.realpath(path if os.path.isabs(path) else os.path.join(base, path))
+    if os.path.commonpath([base, full]) != base:
+        raise _Refused(f"path resolves outside the dataset folder {base}")
+    return full
+
+
+def _read_local(path: str, cfg: ImageConfig) -> bytes:
+    if not os.path.isfile(path):
+        raise _Missing(f"no such file: {path}")
+    if os.path.getsize(path) > cfg.max_bytes:
+        raise _Refused(f"file larger than {cfg.max_bytes} bytes")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_http(url: str, cfg: ImageConfig) -> bytes:
+    last = "no attempt"
+    for attempt in range(cfg.retries + 1):
+        if attempt:
+            time.sleep(cfg.backoff_s * 2 ** (attempt - 1))
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+            with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:  # noqa: S310 (scheme checked)
+                data = resp.read(cfg.max_bytes + 1)
+            if len(data) > cfg.max_bytes:
+                raise _Refused(f"response larger than {cfg.max_bytes} bytes")
+            return data
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code < 500 and exc.code != 429:
+                break  # a client error will not change on retry
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    raise _Missing(f"{last} after {attempt + 1} attempt(s)")
+
+
+def _read_s3(uri: str, cfg: ImageConfig) -> bytes:
+    import boto3
+    import botocore.exceptions
+
+    parsed = urllib.parse.urlparse(uri)
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    try:
+        obj = client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise _Missing(f"s3 {code}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise _Missing(f"s3: {type(exc).__name__}") from None
+    if obj.get("ContentLength", 0) > cfg.max_bytes:
+        raise _Refused(f"object larger than {cfg.max_bytes} bytes")
+    return obj["Body"].read()
+
+
+def fetch(uri: str, cfg: ImageConfig) -> bytes:
+    """The raw bytes behind ``uri`` (raises _Refused / _Missing)."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        return _read_http(uri, cfg)
+    if scheme == "s3":
+        return _read_s3(uri, cfg)
+    if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+        return _read_local(resolve_local(uri, cfg.base_dir), cfg)
+    raise _Refused(f"unsupported URI scheme {scheme!r}")
+
+
+def encode(data: bytes, max_side: int) -> tuple[bytes, int, int]:
+    """Decode ``data``, convert to RGB, shrink so the longest side <= ``max_side``; JPEG bytes, width, height."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        rgb = img.convert("RGB")
+    if max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    return out.getvalue(), rgb.width, rgb.height
+
+
+def load_image(uri: str | None, cfg: ImageConfig) -> ImageResult:
+    """Load and normalise the image at ``uri``; never raises for a bad image, returns its status instead."""
+    if uri is None or not uri.strip():
+        return ImageResult(NONE)
+    try:
+        raw = fetch(uri.strip(), cfg)
+    except _Refused as exc:
+        return ImageResult(REFUSED, str(exc))
+    except _Missing as exc:
+        return ImageResult(MISSING, str(exc))
+    try:
+        data, width, height = encode(raw, cfg.max_side)
+    except Exception as exc:  # noqa: BLE001 (Pillow raises many types for bad input; all mean "undecodable")
+        return ImageResult(UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500])
+    return ImageResult(OK, None, data, hashlib.sha256(data).hexdigest(), width, height)

@@ -1,0 +1,149 @@
+"""Spark job ``build_interactions`` (validate, normalise, dedup, quarantine) and ``user_sequences``.
+
+Validation, first failing check wins: ``missing_user_id``, ``missing_item_id``, ``unknown_item_id`` (not in the
+items table), ``unparseable_timestamp``, ``invalid_rating`` (given but not a finite number).
+
+Timestamps: unix seconds (integer or decimal, up to 11 digits) or anything Spark's ISO-8601 cast accepts: a date
+(``2024-03-01``), a datetime with ``T`` or a space, optional fraction, optional ``Z``/``+hh:mm`` offset. A datetime
+without an offset is taken as UTC. Everything is stored as UTC microseconds.
+
+Exact duplicates are rows equal on (user_id, item_id, timestamp, rating, event) after normalisation; the first by
+``source_row`` is kept. In append mode a row already present in the existing table is a duplicate too, and new
+rows get ``source_row`` offset by the existing maximum so (timestamp, source_row) stays a total arrival order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.ingest import common
+from mmsrarec_lib.ingest.sources import SOURCE_ROW, SourceTable, require_columns
+
+log = logging.getLogger(__name__)
+
+KEY = ("user_id", "item_id", "timestamp", "rating", "event")
+UNIX_SECONDS = r"^-?[0-9]{1,11}(\.[0-9]+)?$"
+
+
+@dataclass(frozen=True)
+class InteractionsResult:
+    new_rows: pa.Table  # schemas.INTERACTIONS: the rows this run adds
+    quarantine: pa.Table  # schemas.QUARANTINE
+    rows_in: int
+    rows_duplicate: int
+
+
+def timestamp_column(name: str):
+    """A Spark column: the UTC timestamp of string column ``name`` (unix seconds or ISO-8601), null if unparseable."""
+    from pyspark.sql import functions as F
+
+    text = F.trim(F.col(name))
+    unix = F.timestamp_seconds(F.expr(f"try_cast(trim(`{name}`) AS DOUBLE)"))
+    iso = F.expr(f"try_to_timestamp(trim(`{name}`))")
+    return F.when(text.rlike(UNIX_SECONDS), unix).otherwise(iso)
+
+
+def build_interactions(
+    spark,
+    *,
+    source: SourceTable,
+    item_ids: pa.Array,
+    run_id: str,
+    created_at: dt.datetime,
+    existing: pa.Table | None = None,
+) -> InteractionsResult:
+    """Validate and dedup the interaction rows of ``source`` against the known ``item_ids``.
+
+    ``existing`` (append mode) is the current interactions table: rows already in it count as duplicates.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    require_columns(source, ("user_id", "item_id", "timestamp"), what="interactions")
+    columns = source.table.column_names
+    df = common.to_spark(spark, source.table)
+    for name in ("rating", "event"):
+        if name not in columns:
+            df = df.withColumn(name, F.lit(None).cast("string"))
+    df = df.withColumn("raw_row", common.raw_row_column(columns))
+    df = df.withColumn("user_id", F.trim("user_id")).withColumn("item_id", F.trim("item_id"))
+    df = df.withColumn("_ts", timestamp_column("timestamp"))
+    df = df.withColumn("_rating_text", F.trim("rating"))
+    df = df.withColumn("_rating", F.expr("try_cast(_rating_text AS DOUBLE)"))
+    df = df.withColumn("event", F.when(F.length(F.trim("event")) > 0, F.trim("event")))
+
+    known_ids = pa.table({"_known_id": pa.array(item_ids, pa.string())}).group_by("_known_id").aggregate([])
+    known = spark.createDataFrame(known_ids)
+    df = df.join(F.broadcast(known), df["item_id"] == known["_known_id"], "left")
+    blank = lambda c: F.col(c).isNull() | (F.length(c) == 0)  # noqa: E731
+    bad_rating = F.col("_rating_text").isNotNull() & (F.length("_rating_text") > 0) & (
+        F.col("_rating").isNull() | F.isnan("_rating") | (F.abs("_rating") == float("inf"))
+    )
+    df = df.withColumn(
+        "reason",
+        F.when(blank("user_id"), F.lit(common.MISSING_USER_ID))
+        .when(blank("item_id"), F.lit(common.MISSING_ITEM_ID))
+        .when(F.col("_known_id").isNull(), F.lit(common.UNKNOWN_ITEM_ID))
+        .when(F.col("_ts").isNull(), F.lit(common.UNPARSEABLE_TIMESTAMP))
+        .when(bad_rating, F.lit(common.INVALID_RATING)),
+    )
+    df = df.withColumn("timestamp", F.col("_ts")).withColumn("rating", F.col("_rating")).cache()
+
+    good = df.where(F.col("reason").isNull())
+    w = Window.partitionBy(*KEY).orderBy(SOURCE_ROW)
+    good = good.withColumn("_rank", F.row_number().over(w))
+    offset = 0
+    if existing is not None and existing.num_rows:
+        offset = int(pc.max(existing.column(SOURCE_ROW)).as_py() or 0)
+        old = spark.createDataFrame(existing.select(list(KEY))).withColumn("_old", F.lit(True))
+        cond = [good[k].eqNullSafe(old[k]) for k in KEY]
+        good = good.join(old.dropDuplicates(list(KEY)), cond, "left").select(good["*"], old["_old"])
+    else:
+        good = good.withColumn("_old", F.lit(None).cast("boolean"))
+    good = good.withColumn("_dup", (F.col("_rank") > 1) | F.col("_old").isNotNull()).cache()
+    new_rows = good.where(~F.col("_dup")).select(
+        "user_id", "item_id", "timestamp", "rating", "event", (F.col(SOURCE_ROW) + F.lit(offset)).alias(SOURCE_ROW)
+    )
+    new_table = common.to_arrow(new_rows, schemas.INTERACTIONS, sort_by=[(SOURCE_ROW, "ascending")])
+    duplicates = good.where(F.col("_dup")).count()
+    quarantine = common.concat(
+        [common.malformed_table(source.malformed, run_id=run_id, created_at=created_at),
+         common.to_arrow(common.quarantine_frame(df, run_id=run_id, created_at=created_at), schemas.QUARANTINE,
+                         sort_by=[(SOURCE_ROW, "ascending")])],
+        schemas.QUARANTINE,
+    )
+    good.unpersist()
+    df.unpersist()
+    log.info("build_interactions: %d rows in, %d new, %d quarantined, %d duplicates",
+             source.rows_in, new_table.num_rows, quarantine.num_rows, duplicates)
+    return InteractionsResult(new_rows=new_table, quarantine=quarantine, rows_in=source.rows_in,
+                              rows_duplicate=duplicates)
+
+
+def sequences_frame(df):
+    """Spark: one row per user, items ordered by (timestamp, source_row): USER_SEQUENCES columns."""
+    from pyspark.sql import functions as F
+
+    events = F.array_sort(F.collect_list(F.struct("timestamp", SOURCE_ROW, "item_id")))
+    return (
+        df.groupBy("user_id")
+        .agg(events.alias("_ev"))
+        .select(
+            "user_id",
+            F.transform("_ev", lambda e: e["item_id"]).alias("item_ids"),
+            F.transform("_ev", lambda e: e["timestamp"]).alias("timestamps"),
+            F.size("_ev").cast("int").alias("length"),
+        )
+    )
+
+
+def build_user_sequences(spark, *, interactions: pa.Table) -> pa.Table:
+    """USER_SEQUENCES from the whole interactions table, sorted by user_id."""
+    df = common.to_spark(spark, interactions.select(["user_id", "item_id", "timestamp", SOURCE_ROW]))
+    return common.to_arrow(sequences_frame(df), schemas.USER_SEQUENCES, sort_by=[("user_id", "ascending")])

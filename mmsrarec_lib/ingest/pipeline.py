@@ -1,0 +1,160 @@
+"""The ingest run: items -> interactions -> user_sequences -> k-core splits, each table one Delta commit.
+
+Tables written under ``<warehouse>/<dataset>/``: items, items_quarantine, interactions, interactions_quarantine,
+user_sequences, split_loo, eval_candidates, and one ingest_runs row per table.
+
+Modes:
+- ``overwrite`` (default): every table is replaced by this run's content, sorted deterministically, so a rerun on
+  the same inputs leaves the same rows (a new Delta version; older versions stay readable by time travel).
+- ``append`` (nightly new interactions): items are upserted by item_id; interactions not already present are
+  appended (rows already there count as duplicates); quarantine rows are appended; sequences and splits are
+  rebuilt from the whole interactions table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.ingest.interactions import build_interactions, build_user_sequences
+from mmsrarec_lib.ingest.items import build_item_table
+from mmsrarec_lib.ingest.sources import SourceTable
+from mmsrarec_lib.ingest.splits import SplitConfig, build_splits
+from mmsrarec_lib.runs import IngestRun, new_run_id, record_ingest_runs, utcnow
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+
+ITEMS, ITEMS_Q = "items", "items_quarantine"
+INTERACTIONS, INTERACTIONS_Q = "interactions", "interactions_quarantine"
+USER_SEQUENCES, SPLIT_LOO, EVAL_CANDIDATES = "user_sequences", "split_loo", "eval_candidates"
+TABLES = (ITEMS, ITEMS_Q, INTERACTIONS, INTERACTIONS_Q, USER_SEQUENCES, SPLIT_LOO, EVAL_CANDIDATES)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    dataset: str
+    mode: Literal["overwrite", "append"] = "overwrite"
+    max_image_side: int = 512
+    image_timeout_s: float = 10.0
+    image_retries: int = 2
+    splits: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("overwrite", "append"):
+            raise ValueError(f"mode must be overwrite or append, got {self.mode!r}")
+        if not self.dataset or "/" in self.dataset or self.dataset.startswith("."):
+            raise ValueError(f"invalid dataset name {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    run_id: str
+    dataset: str
+    counts: dict[str, int]  # rows per table after the run (quarantine: rows written by this run)
+    runs: tuple[IngestRun, ...]
+    image_status: dict[str, int]
+    eval_split_users: dict[str, int]
+    seconds: dict[str, float]
+
+
+def _value_counts(col: pa.ChunkedArray) -> dict[str, int]:
+    if len(col) == 0:
+        return {}
+    vc = pc.value_counts(col)
+    return dict(sorted(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
+
+
+def _upsert_items(warehouse: Warehouse, dataset: str, new: pa.Table) -> pa.Table:
+    """Append mode: existing items not in ``new`` plus ``new`` (new rows win)."""
+    if not warehouse.has_table(dataset, ITEMS):
+        return new
+    old = warehouse.read_table(dataset, ITEMS).cast(schemas.ITEMS)
+    keep = pc.invert(pc.is_in(old.column("item_id"), value_set=new.column("item_id")))
+    return pa.concat_tables([old.filter(keep), new]).sort_by([("item_id", "ascending")])
+
+
+def run_ingest(
+    *, warehouse: Warehouse, items: SourceTable, interactions: SourceTable, config: IngestConfig, spark=None,
+    spark_master: str | None = None,
+) -> IngestSummary:
+    """Run the whole ingest for one dataset; returns counts and the ingest_runs rows it recorded."""
+    if spark is None:
+        from mmsrarec_lib.spark import get_spark
+
+        spark = get_spark(spark_master, app_name=f"mmsrarec-ingest-{config.dataset}")
+    ds, append = config.dataset, config.mode == "append"
+    run_id, seconds, runs = new_run_id("ingest"), {}, []
+    created = utcnow()
+
+    t0, started = time.perf_counter(), utcnow()
+    item_res = build_item_table(
+        spark, source=items, run_id=run_id, created_at=created, max_image_side=config.max_image_side,
+        image_timeout_s=config.image_timeout_s, image_retries=config.image_retries,
+    )
+    all_items = _upsert_items(warehouse, ds, item_res.items) if append else item_res.items
+    warehouse.write_table(ds, ITEMS, all_items, mode="overwrite")
+    warehouse.write_table(ds, ITEMS_Q, item_res.quarantine, mode="append" if append else "overwrite")
+    runs.append(IngestRun(run_id, ds, ITEMS, item_res.rows_in, item_res.items.num_rows,
+                          item_res.quarantine.num_rows, item_res.rows_duplicate, started, utcnow()))
+    seconds["items"] = time.perf_counter() - t0
+
+    t0, started = time.perf_counter(), utcnow()
+    existing = warehouse.read_table(ds, INTERACTIONS).cast(schemas.INTERACTIONS) if (
+        append and warehouse.has_table(ds, INTERACTIONS)) else None
+    inter_res = build_interactions(
+        spark, source=interactions, item_ids=all_items.column("item_id").combine_chunks(), run_id=run_id,
+        created_at=created, existing=existing,
+    )
+    if existing is not None:
+        if inter_res.new_rows.num_rows:
+            warehouse.write_table(ds, INTERACTIONS, inter_res.new_rows, mode="append")
+        full = pa.concat_tables([existing, inter_res.new_rows])
+    else:
+        warehouse.write_table(ds, INTERACTIONS, inter_res.new_rows, mode="overwrite")
+        full = inter_res.new_rows
+    warehouse.write_table(ds, INTERACTIONS_Q, inter_res.quarantine, mode="append" if append else "overwrite")
+    runs.append(IngestRun(run_id, ds, INTERACTIONS, inter_res.rows_in, inter_res.new_rows.num_rows,
+                          inter_res.quarantine.num_rows, inter_res.rows_duplicate, started, utcnow()))
+    seconds["interactions"] = time.perf_counter() - t0
+
+    t0, started = time.perf_counter(), utcnow()
+    sequences = build_user_sequences(spark, interactions=full)
+    warehouse.write_table(ds, USER_SEQUENCES, sequences, mode="overwrite")
+    runs.append(IngestRun(run_id, ds, USER_SEQUENCES, sequences.num_rows, sequences.num_rows, 0, 0, started,
+                          utcnow()))
+    seconds["user_sequences"] = time.perf_counter() - t0
+
+    t0, started = time.perf_counter(), utcnow()
+    split_res = build_splits(spark, interactions=full, cfg=config.splits)
+    warehouse.write_table(ds, SPLIT_LOO, split_res.split_loo, mode="overwrite")
+    warehouse.write_table(ds, EVAL_CANDIDATES, split_res.eval_candidates, mode="overwrite")
+    finished = utcnow()
+    for name, table in ((SPLIT_LOO, split_res.split_loo), (EVAL_CANDIDATES, split_res.eval_candidates)):
+        runs.append(IngestRun(run_id, ds, name, table.num_rows, table.num_rows, 0, 0, started, finished))
+    seconds["splits"] = time.perf_counter() - t0
+
+    record_ingest_runs(warehouse, runs)
+    counts = {
+        ITEMS: all_items.num_rows, ITEMS_Q: item_res.quarantine.num_rows, INTERACTIONS: full.num_rows,
+        INTERACTIONS_Q: inter_res.quarantine.num_rows, "interactions_duplicate": inter_res.rows_duplicate,
+        "items_duplicate": item_res.rows_duplicate, USER_SEQUENCES: sequences.num_rows,
+        "users": sequences.num_rows, SPLIT_LOO: split_res.split_loo.num_rows,
+        EVAL_CANDIDATES: split_res.eval_candidates.num_rows, "kcore_users": split_res.kcore_users,
+        "kcore_items": split_res.kcore_items, "kcore_interactions": split_res.kcore_interactions,
+    }
+    summary = IngestSummary(
+        run_id=run_id, dataset=ds, counts=counts, runs=tuple(runs),
+        image_status=_value_counts(all_items.column("image_status")),
+        eval_split_users=_value_counts(split_res.eval_candidates.column("split")),
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+    log.info("ingest %s (%s): %s; images %s; eval users %s; seconds %s", run_id, ds, counts,
+             summary.image_status, summary.eval_split_users, summary.seconds)
+    return summary
