@@ -1,0 +1,180 @@
+"""Full build of stage 2: embed training users, index them, retrieve neighbours for every user, write the table.
+
+Order of writes (each one atomic): index version files, the ``LATEST`` pointer, ``user_collab_keywords`` (one
+overwrite commit, so a re-run replaces rows and never duplicates them), and last the refresh watermark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+
+from mmsrarec_lib.collab.embed import Embedder, embed_histories
+from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index, save_index
+from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
+from mmsrarec_lib.collab.table import PROTOCOLS, TABLE, build_rows
+from mmsrarec_lib.collab.windows import (
+    UserSequence,
+    Target,
+    WindowConfig,
+    latest_windows,
+    load_sequences,
+    load_targets,
+    paper_windows,
+    training_windows,
+)
+from mmsrarec_lib.runs import utcnow
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollabConfig:
+    """Everything that decides the stage-2 output (stored in the index metadata so a refresh reuses it)."""
+
+    dataset: str
+    window: WindowConfig = field(default_factory=WindowConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    protocols: tuple[str, ...] = PROTOCOLS
+    batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or not self.protocols:
+            raise ValueError(f"protocols must be a non-empty subset of {PROTOCOLS}, got {self.protocols}")
+
+    def to_meta(self) -> dict:
+        return {
+            "window": asdict(self.window),
+            "retrieval": asdict(self.retrieval),
+            "protocols": list(self.protocols),
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def from_meta(cls, dataset: str, meta: Mapping) -> CollabConfig:
+        return cls(
+            dataset=dataset,
+            window=WindowConfig(**meta["window"]),
+            index=IndexConfig(**meta["config"]),
+            retrieval=RetrievalConfig(**meta["retrieval"]),
+            protocols=tuple(meta["protocols"]),
+            batch_size=int(meta.get("batch_size", 1024)),
+        )
+
+
+@dataclass(frozen=True)
+class CollabResult:
+    index_version: str
+    table_version: int | None
+    n_indexed: int  # training users whose index entry was (re)written
+    n_rows: int  # table rows written or merged
+    n_short: int  # rows with fewer than k neighbours
+    changed_users: tuple[str, ...] = ()
+
+
+def query_rows(
+    idx: CollabIndex,
+    sequences: Mapping[str, UserSequence],
+    targets: Mapping[str, Target],
+    *,
+    config: CollabConfig,
+    embedder: Embedder,
+    keywords: Mapping[str, Sequence[str]],
+    keyword_source: str,
+    created_at: dt.datetime,
+) -> pa.Table:
+    """Table rows for the given users under every configured protocol."""
+    parts = []
+    for protocol in config.protocols:
+        if protocol == "paper":
+            windows = paper_windows(sequences, targets, config.window)
+            queries = [Query(w.user_id, w.next_item_id, w.as_of_us) for w in windows]
+        else:
+            windows = latest_windows(sequences, config.window)
+            queries = [Query(w.user_id, None, w.as_of_us) for w in windows]
+        if not windows:
+            continue
+        vectors = embed_histories(
+            embedder, [w.items for w in windows], batch_size=config.batch_size, desc=f"embed {protocol} queries"
+        )  # (m, d)
+        neighbors = find_neighbors(idx, queries, vectors, config=config.retrieval)
+        parts.append(
+            build_rows(
+                windows,
+                neighbors,
+                protocol=protocol,
+                keywords=keywords,
+                keyword_source=keyword_source,
+                index_version=idx.version,
+                created_at=created_at,
+            )
+        )
+        log.info("%s: neighbours for %d users", protocol, len(windows))
+    if not parts:
+        from mmsrarec_lib import schemas
+
+        return schemas.empty(schemas.USER_COLLAB_KEYWORDS)
+    return pa.concat_tables(parts)
+
+
+def count_short(rows: pa.Table, k: int) -> int:
+    import pyarrow.compute as pc
+
+    if rows.num_rows == 0:
+        return 0
+    return int(pc.sum(pc.less(pc.list_value_length(rows.column("neighbors")), k)).as_py() or 0)
+
+
+def build_collab(
+    warehouse: Warehouse,
+    *,
+    config: CollabConfig,
+    embedder: Embedder,
+    embedder_info: Mapping,
+    keywords: Mapping[str, Sequence[str]],
+    keyword_source: str,
+) -> CollabResult:
+    """Build everything from scratch: a new index version, all table rows (one overwrite), the watermark."""
+    from mmsrarec_lib.collab.refresh import Watermark, write_watermark
+
+    ds = config.dataset
+    targets = load_targets(warehouse, ds)
+    sequences = load_sequences(warehouse, ds)
+    if not sequences:
+        raise ValueError(f"dataset {ds!r}: the interactions table is empty")
+    train = training_windows(sequences, targets, config.window)
+    if not train:
+        raise ValueError(f"dataset {ds!r}: no training users (split == 'train' in eval_candidates) to index")
+    vectors = embed_histories(embedder, [w.items for w in train], batch_size=config.batch_size, desc="embed training")
+    meta = {**config.to_meta(), "embedder": dict(embedder_info), "keyword_source": keyword_source, "dataset": ds}
+    idx = build_index(train, vectors, config=config.index, extra_meta=meta)
+    save_index(warehouse, ds, idx)
+
+    rows = query_rows(
+        idx,
+        sequences,
+        targets,
+        config=config,
+        embedder=embedder,
+        keywords=keywords,
+        keyword_source=keyword_source,
+        created_at=utcnow(),
+    )
+    version = warehouse.write_table(ds, TABLE, rows, mode="overwrite")
+    max_ts = max(s.timestamps[-1] for s in sequences.values() if s.timestamps)
+    write_watermark(
+        warehouse, ds, Watermark(max_interaction_us=max_ts, index_version=idx.version, table_version=version)
+    )
+    short = count_short(rows, config.retrieval.k)
+    log.info(
+        "build-collab %s: %d training users indexed (%s), %d rows (table version %s), %d with < %d neighbours",
+        ds, len(train), idx.kind, rows.num_rows, version, short, config.retrieval.k,
+    )
+    return CollabResult(idx.version, version, len(train), rows.num_rows, short)

@@ -1,0 +1,140 @@
+"""Nightly incremental refresh of stage 2, driven by a watermark.
+
+The watermark is a small JSON object next to the index, ``<warehouse>/<dataset>/indexes/collab/WATERMARK.json``:
+the newest interaction timestamp already reflected (``max_interaction_us``), plus the index and table versions it
+was written with. A refresh:
+
+1. finds the users with interactions newer than the watermark (nothing new: returns without writing anything, so
+   no new index version, no new table version);
+2. re-embeds those of them that are training users and replaces their index entries (``remove_ids`` +
+   ``add_with_ids``) in a new index version (``LATEST`` moves to it);
+3. recomputes the rows of the changed users only and MERGEs them into ``user_collab_keywords`` (one commit);
+4. advances the watermark **last**. A crash anywhere before leaves the old watermark, so the next run picks up the
+   same users again; replacing index entries and merging rows are idempotent, so nothing is skipped or duplicated.
+
+Rows of *unchanged* users keep the neighbours they had (and the index version they name) until the next full
+build, even when one of their neighbours changed: the refresh rewrites only changed users' rows.
+Interactions that arrive late with a timestamp at or below the watermark are not seen by a refresh; a full
+``build-collab`` picks them up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmsrarec_lib.collab.embed import Embedder, embed_histories
+from mmsrarec_lib.collab.index import index_uri, load_index, save_index, update_index
+from mmsrarec_lib.collab.pipeline import CollabConfig, CollabResult, count_short, query_rows
+from mmsrarec_lib.collab.table import KEYS, TABLE
+from mmsrarec_lib.collab.windows import (
+    EVAL_CANDIDATES_TABLE,
+    INTERACTIONS_TABLE,
+    from_us,
+    load_sequences,
+    load_targets,
+    to_us,
+    training_windows,
+)
+from mmsrarec_lib.runs import utcnow
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "WATERMARK.json"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    max_interaction_us: int
+    index_version: str
+    table_version: int | None
+    updated_at: str = ""
+
+
+def watermark_uri(warehouse: Warehouse, dataset: str) -> str:
+    return index_uri(warehouse, dataset, WATERMARK)
+
+
+def read_watermark(warehouse: Warehouse, dataset: str) -> Watermark:
+    uri = watermark_uri(warehouse, dataset)
+    if not warehouse.exists(uri):
+        raise FileNotFoundError(f"no collab watermark for dataset {dataset!r} ({uri}): run build-collab first")
+    data = json.loads(warehouse.read_bytes(uri))
+    data.pop("max_interaction_timestamp", None)
+    return Watermark(**data)
+
+
+def write_watermark(warehouse: Warehouse, dataset: str, wm: Watermark) -> None:
+    data = {**asdict(wm), "updated_at": utcnow().isoformat()}
+    data["max_interaction_timestamp"] = from_us(wm.max_interaction_us).isoformat()  # for people reading the file
+    warehouse.write_bytes(watermark_uri(warehouse, dataset), json.dumps(data, indent=2, sort_keys=True).encode())
+    log.info("watermark of %s advanced to %s", dataset, data["max_interaction_timestamp"])
+
+
+def changed_users(warehouse: Warehouse, dataset: str, since_us: int) -> tuple[list[str], int | None]:
+    """Users with interactions newer than ``since_us``, and the newest timestamp among those interactions."""
+    since = pa.scalar(from_us(since_us), type=pa.timestamp("us", tz="UTC"))
+    new = warehouse.read_table(
+        dataset, INTERACTIONS_TABLE, columns=["user_id", "timestamp"], filter=pc.field("timestamp") > since
+    )
+    if new.num_rows == 0:
+        return [], None
+    users = sorted(set(new.column("user_id").to_pylist()))
+    return users, to_us(pc.max(new.column("timestamp")).as_py())
+
+
+def refresh_collab(
+    warehouse: Warehouse,
+    *,
+    dataset: str,
+    embedder: Embedder,
+    keywords: Mapping[str, Sequence[str]],
+) -> CollabResult:
+    """Bring the index and table up to date with interactions newer than the watermark (see module doc)."""
+    wm = read_watermark(warehouse, dataset)
+    users, new_max = changed_users(warehouse, dataset, wm.max_interaction_us)
+    if not users:
+        log.info("refresh-collab %s: nothing newer than the watermark; nothing written", dataset)
+        return CollabResult(wm.index_version, warehouse.table_version(dataset, TABLE), 0, 0, 0)
+    log.info("refresh-collab %s: %d users with new interactions", dataset, len(users))
+
+    idx = load_index(warehouse, dataset, "latest")
+    config = CollabConfig.from_meta(dataset, idx.meta)
+    keyword_source = idx.meta["keyword_source"]
+    sequences = load_sequences(warehouse, dataset, users=users)
+    has_targets = warehouse.has_table(dataset, EVAL_CANDIDATES_TABLE)
+    targets = load_targets(warehouse, dataset, users=users) if has_targets else {}
+
+    train = training_windows(sequences, targets, config.window)
+    if train:
+        vectors = embed_histories(embedder, [w.items for w in train], batch_size=config.batch_size, desc="re-embed")
+        idx = update_index(idx, train, vectors)
+        save_index(warehouse, dataset, idx)
+
+    rows = query_rows(
+        idx,
+        sequences,
+        targets,
+        config=config,
+        embedder=embedder,
+        keywords=keywords,
+        keyword_source=keyword_source,
+        created_at=utcnow(),
+    )
+    version = warehouse.merge_table(dataset, TABLE, rows, keys=list(KEYS))
+    write_watermark(
+        warehouse,
+        dataset,
+        Watermark(
+            max_interaction_us=max(new_max, wm.max_interaction_us), index_version=idx.version, table_version=version
+        ),
+    )
+    return CollabResult(
+        idx.version, version, len(train), rows.num_rows, count_short(rows, config.retrieval.k), tuple(users)
+    )

@@ -1,0 +1,217 @@
+"""Which items are embedded for each user, and which item counts as a training user's "next item".
+
+All windows are cut from the user's interaction sequence, ordered by ``(timestamp, source_row)`` exactly like
+``user_sequences`` (ties inside one second are frequent in MovieLens; the input row order breaks them).
+
+* **Training entry** (what goes into the index), for a user with ``split == "train"`` in ``eval_candidates``:
+  the user's *held-out part* starts at its ``eval_candidates`` target (found in the sequence by item id and
+  timestamp). The embedded window is the last ``n`` items before it (or all of them with ``whole_history``) and
+  the neighbour's **next item** is the target itself, i.e. the item right after the window. The next item is
+  therefore always a known interaction of a *training* user and never an item of any evaluation user.
+* **Paper query** (any split): the same cut, so the window is ``eval_candidates.history`` (for ``n=5``) and the
+  target is held out; retrieval drops every neighbour whose next item equals that target.
+* **Latest query** (production recommendations): the user's latest ``n`` items; nothing is held out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+
+INTERACTIONS_TABLE = "interactions"
+EVAL_CANDIDATES_TABLE = "eval_candidates"
+TRAIN_SPLIT = "train"
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """``n`` items per window (the paper uses 5); ``whole_history`` embeds everything before the cut instead."""
+
+    n: int = 5
+    whole_history: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"window length must be >= 1, got {self.n}")
+
+    def cut(self, items: list[str]) -> list[str]:
+        return list(items) if self.whole_history else list(items[-self.n :])
+
+
+@dataclass(frozen=True)
+class UserSequence:
+    """One user's interactions, oldest first; timestamps in UTC microseconds."""
+
+    user_id: str
+    items: tuple[str, ...]
+    timestamps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A user's row in ``eval_candidates``: its user-level split and held-out target."""
+
+    user_id: str
+    split: str
+    item_id: str
+    timestamp_us: int | None
+
+
+@dataclass(frozen=True)
+class UserWindow:
+    """An embedded window. ``next_item_id`` is the item right after it (a training user's next item, or a paper
+    query's held-out target); ``as_of`` is the timestamp (us) of the window's last item."""
+
+    user_id: str
+    items: tuple[str, ...]
+    as_of_us: int | None
+    next_item_id: str | None = None
+    next_timestamp_us: int | None = None
+
+
+def to_us(value: dt.datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return int(value.timestamp() * 1_000_000)
+
+
+def from_us(value: int | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(value))
+
+
+# --------------------------------------------------------------------------- reading
+def load_sequences(
+    warehouse: Warehouse, dataset: str, *, users: Iterable[str] | None = None
+) -> dict[str, UserSequence]:
+    """Users' sequences from ``interactions`` (optionally only ``users``), ordered by (timestamp, source_row)."""
+    flt = None
+    if users is not None:
+        wanted = sorted(set(users))
+        if not wanted:
+            return {}
+        flt = pc.field("user_id").isin(pa.array(wanted, pa.string()))
+    table = warehouse.read_table(
+        dataset, INTERACTIONS_TABLE, columns=["user_id", "item_id", "timestamp", "source_row"], filter=flt
+    )
+    table = table.sort_by([("user_id", "ascending"), ("timestamp", "ascending"), ("source_row", "ascending")])
+    user_col = table.column("user_id").to_numpy(zero_copy_only=False)
+    item_col = table.column("item_id").to_numpy(zero_copy_only=False)
+    ts_col = pc.cast(table.column("timestamp"), pa.int64()).to_numpy(zero_copy_only=False)
+    out: dict[str, UserSequence] = {}
+    if len(user_col) == 0:
+        return out
+    bounds = np.flatnonzero(user_col[1:] != user_col[:-1]) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(user_col)]])
+    for s, e in zip(starts, ends):
+        uid = str(user_col[s])
+        out[uid] = UserSequence(uid, tuple(str(x) for x in item_col[s:e]), tuple(int(x) for x in ts_col[s:e]))
+    return out
+
+
+def load_targets(warehouse: Warehouse, dataset: str, *, users: Iterable[str] | None = None) -> dict[str, Target]:
+    """``eval_candidates`` rows (split and held-out target) by user id."""
+    flt = None
+    if users is not None:
+        flt = pc.field("user_id").isin(pa.array(sorted(set(users)), pa.string()))
+    table = warehouse.read_table(
+        dataset,
+        EVAL_CANDIDATES_TABLE,
+        columns=["user_id", "split", "target_item_id", "target_timestamp"],
+        filter=flt,
+    )
+    out: dict[str, Target] = {}
+    for row in table.to_pylist():
+        uid = row["user_id"]
+        if uid in out:
+            raise ValueError(f"eval_candidates: user {uid!r} appears twice (splits {out[uid].split}, {row['split']})")
+        out[uid] = Target(uid, row["split"], row["target_item_id"], to_us(row["target_timestamp"]))
+    return out
+
+
+def max_interaction_us(warehouse: Warehouse, dataset: str) -> int | None:
+    """The newest interaction timestamp (the refresh watermark after a full build)."""
+    col = warehouse.read_table(dataset, INTERACTIONS_TABLE, columns=["timestamp"]).column("timestamp")
+    value = pc.max(col).as_py()
+    return to_us(value)
+
+
+# --------------------------------------------------------------------------- cutting windows
+def target_position(seq: UserSequence, target: Target) -> int:
+    """Index of the held-out target in the sequence (item id and timestamp must match; the last match wins)."""
+    candidates = [i for i, item in enumerate(seq.items) if item == target.item_id]
+    exact = [i for i in candidates if target.timestamp_us is None or seq.timestamps[i] == target.timestamp_us]
+    chosen = exact or candidates
+    if not chosen:
+        raise ValueError(
+            f"eval_candidates: user {seq.user_id!r}: target item {target.item_id!r} is not in its interactions"
+        )
+    return chosen[-1]
+
+
+def held_out_window(seq: UserSequence, target: Target, config: WindowConfig) -> UserWindow:
+    """The window before the user's held-out target, with the target as its next item (training entries and
+    paper queries)."""
+    pos = target_position(seq, target)
+    before = list(seq.items[:pos])
+    items = config.cut(before)
+    as_of = seq.timestamps[pos - 1] if pos > 0 else None
+    return UserWindow(seq.user_id, tuple(items), as_of, seq.items[pos], seq.timestamps[pos])
+
+
+def latest_window(seq: UserSequence, config: WindowConfig) -> UserWindow:
+    """The user's latest ``n`` items (production queries); nothing is held out."""
+    return UserWindow(seq.user_id, tuple(config.cut(list(seq.items))), seq.timestamps[-1] if seq.items else None)
+
+
+def training_windows(
+    sequences: Mapping[str, UserSequence], targets: Mapping[str, Target], config: WindowConfig
+) -> list[UserWindow]:
+    """Index entries: one per training user with a non-empty window, sorted by user id."""
+    out: list[UserWindow] = []
+    skipped = 0
+    for uid in sorted(targets):
+        t = targets[uid]
+        if t.split != TRAIN_SPLIT or uid not in sequences:
+            skipped += t.split == TRAIN_SPLIT
+            continue
+        w = held_out_window(sequences[uid], t, config)
+        if not w.items:
+            skipped += 1
+            continue
+        out.append(w)
+    if skipped:
+        log.warning("%d training users have no interactions before their target and are not indexed", skipped)
+    return out
+
+
+def paper_windows(
+    sequences: Mapping[str, UserSequence], targets: Mapping[str, Target], config: WindowConfig
+) -> list[UserWindow]:
+    """Paper-protocol queries: every ``eval_candidates`` user, window before its held-out target."""
+    out = []
+    for uid in sorted(targets):
+        if uid in sequences:
+            w = held_out_window(sequences[uid], targets[uid], config)
+            if w.items:
+                out.append(w)
+    return out
+
+
+def latest_windows(sequences: Mapping[str, UserSequence], config: WindowConfig) -> list[UserWindow]:
+    """Latest-window queries for every user with interactions."""
+    return [latest_window(sequences[uid], config) for uid in sorted(sequences) if sequences[uid].items]

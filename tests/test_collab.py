@@ -1,0 +1,185 @@
+"""Stage 2 core: windows, the faiss index (kinds, update, save/load), retrieval rules, table rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmsrarec_lib.collab.embed import l2_normalize, latest_sasrec_run
+from mmsrarec_lib.collab.index import (
+    IndexConfig,
+    build_index,
+    list_index_versions,
+    load_index,
+    save_index,
+    update_index,
+)
+from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
+from mmsrarec_lib.collab.table import build_rows, merge_keywords
+from mmsrarec_lib.collab.windows import (
+    Target,
+    UserSequence,
+    UserWindow,
+    WindowConfig,
+    held_out_window,
+    latest_window,
+    load_sequences,
+    load_targets,
+    paper_windows,
+    training_windows,
+)
+from tests._collab_helpers import ITEMS, TRAIN, USERS, ToyEmbedder, ts, write_tiny
+
+
+def _seq(uid, items):
+    return UserSequence(uid, tuple(items), tuple(range(100, 100 + 10 * len(items), 10)))
+
+
+def test_windows_cut_before_the_held_out_target():
+    seq = _seq("u", ["p", "q", "r", "s", "t"])
+    w = held_out_window(seq, Target("u", "train", "s", 130), WindowConfig(n=2))
+    assert w.items == ("q", "r") and w.next_item_id == "s" and w.next_timestamp_us == 130 and w.as_of_us == 120
+    whole = held_out_window(seq, Target("u", "train", "s", 130), WindowConfig(n=2, whole_history=True))
+    assert whole.items == ("p", "q", "r")
+    latest = latest_window(seq, WindowConfig(n=3))
+    assert latest.items == ("r", "s", "t") and latest.as_of_us == 140 and latest.next_item_id is None
+    # a repeated item: the occurrence with the target's timestamp is the cut
+    rep = _seq("u", ["s", "q", "s", "t"])
+    assert held_out_window(rep, Target("u", "train", "s", 100), WindowConfig(n=5)).items == ()
+    assert held_out_window(rep, Target("u", "train", "s", 120), WindowConfig(n=5)).items == ("s", "q")
+    with pytest.raises(ValueError, match="user 'u'.*'zz' is not in its interactions"):
+        held_out_window(seq, Target("u", "train", "zz", None), WindowConfig())
+    with pytest.raises(ValueError, match="window length"):
+        WindowConfig(n=0)
+
+
+def test_sequences_and_targets_from_tables(warehouse):
+    times = write_tiny(warehouse)
+    seqs = load_sequences(warehouse, "tiny")
+    assert seqs["X1"].items == ("d", "a", "b", "z")
+    assert load_sequences(warehouse, "tiny", users=["T2"]).keys() == {"T2"}
+    targets = load_targets(warehouse, "tiny")
+    train = training_windows(seqs, targets, WindowConfig(n=2))
+    assert {w.user_id for w in train} == TRAIN  # valid/test users are never indexed
+    t1 = next(w for w in train if w.user_id == "T1")
+    assert t1.items == ("a", "b") and t1.next_item_id == "z"
+    assert t1.next_timestamp_us == int(times["T1"][-1].timestamp() * 1e6)
+    paper = {w.user_id: w for w in paper_windows(seqs, targets, WindowConfig(n=5))}
+    assert paper["X1"].items == ("d", "a", "b")  # = eval_candidates.history
+
+
+def _tiny_index(warehouse, *, config=None):
+    write_tiny(warehouse)
+    seqs, targets = load_sequences(warehouse, "tiny"), load_targets(warehouse, "tiny")
+    emb = ToyEmbedder(ITEMS)
+    train = training_windows(seqs, targets, WindowConfig(n=2))
+    idx = build_index(train, l2_normalize(emb([list(w.items) for w in train])), config=config or IndexConfig())
+    return idx, seqs, targets, emb
+
+
+def test_neighbours_exclude_self_leakage_and_non_training_users(warehouse):
+    idx, seqs, targets, emb = _tiny_index(warehouse)
+    windows = paper_windows(seqs, targets, WindowConfig(n=2))
+    queries = [Query(w.user_id, w.next_item_id, w.as_of_us) for w in windows]
+    vecs = l2_normalize(emb([list(w.items) for w in windows]))
+    got = dict(zip([w.user_id for w in windows], find_neighbors(idx, queries, vecs, config=RetrievalConfig(k=3))))
+    # X1 = [a, b] -> z: T1 has the identical window but its next item is z (the held-out target): excluded.
+    assert [n.user_id for n in got["X1"]][0] == "T2" and {n.user_id for n in got["X1"]} == {"T2", "T3", "T4"}
+    assert got["X1"][0].score == pytest.approx(1.0) and got["X1"][1].score == pytest.approx(0.5)
+    # T2 = [a, b] -> y: never itself, never T3 (next item y)
+    assert [n.user_id for n in got["T2"]][:2] == ["T1", "T4"]
+    for uid, ns in got.items():
+        assert len(ns) == 3
+        assert uid not in {n.user_id for n in ns}
+        assert {n.user_id for n in ns} <= TRAIN  # V1 shares X1's window exactly yet never appears
+        assert all(n.next_item_id != targets[uid].item_id for n in ns)
+    # without a held-out target (production) the identical T1 comes back
+    x1_vec = vecs[[w.user_id for w in windows].index("X1")][None]  # (1, d)
+    latest = find_neighbors(idx, [Query("X1")], x1_vec, config=RetrievalConfig(k=2))
+    assert {n.user_id for n in latest[0]} == {"T1", "T2"}
+
+
+def test_refill_when_filters_remove_more_than_the_overfetch(warehouse):
+    idx, seqs, targets, emb = _tiny_index(warehouse)
+    q = Query("T1", held_out_item_id="w")  # drops T4 and T5
+    vec = l2_normalize(emb([["a", "b"]]))
+    got = find_neighbors(idx, [q], vec, config=RetrievalConfig(k=4, overfetch=0))[0]
+    assert {n.user_id for n in got} == {"T2", "T3", "T6"}  # only 3 eligible of 6: the index is exhausted
+    nofuture = find_neighbors(
+        idx, [Query("Q", None, as_of_us=int(ts(5).timestamp() * 1e6))], vec, config=RetrievalConfig(no_future=True)
+    )[0]
+    assert nofuture == []  # every training user's next item is later than minute 5
+
+
+@pytest.mark.parametrize("approx", ["ivf", "hnsw"])
+def test_index_kind_by_threshold_and_recall(approx):
+    rng = np.random.default_rng(0)
+    x = l2_normalize(rng.normal(size=(2000, 16)))  # (n, d)
+    windows = [UserWindow(f"u{i}", ("a",), i, f"i{i % 7}", i) for i in range(2000)]
+    exact = build_index(windows, x, config=IndexConfig(exact_threshold=10_000))
+    approx_idx = build_index(windows, x, config=IndexConfig(exact_threshold=1000, approx=approx, nprobe=8))
+    assert exact.kind == "flat" and approx_idx.kind == approx
+    q = x[:200]
+    _, e_ids = exact.search(q, 3)
+    _, a_ids = approx_idx.search(q, 3)
+    recall = np.mean([len(set(a) & set(e)) / 3 for a, e in zip(a_ids, e_ids)])
+    assert recall > 0.8
+    assert (e_ids[:, 0] == np.arange(200)).all()  # each vector is its own nearest
+
+
+@pytest.mark.parametrize("approx", ["flat", "ivf", "hnsw"])
+def test_update_replaces_only_given_users_and_round_trips(warehouse, approx):
+    rng = np.random.default_rng(1)
+    n = 400
+    x = l2_normalize(rng.normal(size=(n, 8)))
+    windows = [UserWindow(f"u{i}", ("a",), i, f"i{i}", i) for i in range(n)]
+    cfg = IndexConfig(exact_threshold=10**9 if approx == "flat" else 100, approx="ivf" if approx == "flat" else approx)
+    idx = build_index(windows, x, config=cfg)
+    v0 = save_index(warehouse, "ds", idx)
+    loaded = load_index(warehouse, "ds", v0)
+    new_x = l2_normalize(rng.normal(size=(3, 8)))
+    changed = [
+        UserWindow("u5", ("b",), 9, "new5", 9),
+        UserWindow("u7", ("b",), 9, "new7", 9),
+        UserWindow("fresh", ("c",), 9, "nf", 9),
+    ]
+    upd = update_index(loaded, changed, new_x)
+    assert upd.ntotal == n + 1 and upd.meta["parent_version"] == v0 and upd.version != v0
+    assert upd.row_of("fresh") == n and upd.row_of("u5") == 5
+    assert upd.next_item_ids[5] == "new5" and upd.next_item_ids[6] == "i6"
+    _, ids = upd.search(new_x, 1)
+    assert ids[:, 0].tolist() == [5, 7, n]
+    _, ids_old = upd.search(x[[0, 6, 100]], 1)
+    assert ids_old[:, 0].tolist() == [0, 6, 100]  # unchanged users still find themselves
+    v1 = save_index(warehouse, "ds", upd)
+    back = load_index(warehouse, "ds")  # LATEST
+    assert back.version == v1 and back.user_ids == upd.user_ids and back.next_item_ids == upd.next_item_ids
+    assert np.array_equal(back.search(x[:20], 3)[1], upd.search(x[:20], 3)[1])
+    assert load_index(warehouse, "ds", v0).ntotal == n  # the old version is still loadable
+    assert list_index_versions(warehouse, "ds") == sorted([v0, v1])
+    with pytest.raises(FileNotFoundError, match="version 'nope' not found"):
+        load_index(warehouse, "ds", "nope")
+
+
+def test_rows_carry_keywords_of_next_items(warehouse):
+    idx, seqs, targets, emb = _tiny_index(warehouse)
+    w = UserWindow("X1", ("a", "b"), 5, "z", 6)
+    ns = find_neighbors(idx, [Query("X1", "z")], l2_normalize(emb([["a", "b"]])), config=RetrievalConfig())
+    kw = {"y": ["space", "robots"], "w": ["heist"]}
+    common = {"keywords": kw, "keyword_source": "raw", "index_version": idx.version, "created_at": ts(0)}
+    rows = build_rows([w], ns, protocol="paper", **common)
+    row = rows.to_pylist()[0]
+    assert row["protocol"] == "paper" and row["index_version"] == idx.version and row["keyword_source"] == "raw"
+    first = {"user_id": "T2", "score": pytest.approx(1.0), "next_item_id": "y", "keywords": ["space", "robots"]}
+    assert row["neighbors"][0] == first
+    assert merge_keywords({"text": ["a", "b"], "image": ["b", "c"]}) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="protocol"):
+        build_rows([w], ns, protocol="x", **common)
+
+
+def test_latest_sasrec_run_picks_newest_sasrec(warehouse):
+    for run, kind in [("r-20260101", "sasrec"), ("r-20260301", "popularity"), ("r-20260201", "sasrec")]:
+        warehouse.write_bytes(warehouse.uri("ds", "models", run, "model.json"), f'{{"kind": "{kind}"}}'.encode())
+    assert latest_sasrec_run(warehouse, "ds") == "r-20260201"
+    with pytest.raises(FileNotFoundError, match="no SASRec model"):
+        latest_sasrec_run(warehouse, "other")
