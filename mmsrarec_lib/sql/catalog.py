@@ -1,0 +1,159 @@
+"""The analysts' catalog of warehouse tables: schema (from :mod:`mmsrarec_lib.schemas`), grain, keys, partitioning
+and the job that writes each table. ``sql/catalog.md`` is generated from it, so the two cannot drift:
+
+    python -m mmsrarec_lib.sql.catalog > sql/catalog.md
+
+Column types are shown as DuckDB (SQL) types, as analysts see them in ``mmsrarec sql``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from mmsrarec_lib import schemas
+
+
+@dataclass(frozen=True)
+class TableDoc:
+    """What an analyst needs to know about one table besides its columns."""
+
+    name: str
+    schema: pa.Schema
+    description: str
+    grain: str
+    keys: tuple[str, ...]
+    partitioning: str
+    writers: str
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+_QUARANTINE_NOTES = {
+    "reason": "why the row was rejected (one value per rule)",
+    "source_row": "1-based row number in the input file",
+    "raw_row": "the rejected input row as JSON",
+}
+
+TABLES: dict[str, TableDoc] = {
+    t.name: t
+    for t in (
+        TableDoc(
+            "items", schemas.ITEMS, "The item catalogue: normalised text and the item's image.",
+            "one row per item", ("item_id",), "none", "`ingest` (Spark job build_item_table), overwritten per run",
+            {"image_bytes": "JPEG bytes; never printed by `mmsrarec sql` (shown as `image_bytes_length`)",
+             "image_status": "ok | missing | undecodable | refused | none (no image_uri given)",
+             "attributes": "every other input column", "text_sha256": "change detection of title+description"},
+        ),
+        TableDoc(
+            "items_quarantine", schemas.QUARANTINE, "Item rows rejected by ingest, kept with their reason.",
+            "one rejected input row per ingest run", ("run_id", "source_row"), "none", "`ingest` (appends)",
+            _QUARANTINE_NOTES,
+        ),
+        TableDoc(
+            "interactions", schemas.INTERACTIONS, "User-item events, timestamps normalised to UTC.",
+            "one interaction (exact duplicate rows collapsed)", ("user_id", "item_id", "timestamp"), "none",
+            "`ingest` (Spark job build_interactions); new interactions are appended",
+            {"source_row": "1-based input row; the deterministic tie-break for equal timestamps"},
+        ),
+        TableDoc(
+            "interactions_quarantine", schemas.QUARANTINE, "Interaction rows rejected by ingest.",
+            "one rejected input row per ingest run", ("run_id", "source_row"), "none", "`ingest` (appends)",
+            _QUARANTINE_NOTES,
+        ),
+        TableDoc(
+            "user_sequences", schemas.USER_SEQUENCES, "Each user's interaction history in time order.",
+            "one row per user", ("user_id",), "none", "`ingest`",
+            {"item_ids": "oldest first, ordered by (timestamp, source_row)"},
+        ),
+        TableDoc(
+            "split_loo", schemas.SPLIT_LOO, "Leave-one-out splits for full-catalogue ranking.",
+            "one row per user and split", ("user_id", "split"), "none", "`ingest` (after the k-core filter)",
+            {"split": "train (target = third-to-last item) | valid (second-to-last) | test (last)"},
+        ),
+        TableDoc(
+            "eval_candidates", schemas.EVAL_CANDIDATES,
+            "The paper's protocol: users split 8:1:1; history of 5, the target and 20 sampled negatives.",
+            "one row per user", ("user_id",), "none", "`ingest` (seeded)",
+            {"negative_item_ids": "20 items the user never interacted with"},
+        ),
+        TableDoc(
+            "ingest_runs", schemas.INGEST_RUNS, "Run accounting of every job that writes data.",
+            "one row per job run and table written", ("run_id", "table"), "none",
+            "`ingest` and the other writing jobs (append)",
+            {"rows_in": "= rows_written + rows_quarantined + rows_duplicate (checked by the writer)"},
+        ),
+        TableDoc(
+            "evaluation_runs", schemas.EVALUATION_RUNS, "Every evaluation result of every model and seed.",
+            "one metric value of one run", ("run_id", "model", "protocol", "metric", "k"), "none",
+            "`train-baseline`, `evaluate` (append)",
+            {"value": "raw 0..1 (x100 only in displays)", "k": "NULL for metrics without a cut-off (auc, mrr)",
+             "protocol": "paper (1 positive + 20 negatives) | full (whole catalogue)"},
+        ),
+        TableDoc(
+            "item_keywords", schemas.ITEM_KEYWORDS, "Stage 1: keyword summaries of each item's text and image.",
+            "one row per item, modality and summarizer version", ("item_id", "modality", "summarizer_version"),
+            "none", "`summarize` (MERGE on the keys; `--backfill` fills gaps)",
+            {"reward": "a*r_info + b*r_recon + c*r_len", "input_sha256": "hash of the inputs summarized"},
+        ),
+        TableDoc(
+            "user_collab_keywords", schemas.USER_COLLAB_KEYWORDS,
+            "Stage 2: each user's similar users and the keywords of what they chose next.",
+            "one row per user and keyword source", ("user_id", "keyword_source"), "none",
+            "`build-collab` (all users), `refresh-collab` (users with new interactions)",
+            {"as_of": "end of the user's query window", "keyword_source": "summarizer version, or raw"},
+        ),
+        TableDoc(
+            "recommendations", schemas.RECOMMENDATIONS, "Stage 3: top-K recommendations with keyword explanations.",
+            "one row per run_date, user and rank", ("run_date", "user_id", "rank"), "`run_date` (date)",
+            "`recommend` (rerunning a run_date replaces that partition only)",
+            {"explanation": "history keywords and neighbour keywords supporting the item, and the neighbour ids",
+             "rank": "1 = best"},
+        ),
+    )
+}
+
+KNOWN_SCHEMAS: dict[str, pa.Schema] = {name: doc.schema for name, doc in TABLES.items()}
+
+
+def sql_types(schema: pa.Schema) -> list[tuple[str, str]]:
+    """(column, DuckDB type) for every column of ``schema``, as DuckDB itself names them."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("t", schema.empty_table())
+        return [(row[0], row[1]) for row in con.sql("DESCRIBE SELECT * FROM t").fetchall()]
+    finally:
+        con.close()
+
+
+def render_catalog() -> str:
+    """The Markdown text of ``sql/catalog.md``."""
+    lines = [
+        "# Warehouse table catalog",
+        "",
+        "<!-- generated by `python -m mmsrarec_lib.sql.catalog > sql/catalog.md`; edit mmsrarec_lib/sql/catalog.py -->",
+        "",
+        "Every table is a Delta table at `<warehouse>/<dataset>/<table>` and a view of the same name in",
+        "`mmsrarec sql` (DuckDB) and in `register_spark_views` (Spark SQL). Ids are strings; timestamps are UTC.",
+        "The extra view `warehouse_tables` lists which version of each table a session reads.",
+        "",
+        "| table | grain | keys | partitioned by | written by |",
+        "|---|---|---|---|---|",
+    ]
+    for doc in TABLES.values():
+        keys = ", ".join(f"`{k}`" for k in doc.keys)
+        lines.append(f"| [`{doc.name}`](#{doc.name}) | {doc.grain} | {keys} | {doc.partitioning} | {doc.writers} |")
+    for doc in TABLES.values():
+        lines += ["", f"## {doc.name}", "", doc.description, ""]
+        lines += [f"- Grain: {doc.grain}", f"- Keys: {', '.join(doc.keys)}", f"- Partitioned by: {doc.partitioning}",
+                  f"- Written by: {doc.writers}", "", "| column | type | notes |", "|---|---|---|"]
+        for column, type_name in sql_types(doc.schema):
+            lines.append(f"| `{column}` | `{type_name}` | {doc.notes.get(column, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_catalog())
