@@ -1,0 +1,214 @@
+"""The two evaluation protocols and the training data that goes with each.
+
+``paper`` (arXiv 2512.20916): ``eval_candidates`` rows of the test users of the 8:1:1 user split; each user has a
+5-item history and 21 candidates (target + 20 sampled negatives), shown to the scorer in a seeded shuffled order
+so a position-biased scorer gains nothing; HR@5, NDCG@5, AUC.
+
+``full``: ``split_loo`` test rows (target = the user's last item, history = everything before it); the target is
+ranked against the whole catalogue minus the user's earlier items; HR@10, NDCG@10, MRR. The catalogue is the
+``items`` table (plus any item of ``split_loo``); items a scorer cannot score rank below every scored item.
+
+Training data (``training_data``): for ``full`` every user's train prefix (the split_loo ``train`` row, history +
+target, i.e. the sequence without its last two items), validated on the ``valid`` rows; for ``paper`` the whole
+sequences of the ``train`` users of the user split, validated on the ``valid`` users' (history, target). Neither
+ever sees a test target.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from mmsrarec_lib.eval import metrics
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("paper", "full")
+# metric name -> cut-off (None: no cut-off), per protocol, in display order
+PROTOCOL_METRICS: dict[str, tuple[tuple[str, int | None], ...]] = {
+    "paper": (("hr", 5), ("ndcg", 5), ("auc", None)),
+    "full": (("hr", 10), ("ndcg", 10), ("mrr", None)),
+}
+N_PAPER_CANDIDATES = 21
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def metric_key(metric: str, k: int | None) -> str:
+    return f"{metric}@{k}" if k is not None else metric
+
+
+@dataclass(frozen=True)
+class PaperCases:
+    """One row per user: candidates in shuffled order, ``positive[u]`` = the target's position in them."""
+
+    user_ids: list[str]
+    histories: list[list[str]]
+    candidates: list[list[str]]
+    positive: np.ndarray  # (n_users,) int
+
+
+@dataclass(frozen=True)
+class FullCases:
+    user_ids: list[str]
+    histories: list[list[str]]
+    targets: list[str]
+    catalogue: list[str]  # every rankable item id, sorted
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    sequences: list[list[str]]  # item ids oldest first
+    valid: list[tuple[list[str], str]]  # (history, target)
+    sources: dict[str, int | None]  # table -> Delta version read
+
+
+def _split_rows(warehouse: Warehouse, dataset: str, table: str, split: str, columns: list[str]) -> list[dict]:
+    rows = warehouse.read_table(dataset, table, columns=columns, filter=pads.field("split") == split).to_pylist()
+    return sorted(rows, key=lambda r: r["user_id"])
+
+
+def load_paper_cases(warehouse: Warehouse, dataset: str, *, split: str = "test", shuffle_seed: int = 0) -> PaperCases:
+    """Read and validate ``eval_candidates`` rows of ``split``; a malformed row raises naming its user."""
+    rows = _split_rows(
+        warehouse, dataset, "eval_candidates", split, ["user_id", "history", "target_item_id", "negative_item_ids"]
+    )
+    if not rows:
+        raise ValueError(f"eval_candidates of {dataset!r} has no {split!r} users")
+    rng = np.random.default_rng(shuffle_seed)
+    users, histories, candidates, positive = [], [], [], []
+    for r in rows:
+        uid, target, negs, hist = r["user_id"], r["target_item_id"], list(r["negative_item_ids"] or []), r["history"]
+        if not target:
+            raise ValueError(f"eval_candidates user {uid!r}: empty target_item_id")
+        if target in negs:
+            raise ValueError(f"eval_candidates user {uid!r}: the target {target!r} is also a negative")
+        if len(set(negs)) != len(negs) or not negs:
+            raise ValueError(f"eval_candidates user {uid!r}: negatives are empty or repeated")
+        if set(negs) & set(hist or []):
+            raise ValueError(f"eval_candidates user {uid!r}: a negative is in the user's history")
+        cands = [target, *negs]
+        order = rng.permutation(len(cands))
+        users.append(uid)
+        histories.append(list(hist or []))
+        candidates.append([cands[i] for i in order])
+        positive.append(int(np.argmin(order)))  # where index 0 (the target) landed
+    return PaperCases(users, histories, candidates, np.asarray(positive, dtype=np.int64))
+
+
+def load_catalogue(warehouse: Warehouse, dataset: str) -> list[str]:
+    """Every item id of ``items`` (when present) and of ``split_loo``, sorted."""
+    ids: set[str] = set()
+    if warehouse.has_table(dataset, "items"):
+        ids.update(warehouse.read_table(dataset, "items", columns=["item_id"]).column("item_id").to_pylist())
+    loo = warehouse.read_table(dataset, "split_loo", columns=["history", "target_item_id"])
+    ids.update(loo.column("target_item_id").to_pylist())
+    ids.update(pc.list_flatten(loo.column("history")).to_pylist())
+    ids.discard(None)
+    return sorted(ids)
+
+
+def load_full_cases(warehouse: Warehouse, dataset: str, *, split: str = "test") -> FullCases:
+    rows = _split_rows(warehouse, dataset, "split_loo", split, ["user_id", "history", "target_item_id"])
+    if not rows:
+        raise ValueError(f"split_loo of {dataset!r} has no {split!r} rows")
+    for r in rows:
+        if not r["target_item_id"]:
+            raise ValueError(f"split_loo user {r['user_id']!r} ({split}): empty target_item_id")
+    return FullCases(
+        user_ids=[r["user_id"] for r in rows],
+        histories=[list(r["history"] or []) for r in rows],
+        targets=[r["target_item_id"] for r in rows],
+        catalogue=load_catalogue(warehouse, dataset),
+    )
+
+
+def _check_rows(name: str, got: int, want: int) -> None:
+    if got != want:
+        raise ValueError(f"scorer.{name} returned {got} rows for {want} users")
+
+
+def rank_paper(scorer, cases: PaperCases) -> np.ndarray:
+    """Pessimistic rank of each user's target among its 21 candidates (n_users,)."""
+    scores = scorer.score_candidates(cases.histories, cases.candidates)
+    _check_rows("score_candidates", len(scores), len(cases.candidates))
+    for u, (s, c) in enumerate(zip(scores, cases.candidates, strict=True)):
+        if np.shape(s) != (len(c),):
+            raise ValueError(f"user {cases.user_ids[u]!r}: {np.shape(s)} scores for {len(c)} candidates")
+    return metrics.candidate_ranks(scores, cases.positive)
+
+
+def rank_full(scorer, cases: FullCases, *, batch_size: int = 256) -> np.ndarray:
+    """Pessimistic rank of each target over ``cases.catalogue`` minus the user's history (n_users,)."""
+    col = {iid: j for j, iid in enumerate(cases.catalogue)}
+    scorer_cols = np.array([col.get(i, -1) for i in scorer.item_ids], dtype=np.int64)  # scorer column -> catalogue
+    keep = scorer_cols >= 0
+    ranks = []
+    for start in range(0, len(cases.targets), batch_size):
+        hist = cases.histories[start : start + batch_size]
+        raw = np.asarray(scorer.score_catalogue(hist), dtype=np.float64)  # (b, n_scorer_items)
+        _check_rows("score_catalogue", raw.shape[0], len(hist))
+        if raw.ndim != 2 or raw.shape[1] != len(scorer.item_ids):
+            raise ValueError(f"score_catalogue returned {raw.shape}, expected ({len(hist)}, {len(scorer.item_ids)})")
+        scores = np.full((len(hist), len(cases.catalogue)), -np.inf)  # (b, n_catalogue); unscored items at -inf
+        scores[:, scorer_cols[keep]] = raw[:, keep]
+        ranks.append(
+            metrics.catalogue_ranks(
+                scores,
+                targets=[col[t] if t in col else -1 for t in cases.targets[start : start + batch_size]],
+                exclude=[[col[i] for i in h if i in col] for h in hist],
+            )
+        )
+    return np.concatenate(ranks)
+
+
+def run_protocol(scorer, warehouse: Warehouse, dataset: str, protocol: str, *, split: str = "test"):
+    """Evaluate ``scorer`` and return (metrics ``{"hr@5": v, ...}``, n_users)."""
+    check_protocol(protocol)
+    if protocol == "paper":
+        cases = load_paper_cases(warehouse, dataset, split=split)
+        ranks = rank_paper(scorer, cases)
+        n_cand = np.array([len(c) for c in cases.candidates])
+        values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
+                  "auc": lambda _: metrics.auc(ranks, n_cand)}
+    else:
+        cases = load_full_cases(warehouse, dataset, split=split)
+        ranks = rank_full(scorer, cases)
+        values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
+                  "mrr": lambda _: metrics.mrr(ranks)}
+    out = {metric_key(m, k): values[m](k) for m, k in PROTOCOL_METRICS[protocol]}
+    return out, len(ranks)
+
+
+def training_data(warehouse: Warehouse, dataset: str, protocol: str) -> TrainingData:
+    """Training sequences and validation (history, target) pairs for ``protocol`` (see the module docstring)."""
+    check_protocol(protocol)
+    if protocol == "full":
+        loo = warehouse.read_table(dataset, "split_loo", columns=["user_id", "split", "history", "target_item_id"])
+        rows = sorted(loo.to_pylist(), key=lambda r: r["user_id"])
+        seqs = [[*(r["history"] or []), r["target_item_id"]] for r in rows if r["split"] == "train"]
+        valid = [(list(r["history"] or []), r["target_item_id"]) for r in rows if r["split"] == "valid"]
+        sources = {"split_loo": warehouse.table_version(dataset, "split_loo")}
+    else:
+        cands = warehouse.read_table(dataset, "eval_candidates", columns=["user_id", "split", "history",
+                                                                         "target_item_id"]).to_pylist()
+        train_users = {r["user_id"] for r in cands if r["split"] == "train"}
+        seq_rows = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
+        seqs = [list(r["item_ids"]) for r in sorted(seq_rows, key=lambda r: r["user_id"]) if r["user_id"] in train_users]
+        valid = [(list(r["history"] or []), r["target_item_id"])
+                 for r in sorted(cands, key=lambda r: r["user_id"]) if r["split"] == "valid"]
+        sources = {t: warehouse.table_version(dataset, t) for t in ("eval_candidates", "user_sequences")}
+    if not seqs:
+        raise ValueError(f"no training sequences for protocol {protocol!r} in dataset {dataset!r}")
+    log.info("%s training data: %d sequences, %d validation pairs", protocol, len(seqs), len(valid))
+    return TrainingData(seqs, valid, sources)
+

@@ -1,0 +1,266 @@
+"""The model registry: names and saved run ids -> ``Scorer`` objects; ``evaluate_scorer`` writes evaluation_runs.
+
+A scorer is anything with ``item_ids`` and the two methods of ``Scorer``. ``evaluate`` resolves ``--model``:
+1. a registered name (``pop``, ``sasrec``: trained afresh for the protocol and seed, and saved);
+2. a name starting with ``mmsrarec``: ``mmsrarec_lib.recommend.scorer`` is imported (if it exists), which calls
+   ``register_model(...)`` at import, then the name is looked up again;
+3. a saved run id: ``<warehouse>/<dataset>/models/<run_id>/model.json`` names its ``kind``, whose loader
+   (``register_kind_loader``) rebuilds the scorer; ``pop``/``sasrec`` are built in.
+``RetrieveThenRerank`` is the full-protocol hook "retrieve top-M with one scorer, rerank them with another".
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.eval.protocols import check_protocol, run_protocol
+from mmsrarec_lib.runs import code_version, new_run_id, utcnow
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+EVALUATION_RUNS_TABLE = "evaluation_runs"
+PLUGIN_PREFIX = "mmsrarec"
+PLUGIN_MODULE = "mmsrarec_lib.recommend.scorer"
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    item_ids: Sequence[str]  # the columns of score_catalogue
+
+    def score_candidates(self, histories: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
+        """One score per candidate per user (higher is better; -inf allowed, NaN rejected)."""
+
+    def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
+        """(n_users, len(item_ids)) scores of every item the scorer knows."""
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What a factory gets: where, which protocol/seed, and free-form options (e.g. SASRec overrides)."""
+
+    warehouse: Warehouse
+    dataset: str
+    protocol: str
+    seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    scorer: Scorer
+    model: str  # evaluation_runs.model
+    model_version: str  # evaluation_runs.model_version, e.g. the saved run id
+    config: Mapping[str, Any]  # stored as config_json
+    seeded: bool = True  # False: a fixed saved model, further seeds would only repeat it
+
+
+ModelFactory = Callable[[ModelRequest], ResolvedModel]
+KindLoader = Callable[[Warehouse, str, str, dict], ResolvedModel]  # (warehouse, dataset, run_id, model_json)
+_FACTORIES: dict[str, ModelFactory] = {}
+_KIND_LOADERS: dict[str, KindLoader] = {}
+
+
+def register_model(name: str, factory: ModelFactory, *, replace: bool = False) -> None:
+    """Make ``--model name`` resolve through ``factory(request) -> ResolvedModel``."""
+    if name in _FACTORIES and not replace:
+        raise ValueError(f"model {name!r} is already registered")
+    _FACTORIES[name] = factory
+
+
+def register_kind_loader(kind: str, loader: KindLoader, *, replace: bool = False) -> None:
+    """Make saved runs whose model.json has ``"kind": kind`` loadable by run id."""
+    if kind in _KIND_LOADERS and not replace:
+        raise ValueError(f"a loader for kind {kind!r} is already registered")
+    _KIND_LOADERS[kind] = loader
+
+
+def _import_plugin() -> None:
+    try:
+        importlib.import_module(PLUGIN_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (PLUGIN_MODULE, PLUGIN_MODULE.rsplit(".", 1)[0]):
+            raise  # the plugin exists but is broken: show why
+
+
+def available_models() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def resolve_model(name_or_run_id: str, request: ModelRequest) -> ResolvedModel:
+    """A scorer for a registered name or a saved run id (see the module docstring)."""
+    check_protocol(request.protocol)
+    if name_or_run_id not in _FACTORIES and name_or_run_id.startswith(PLUGIN_PREFIX):
+        _import_plugin()
+    if name_or_run_id in _FACTORIES:
+        return _FACTORIES[name_or_run_id](request)
+    wh, ds = request.warehouse, request.dataset
+    uri = wh.uri(ds, "models", name_or_run_id, "model.json")
+    if not wh.exists(uri):
+        raise ValueError(
+            f"unknown model {name_or_run_id!r}: not a registered name ({', '.join(available_models())}) "
+            f"and no saved run at {wh.uri(ds, 'models', name_or_run_id)}"
+        )
+    meta = json.loads(wh.read_bytes(uri))
+    kind = str(meta.get("kind"))
+    if kind not in _KIND_LOADERS and kind.startswith(PLUGIN_PREFIX):
+        _import_plugin()
+    if kind not in _KIND_LOADERS:
+        raise ValueError(f"saved run {name_or_run_id!r} has kind {kind!r}, for which no loader is registered")
+    trained_on = meta.get("protocol")
+    if trained_on and trained_on != request.protocol:
+        log.warning("model %s was trained for protocol %r, evaluated under %r", name_or_run_id, trained_on,
+                    request.protocol)
+    return _KIND_LOADERS[kind](wh, ds, name_or_run_id, meta)
+
+
+# --------------------------------------------------------------------------- built-in baselines
+def _baseline_factory(kind: str) -> ModelFactory:
+    def factory(request: ModelRequest) -> ResolvedModel:
+        from mmsrarec_lib.models.baselines import fit_baseline
+
+        trained = fit_baseline(
+            request.warehouse, request.dataset, kind=kind, protocol=request.protocol, seed=request.seed,
+            sasrec_overrides=request.options.get("sasrec"), progress=request.progress,
+        )
+        return ResolvedModel(trained.scorer, kind, trained.run_id, _baseline_config(trained.info))
+
+    return factory
+
+
+def _baseline_config(info: Mapping[str, Any]) -> dict:
+    keep = ("protocol", "config", "metrics", "sources", "n_train_sequences")
+    out = {k: info[k] for k in keep if k in info}
+    if "training" in info:
+        out["training"] = {k: info["training"][k] for k in ("epochs_run", "best_epoch", "seconds_per_epoch")}
+    return out
+
+
+def _baseline_loader(warehouse: Warehouse, dataset: str, run_id: str, meta: dict) -> ResolvedModel:
+    from mmsrarec_lib.models.baselines import load_baseline
+
+    trained = load_baseline(warehouse, dataset, run_id)
+    return ResolvedModel(trained.scorer, trained.kind, run_id, _baseline_config(trained.info), seeded=False)
+
+
+for _kind in ("pop", "sasrec"):
+    register_model(_kind, _baseline_factory(_kind))
+    register_kind_loader(_kind, _baseline_loader)
+
+
+# --------------------------------------------------------------------------- retrieve then rerank
+class RetrieveThenRerank:
+    """Full-protocol hook: ``retriever`` proposes each user's top ``top_m`` unseen items, ``reranker`` orders them.
+
+    ``score_catalogue`` returns the reranked top-M above every other item (which keep the retriever's order);
+    history items and items the retriever cannot score are -inf. ``score_candidates`` (the paper protocol, already
+    only 21 candidates) is the reranker's own.
+    """
+
+    def __init__(self, retriever: Scorer, reranker: Scorer, *, top_m: int = 50) -> None:
+        if top_m < 1:
+            raise ValueError("top_m must be >= 1")
+        self.retriever, self.reranker, self.top_m = retriever, reranker, top_m
+        self.item_ids = list(retriever.item_ids)
+        self._col = {iid: j for j, iid in enumerate(self.item_ids)}
+
+    def score_candidates(self, histories: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
+        return self.reranker.score_candidates(histories, candidates)
+
+    def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
+        base = np.asarray(self.retriever.score_catalogue(histories), dtype=np.float64).copy()  # (n, N)
+        for u, h in enumerate(histories):
+            base[u, [self._col[i] for i in h if i in self._col]] = -np.inf
+        m = min(self.top_m, base.shape[1])
+        top = np.argpartition(-base, m - 1, axis=1)[:, :m]  # (n, M) unordered top-M columns
+        cands = [[self.item_ids[j] for j in row if np.isfinite(base[u, j])] for u, row in enumerate(top)]
+        rerank = self.reranker.score_candidates(histories, cands)
+        for u, (row, cand, s) in enumerate(zip(top, cands, rerank, strict=True)):
+            cols = np.array([self._col[c] for c in cand], dtype=np.int64)
+            s = np.asarray(s, dtype=np.float64)
+            if not cols.size:
+                continue
+            rest = base[u].copy()
+            rest[cols] = -np.inf
+            floor = np.max(rest[np.isfinite(rest)], initial=0.0)
+            fin = s[np.isfinite(s)]
+            shift = floor - (fin.min() if fin.size else 0.0) + 1.0  # every reranked item above every other one
+            base[u, cols] = s + shift
+        return base
+
+
+# --------------------------------------------------------------------------- evaluation_runs
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def append_evaluation_rows(warehouse: Warehouse, dataset: str, rows: Sequence[Mapping[str, Any]]) -> int | None:
+    """Write metric rows (EVALUATION_RUNS columns; code_version/created_at filled when absent) in one commit.
+
+    Idempotent per (run_id, model, protocol, seed): rows already stored for that key are replaced in the same
+    commit (a retried job does not duplicate), otherwise they are appended (safe beside concurrent writers).
+    """
+    if not rows:
+        return None
+    now, cv = utcnow(), code_version()
+    full = [{"code_version": cv, "created_at": now, **r} for r in rows]
+    keys = {(r["run_id"], r["model"], r["protocol"], r["seed"]) for r in full}
+    if len(keys) != 1:
+        raise ValueError(f"rows of one write must share run_id/model/protocol/seed, got {sorted(keys)}")
+    run_id, model, protocol, seed = keys.pop()
+    table = pa.Table.from_pylist(full, schema=schemas.EVALUATION_RUNS)
+    predicate = (f"run_id = {_sql_str(run_id)} AND model = {_sql_str(model)} AND protocol = {_sql_str(protocol)}"
+                 + (f" AND seed = {int(seed)}" if seed is not None else " AND seed IS NULL"))
+    if warehouse.has_table(dataset, EVALUATION_RUNS_TABLE):
+        import pyarrow.dataset as pads
+
+        ds = warehouse.dataset(dataset, EVALUATION_RUNS_TABLE)
+        exists = ds.count_rows(filter=(pads.field("run_id") == run_id) & (pads.field("model") == model)
+                               & (pads.field("protocol") == protocol)) > 0
+        if exists:
+            return warehouse.write_table(dataset, EVALUATION_RUNS_TABLE, table, mode="overwrite", predicate=predicate)
+    return warehouse.write_table(dataset, EVALUATION_RUNS_TABLE, table, mode="append")
+
+
+def evaluate_scorer(
+    warehouse: Warehouse,
+    dataset: str,
+    scorer: Scorer,
+    protocol: str,
+    *,
+    model: str,
+    model_version: str,
+    seed: int | None,
+    config: Mapping[str, Any] | None,
+    run_id: str | None = None,
+    split: str = "test",
+    record: bool = True,
+) -> dict[str, float]:
+    """Run ``protocol`` on ``split`` for ``scorer``; append its metrics to evaluation_runs (``record``); return them
+    as ``{"hr@5": 0.31, "ndcg@5": ..., "auc": ...}`` (raw 0..1 values)."""
+    values, n_users = run_protocol(scorer, warehouse, dataset, protocol, split=split)
+    log.info("%s %s (%s, seed %s) on %s/%s: %s", model, model_version, protocol, seed, dataset, split,
+             {k: round(v, 4) for k, v in values.items()})
+    if record:
+        cfg = {**(config or {}), **({"split": split} if split != "test" else {})}
+        config_json = json.dumps(cfg, sort_keys=True, default=str)
+        run_id = run_id or new_run_id("eval")
+        rows = []
+        for key, value in values.items():
+            metric, _, k = key.partition("@")
+            rows.append({
+                "run_id": run_id, "dataset": dataset, "model": model, "model_version": model_version,
+                "protocol": protocol, "metric": metric, "k": int(k) if k else None, "value": float(value),
+                "n_users": n_users, "seed": seed, "config_json": config_json,
+            })
+        append_evaluation_rows(warehouse, dataset, rows)
+    return values
