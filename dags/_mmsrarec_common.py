@@ -4,7 +4,7 @@ Not a DAG file (listed in ``.airflowignore``); the DAG files import it. Nothing 
 ``mmsrarec_lib`` is imported inside the task callables.
 
 Settings read from the environment of the Airflow scheduler/worker (all optional):
-- ``MMSRAREC_DATASET`` (default ``ml-100k``) and ``MMSRAREC_WAREHOUSE``: defaults of the ``dataset``/``warehouse``
+- ``MMSRAREC_DATASET`` (default ``movielens-100k``) and ``MMSRAREC_WAREHOUSE``: defaults of the ``dataset``/``warehouse``
   params.
 - ``MMSRAREC_RETRIES`` (at least 2), ``MMSRAREC_RETRY_DELAY_S`` (first retry delay, default 60; doubles each retry,
   at most 30 min), ``MMSRAREC_TASK_TIMEOUT_H`` (default 12).
@@ -24,7 +24,7 @@ from airflow.sdk import Asset, Param
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 TAGS = ["mmsrarec"]
-DEFAULT_DATASET = os.environ.get("MMSRAREC_DATASET", "ml-100k")
+DEFAULT_DATASET = os.environ.get("MMSRAREC_DATASET", "movielens-100k")
 ASSET_GROUP = "mmsrarec"
 
 

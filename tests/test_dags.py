@@ -95,7 +95,7 @@ def test_task_dependencies_are_exactly_as_designed(dagbag, dag_id):
 def test_params_have_defaults(dagbag):
     for dag in dagbag.dags.values():
         params = dag.params.dump()
-        assert params["dataset"] == "ml-100k"
+        assert params["dataset"] == "movielens-100k"
         assert params["warehouse"] == os.environ.get("MMSRAREC_WAREHOUSE", "")
     assert dagbag.dags["mmsrarec_item_tables"].params.dump()["source"] == "movielens-100k"
     nightly = dagbag.dags["mmsrarec_nightly"].params.dump()
