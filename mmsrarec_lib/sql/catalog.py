@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -115,6 +116,7 @@ TABLES: dict[str, TableDoc] = {
 }
 
 KNOWN_SCHEMAS: dict[str, pa.Schema] = {name: doc.schema for name, doc in TABLES.items()}
+READY_QUERIES_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
 def sql_types(schema: pa.Schema) -> list[tuple[str, str]]:
@@ -127,6 +129,18 @@ def sql_types(schema: pa.Schema) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in con.sql("DESCRIBE SELECT * FROM t").fetchall()]
     finally:
         con.close()
+
+
+def query_summary(sql: str) -> str:
+    """The first sentence of a ready query's header comment (its leading ``--`` lines)."""
+    header: list[str] = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        header.append(line.removeprefix("--").strip())
+    text = " ".join(header)
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
 
 
 def render_catalog() -> str:
@@ -152,6 +166,10 @@ def render_catalog() -> str:
                   f"- Written by: {doc.writers}", "", "| column | type | notes |", "|---|---|---|"]
         for column, type_name in sql_types(doc.schema):
             lines.append(f"| `{column}` | `{type_name}` | {doc.notes.get(column, '')} |")
+    lines += ["", "## Ready queries", "", "Run one with `mmsrarec sql --dataset D -f sql/FILE [--param NAME=VALUE]`.", "",
+              "| file | what it answers |", "|---|---|"]
+    for path in sorted(READY_QUERIES_DIR.glob("*.sql")):
+        lines.append(f"| [`{path.name}`]({path.name}) | {query_summary(path.read_text(encoding='utf-8'))} |")
     return "\n".join(lines) + "\n"
 
 
