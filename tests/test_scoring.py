@@ -81,3 +81,31 @@ def test_encoder_prefix_has_bos_and_suffix_does_not():
     # no image processor: the image placeholder line is dropped rather than left as text
     assert enc.encode_suffix("Candidate: x\n<image>\nAnswer:").input_ids.tolist() == \
         enc.encode_text("Candidate: x\nAnswer:").tolist()
+
+
+def _jpeg(color) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 60), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_shared_prefix_equals_naive_on_tiny_llava_with_images(tmp_path):
+    from mmsrarec_lib.mllm.loading import load_mllm
+    from mmsrarec_lib.mllm.tiny import build_tiny_mllm
+
+    d = build_tiny_mllm(tmp_path / "m", texts=["space war robots drama comedy yes no Candidate Answer"] * 20)
+    model, processor = load_mllm(str(d))
+    enc = PromptEncoder(processor)
+    prefix = enc.encode_prefix("You are a recommender.\n1. space war\n")
+    sufs = [enc.encode_suffix("Candidate: drama\n<image>\nAnswer:", _jpeg((30 * i, 50, 200 - 20 * i)))
+            if i % 2 == 0 else enc.encode_suffix(f"Candidate: comedy robots {'war ' * i}\nAnswer:") for i in range(7)]
+    assert sufs[0].pixel_values is not None and sufs[1].pixel_values is None
+    naive = score_naive(model, prefix_ids=prefix, suffixes=sufs, yes_id=enc.yes_id, no_id=enc.no_id)
+    shared = score_shared_prefix(model, prefix_ids=prefix, suffixes=sufs, yes_id=enc.yes_id, no_id=enc.no_id,
+                                 batch_size=3, pad_id=enc.pad_id)
+    np.testing.assert_allclose(shared, naive, atol=1e-5)
+    assert len(set(np.round(naive[::2], 6))) > 1  # the image changes the score
