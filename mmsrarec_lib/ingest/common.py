@@ -48,16 +48,18 @@ def raw_row_column(columns: list[str]):
     return F.to_json(F.struct(*[F.col(f"`{c}`") for c in cols]))
 
 
-def quarantine_frame(df, *, run_id: str, created_at: dt.datetime):
-    """Rows of ``df`` with a non-null ``reason`` as QUARANTINE-shaped Spark rows."""
-    from pyspark.sql import functions as F
-
-    return df.where(F.col("reason").isNotNull()).select(
-        F.lit(run_id).alias("run_id"),
-        F.col("reason"),
-        F.col(SOURCE_ROW).cast("bigint").alias(SOURCE_ROW),
-        F.col("raw_row"),
-        F.lit(created_at).cast("timestamp").alias("created_at"),
+def quarantine_table(bad: pa.Table, *, run_id: str, created_at: dt.datetime) -> pa.Table:
+    """QUARANTINE rows from collected rows that carry ``reason``, ``source_row`` and ``raw_row``."""
+    n = bad.num_rows
+    return pa.table(
+        {
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "reason": bad.column("reason").cast(pa.string()),
+            "source_row": bad.column(SOURCE_ROW).cast(pa.int64()),
+            "raw_row": bad.column("raw_row").cast(pa.string()),
+            "created_at": pa.array([created_at] * n, schemas.TS),
+        },
+        schema=schemas.QUARANTINE,
     )
 
 

@@ -93,33 +93,38 @@ def build_interactions(
         .when(F.col("_ts").isNull(), F.lit(common.UNPARSEABLE_TIMESTAMP))
         .when(bad_rating, F.lit(common.INVALID_RATING)),
     )
-    df = df.withColumn("timestamp", F.col("_ts")).withColumn("rating", F.col("_rating")).cache()
+    df = df.withColumn("timestamp", F.col("_ts")).withColumn("rating", F.col("_rating"))
 
-    good = df.where(F.col("reason").isNull())
-    w = Window.partitionBy(*KEY).orderBy(SOURCE_ROW)
-    good = good.withColumn("_rank", F.row_number().over(w))
+    # rank rows equal on KEY among the valid ones (invalid rows get their own partitions via the reason)
+    w = Window.partitionBy("reason", *KEY).orderBy(SOURCE_ROW)
+    df = df.withColumn("_rank", F.when(F.col("reason").isNull(), F.row_number().over(w)))
     offset = 0
     if existing is not None and existing.num_rows:
         offset = int(pc.max(existing.column(SOURCE_ROW)).as_py() or 0)
-        old = spark.createDataFrame(existing.select(list(KEY))).withColumn("_old", F.lit(True))
-        cond = [good[k].eqNullSafe(old[k]) for k in KEY]
-        good = good.join(old.dropDuplicates(list(KEY)), cond, "left").select(good["*"], old["_old"])
+        old = spark.createDataFrame(existing.select(list(KEY))).dropDuplicates(list(KEY)).withColumn("_old", F.lit(True))
+        cond = [df[k].eqNullSafe(old[k]) for k in KEY]
+        df = df.join(old, cond, "left").select(df["*"], old["_old"])
     else:
-        good = good.withColumn("_old", F.lit(None).cast("boolean"))
-    good = good.withColumn("_dup", (F.col("_rank") > 1) | F.col("_old").isNotNull()).cache()
-    new_rows = good.where(~F.col("_dup")).select(
-        "user_id", "item_id", "timestamp", "rating", "event", (F.col(SOURCE_ROW) + F.lit(offset)).alias(SOURCE_ROW)
+        df = df.withColumn("_old", F.lit(None).cast("boolean"))
+    df = df.withColumn("_dup", F.col("reason").isNull() & ((F.col("_rank") > 1) | F.col("_old").isNotNull()))
+    # one Spark job: all rows with their verdict; the driver splits them into new rows / quarantine / duplicates
+    out = df.select("user_id", "item_id", "timestamp", "rating", "event", SOURCE_ROW, "reason", "raw_row",
+                    "_dup").toArrow()
+    reason, dup = out.column("reason"), out.column("_dup")
+    new_table = out.filter(pc.and_(pc.is_null(reason), pc.invert(dup)))
+    new_table = new_table.set_column(
+        new_table.column_names.index(SOURCE_ROW), SOURCE_ROW, pc.add(new_table.column(SOURCE_ROW), offset)
     )
-    new_table = common.to_arrow(new_rows, schemas.INTERACTIONS, sort_by=[(SOURCE_ROW, "ascending")])
-    duplicates = good.where(F.col("_dup")).count()
+    new_table = new_table.select(schemas.INTERACTIONS.names).cast(schemas.INTERACTIONS)
+    new_table = new_table.sort_by([(SOURCE_ROW, "ascending")]) if new_table.num_rows else new_table
+    bad = out.filter(pc.is_valid(reason))
     quarantine = common.concat(
         [common.malformed_table(source.malformed, run_id=run_id, created_at=created_at),
-         common.to_arrow(common.quarantine_frame(df, run_id=run_id, created_at=created_at), schemas.QUARANTINE,
-                         sort_by=[(SOURCE_ROW, "ascending")])],
+         common.quarantine_table(bad, run_id=run_id, created_at=created_at)],
         schemas.QUARANTINE,
     )
-    good.unpersist()
-    df.unpersist()
+    quarantine = quarantine.sort_by([(SOURCE_ROW, "ascending")]) if quarantine.num_rows else quarantine
+    duplicates = int(pc.sum(dup.cast(pa.int64())).as_py() or 0)
     log.info("build_interactions: %d rows in, %d new, %d quarantined, %d duplicates",
              source.rows_in, new_table.num_rows, quarantine.num_rows, duplicates)
     return InteractionsResult(new_rows=new_table, quarantine=quarantine, rows_in=source.rows_in,

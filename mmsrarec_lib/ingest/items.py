@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mmsrarec_lib import schemas
 from mmsrarec_lib.ingest import common
-from mmsrarec_lib.ingest.images import ImageConfig, load_image
+from mmsrarec_lib.ingest.images import NONE, ImageConfig, ImageResult, load_image
 from mmsrarec_lib.ingest.sources import SOURCE_ROW, SourceTable, require_columns
 from mmsrarec_lib.runs import sha256_hex
 
@@ -58,24 +59,32 @@ def _clean_categories(values: list | None) -> list[str]:
     return list(seen)
 
 
+OUT_SCHEMA = pa.schema([*schemas.ITEMS, pa.field("reason", pa.string()), pa.field("raw_row", pa.string()),
+                        pa.field("_dup", pa.bool_())])
+OUT_DDL = ITEMS_DDL + ", reason string, raw_row string, _dup boolean"
+
+
 def _process_batches(batches, cfg: ImageConfig, threads: int):
-    """mapInArrow body: clean text and load images for each row; yields ITEMS-shaped record batches."""
+    """mapInArrow body: clean text and load images of the rows to keep (others pass through for quarantine)."""
+    none = ImageResult(NONE)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for batch in batches:
             rows = batch.to_pylist()
-            images = list(pool.map(lambda r: load_image(r["image_uri"], cfg), rows))
-            out = {name: [] for name in schemas.ITEMS.names}
+            keep = [r["reason"] is None and not r["_dup"] for r in rows]
+            images = list(pool.map(lambda rk: load_image(rk[0]["image_uri"], cfg) if rk[1] else none,
+                                   zip(rows, keep)))
+            out = {name: [] for name in OUT_SCHEMA.names}
             for row, img in zip(rows, images):
                 title = common.normalize_text(row["title"])
                 description = common.normalize_text(row["description"])
                 categories = _clean_categories(row["categories"])
                 attrs = {k: (common.normalize_text(v) or "") for k, v in (row["attributes"] or [])}
-                out["item_id"].append(row["item_id"])
+                for name in ("item_id", "image_uri", "source_row", "reason", "raw_row", "_dup"):
+                    out[name].append(row[name])
                 out["title"].append(title)
                 out["description"].append(description)
                 out["categories"].append(categories)
                 out["attributes"].append(list(attrs.items()))
-                out["image_uri"].append(row["image_uri"])
                 out["image_bytes"].append(img.data)
                 out["image_sha256"].append(img.sha256)
                 out["image_width"].append(img.width)
@@ -83,8 +92,7 @@ def _process_batches(batches, cfg: ImageConfig, threads: int):
                 out["image_status"].append(img.status)
                 out["image_error"].append(img.error)
                 out["text_sha256"].append(text_sha256(title, description, categories, attrs))
-                out["source_row"].append(row["source_row"])
-            yield pa.RecordBatch.from_pydict(out, schema=schemas.ITEMS)
+            yield pa.RecordBatch.from_pydict(out, schema=OUT_SCHEMA)
 
 
 def build_item_table(
@@ -113,7 +121,7 @@ def build_item_table(
     df = df.withColumn("raw_row", common.raw_row_column(columns))
     df = df.withColumn("item_id", F.trim(F.col("item_id")))
     has_id = F.col("item_id").isNotNull() & (F.length("item_id") > 0)
-    # content = the whole input row except item id's surrounding whitespace and the row number
+    # content = the input row as given (its raw_row JSON), row number aside
     w = Window.partitionBy("item_id").orderBy(SOURCE_ROW)
     df = df.withColumn("_first_raw", F.when(has_id, F.first("raw_row").over(w)))
     df = df.withColumn("_rank", F.when(has_id, F.row_number().over(w)))
@@ -122,7 +130,7 @@ def build_item_table(
         F.when(~has_id, F.lit(common.MISSING_ITEM_ID))
         .when((F.col("_rank") > 1) & (F.col("raw_row") != F.col("_first_raw")), F.lit(common.CONFLICTING_DUPLICATE)),
     )
-    df = df.withColumn("_dup", F.col("reason").isNull() & (F.col("_rank") > 1)).cache()
+    df = df.withColumn("_dup", F.col("reason").isNull() & (F.col("_rank") > 1))
 
     attr_cols = [c for c in columns if c not in (*CONTRACT_COLUMNS, SOURCE_ROW)]
     if attr_cols:
@@ -130,22 +138,23 @@ def build_item_table(
         attributes = F.map_filter(F.create_map(*pairs), lambda k, v: v.isNotNull())
     else:
         attributes = F.create_map().cast("map<string,string>")
-    good = df.where(F.col("reason").isNull() & ~F.col("_dup")).select(
-        "item_id", "title", "description", "categories", attributes.alias("attributes"), "image_uri", SOURCE_ROW
-    )
+    flagged = df.select("item_id", "title", "description", "categories", attributes.alias("attributes"),
+                        "image_uri", SOURCE_ROW, "reason", "raw_row", "_dup")
     cfg = ImageConfig(base_dir=source.base_dir, max_side=max_image_side, timeout_s=image_timeout_s,
                       retries=image_retries)
-    enriched = good.mapInArrow(lambda it: _process_batches(it, cfg, image_threads), ITEMS_DDL)
-
-    items = common.to_arrow(enriched, schemas.ITEMS, sort_by=[(SOURCE_ROW, "ascending")])
+    # one Spark job: every row goes through; only rows to keep load their image
+    out = flagged.mapInArrow(lambda it: _process_batches(it, cfg, image_threads), OUT_DDL).toArrow()
+    reason, dup = out.column("reason"), out.column("_dup")
+    keep = pc.and_(pc.is_null(reason), pc.invert(dup))
+    items = out.filter(keep).select(schemas.ITEMS.names).cast(schemas.ITEMS)
+    items = items.sort_by([(SOURCE_ROW, "ascending")]) if items.num_rows else items
+    bad = out.filter(pc.is_valid(reason))
+    bad_q = common.quarantine_table(bad, run_id=run_id, created_at=created_at)
     quarantine = common.concat(
-        [common.malformed_table(source.malformed, run_id=run_id, created_at=created_at),
-         common.to_arrow(common.quarantine_frame(df, run_id=run_id, created_at=created_at), schemas.QUARANTINE,
-                         sort_by=[(SOURCE_ROW, "ascending")])],
-        schemas.QUARANTINE,
+        [common.malformed_table(source.malformed, run_id=run_id, created_at=created_at), bad_q], schemas.QUARANTINE
     )
-    duplicates = df.where(F.col("_dup")).count()
-    df.unpersist()
+    quarantine = quarantine.sort_by([(SOURCE_ROW, "ascending")]) if quarantine.num_rows else quarantine
+    duplicates = int(pc.sum(dup.cast(pa.int64())).as_py() or 0)
     statuses = dict(zip(*[items.column("image_status").value_counts().field(f).to_pylist()
                           for f in ("values", "counts")])) if items.num_rows else {}
     log.info("build_item_table: %d rows in, %d items, %d quarantined, %d duplicates; images %s",
