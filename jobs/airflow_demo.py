@@ -58,7 +58,7 @@ DEMO_CONF: dict[str, dict[str, object]] = {
     },
 }
 
-_TASK_LINE = re.compile(r"\[DAG TEST\] (starting|end) task task_id=(\S+)")
+_TASK_LINE = re.compile(r"\[DAG TEST\] (starting|end task) task_id=(\S+)")
 _STATE_LINE = re.compile(r"new_state=(\w+)")
 
 
