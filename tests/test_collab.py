@@ -47,6 +47,11 @@ def test_windows_cut_before_the_held_out_target():
     rep = _seq("u", ["s", "q", "s", "t"])
     assert held_out_window(rep, Target("u", "train", "s", 100), WindowConfig(n=5)).items == ()
     assert held_out_window(rep, Target("u", "train", "s", 120), WindowConfig(n=5)).items == ("s", "q")
+    # eval_candidates.history (k-core filtered: "q" dropped) wins for n <= its length
+    kcore = Target("u", "train", "t", 140, ("p", "r", "s"))
+    w = held_out_window(seq, kcore, WindowConfig(n=2))
+    assert w.items == ("r", "s") and w.as_of_us == 130
+    assert held_out_window(seq, kcore, WindowConfig(n=4)).items == ("p", "q", "r", "s")  # longer: from the sequence
     with pytest.raises(ValueError, match="user 'u'.*'zz' is not in its interactions"):
         held_out_window(seq, Target("u", "train", "zz", None), WindowConfig())
     with pytest.raises(ValueError, match="window length"):

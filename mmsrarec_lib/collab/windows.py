@@ -4,12 +4,13 @@ All windows are cut from the user's interaction sequence, ordered by ``(timestam
 ``user_sequences`` (ties inside one second are frequent in MovieLens; the input row order breaks them).
 
 * **Training entry** (what goes into the index), for a user with ``split == "train"`` in ``eval_candidates``:
-  the user's *held-out part* starts at its ``eval_candidates`` target (found in the sequence by item id and
-  timestamp). The embedded window is the last ``n`` items before it (or all of them with ``whole_history``) and
-  the neighbour's **next item** is the target itself, i.e. the item right after the window. The next item is
-  therefore always a known interaction of a *training* user and never an item of any evaluation user.
-* **Paper query** (any split): the same cut, so the window is ``eval_candidates.history`` (for ``n=5``) and the
-  target is held out; retrieval drops every neighbour whose next item equals that target.
+  the user's *held-out part* is its ``eval_candidates`` target (its last item). The embedded window is the last
+  ``n`` items of ``eval_candidates.history`` (exactly what the evaluation sees, after the ingest's k-core filter);
+  for ``n`` longer than that history, or ``whole_history``, the items before the target in the interactions
+  sequence (target found by item id and timestamp). The neighbour's **next item** is the target itself, i.e. the
+  item right after the window: a known interaction of a *training* user, never an item of an evaluation user.
+* **Paper query** (any split): the same window (``eval_candidates.history`` for ``n=5``) with the target held
+  out; retrieval drops every neighbour whose next item equals that target.
 * **Latest query** (production recommendations): the user's latest ``n`` items; nothing is held out.
 """
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 INTERACTIONS_TABLE = "interactions"
 EVAL_CANDIDATES_TABLE = "eval_candidates"
 TRAIN_SPLIT = "train"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Target:
     split: str
     item_id: str
     timestamp_us: int | None
+    history: tuple[str, ...] = ()  # eval_candidates.history, oldest first
 
 
 @dataclass(frozen=True)
@@ -84,13 +87,13 @@ def to_us(value: dt.datetime | None) -> int | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    return int(value.timestamp() * 1_000_000)
+    return (value - _EPOCH) // dt.timedelta(microseconds=1)  # exact integer arithmetic (floats lose microseconds)
 
 
 def from_us(value: int | None) -> dt.datetime | None:
     if value is None:
         return None
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(value))
+    return _EPOCH + dt.timedelta(microseconds=int(value))
 
 
 # --------------------------------------------------------------------------- reading
@@ -131,7 +134,7 @@ def load_targets(warehouse: Warehouse, dataset: str, *, users: Iterable[str] | N
     table = warehouse.read_table(
         dataset,
         EVAL_CANDIDATES_TABLE,
-        columns=["user_id", "split", "target_item_id", "target_timestamp"],
+        columns=["user_id", "split", "history", "target_item_id", "target_timestamp"],
         filter=flt,
     )
     out: dict[str, Target] = {}
@@ -139,7 +142,9 @@ def load_targets(warehouse: Warehouse, dataset: str, *, users: Iterable[str] | N
         uid = row["user_id"]
         if uid in out:
             raise ValueError(f"eval_candidates: user {uid!r} appears twice (splits {out[uid].split}, {row['split']})")
-        out[uid] = Target(uid, row["split"], row["target_item_id"], to_us(row["target_timestamp"]))
+        out[uid] = Target(
+            uid, row["split"], row["target_item_id"], to_us(row["target_timestamp"]), tuple(row["history"] or ())
+        )
     return out
 
 
@@ -167,9 +172,14 @@ def held_out_window(seq: UserSequence, target: Target, config: WindowConfig) -> 
     """The window before the user's held-out target, with the target as its next item (training entries and
     paper queries)."""
     pos = target_position(seq, target)
-    before = list(seq.items[:pos])
-    items = config.cut(before)
-    as_of = seq.timestamps[pos - 1] if pos > 0 else None
+    if target.history and not config.whole_history and config.n <= len(target.history):
+        items = list(target.history[-config.n :])
+        # as_of: when the window's last item was seen (searching back from the target)
+        last = next((i for i in range(pos - 1, -1, -1) if seq.items[i] == items[-1]), pos - 1)
+    else:
+        items = config.cut(list(seq.items[:pos]))
+        last = pos - 1
+    as_of = seq.timestamps[last] if last >= 0 else None
     return UserWindow(seq.user_id, tuple(items), as_of, seq.items[pos], seq.timestamps[pos])
 
 
