@@ -62,6 +62,7 @@ class ResolvedModel:
     model_version: str  # evaluation_runs.model_version, e.g. the saved run id
     config: Mapping[str, Any]  # stored as config_json
     seeded: bool = True  # False: a fixed saved model, further seeds would only repeat it
+    seed: int | None = None  # the seed the model was trained with, when known (stored in evaluation_runs)
 
 
 ModelFactory = Callable[[ModelRequest], ResolvedModel]
@@ -132,13 +133,13 @@ def _baseline_factory(kind: str) -> ModelFactory:
             request.warehouse, request.dataset, kind=kind, protocol=request.protocol, seed=request.seed,
             sasrec_overrides=request.options.get("sasrec"), progress=request.progress,
         )
-        return ResolvedModel(trained.scorer, kind, trained.run_id, _baseline_config(trained.info))
+        return ResolvedModel(trained.scorer, kind, trained.run_id, _baseline_config(trained.info), seed=request.seed)
 
     return factory
 
 
 def _baseline_config(info: Mapping[str, Any]) -> dict:
-    keep = ("protocol", "config", "metrics", "sources", "n_train_sequences")
+    keep = ("protocol", "seed", "config", "metrics", "sources", "n_train_sequences")
     out = {k: info[k] for k in keep if k in info}
     if "training" in info:
         out["training"] = {k: info["training"][k] for k in ("epochs_run", "best_epoch", "seconds_per_epoch")}
@@ -149,7 +150,8 @@ def _baseline_loader(warehouse: Warehouse, dataset: str, run_id: str, meta: dict
     from mmsrarec_lib.models.baselines import load_baseline
 
     trained = load_baseline(warehouse, dataset, run_id)
-    return ResolvedModel(trained.scorer, trained.kind, run_id, _baseline_config(trained.info), seeded=False)
+    return ResolvedModel(trained.scorer, trained.kind, run_id, _baseline_config(trained.info), seeded=False,
+                         seed=trained.info.get("seed"))
 
 
 for _kind in ("pop", "sasrec"):
