@@ -13,7 +13,7 @@ task 1 alone (the "w/o multi-task" ablation).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mmsrarec_lib.recommend.prompts import (
@@ -78,13 +78,15 @@ def user_prefix(
     items: Mapping[str, Candidate],
     config: PromptConfig,
     instruction: str | None = None,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> str:
-    """The shared user prefix for a history of item ids (oldest first)."""
-    kwargs = {} if instruction is None else {"instruction": instruction}
+    """The shared user prefix for a history of item ids (oldest first); history items show title + keywords."""
+    kwargs: dict = {} if instruction is None else {"instruction": instruction}
     return build_prefix(
         history_keywords=[[items[i].title] + _item_keywords(items, i) if i in items else [i] for i in history],
         neighbor_keywords=neighbors,
         config=config,
+        count_tokens=count_tokens,
         **kwargs,
     )
 

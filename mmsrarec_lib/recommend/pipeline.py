@@ -1,0 +1,233 @@
+"""Train, save and load an MMSRARec recommender run (``<warehouse>/<dataset>/models/<run_id>/``).
+
+A run folder holds ``adapter/`` (the LoRA adapter), ``base/`` (the tiny base model when none was given),
+``checkpoints/`` (local warehouses; resume after a kill) and ``model.json`` (kind ``mmsrarec``: variant, configs,
+training summary, lineage), written last so a folder with ``model.json`` is complete.
+
+Training data follows the evaluation harness' rule (``mmsrarec_lib.eval.protocols.training_data``): protocol
+``paper`` = whole sequences of the train users of the user split; ``full`` = every user's sequence without its last
+two items. No test target is ever a training target.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mmsrarec_lib.recommend.context import RecContext, load_context
+from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings, finetune
+from mmsrarec_lib.recommend.lineage import collect_lineage
+from mmsrarec_lib.recommend.prompts import ANSWER_CUE, INSTRUCTION, PromptConfig
+from mmsrarec_lib.recommend.tasks import (
+    build_grounding,
+    build_next_keywords,
+    build_recovery,
+    build_yesno,
+    mix_uniform,
+    parse_tasks,
+)
+from mmsrarec_lib.runs import code_version, new_run_id, utcnow
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+KIND = "mmsrarec"
+# variant name -> (keyword source, use neighbours, tasks)
+VARIANTS: dict[str, tuple[str, bool, str]] = {
+    "mmsrarec": ("summary", True, "all"),
+    "mmsrarec-no-retrieval": ("summary", False, "all"),
+    "mmsrarec-no-summary": ("raw", True, "all"),
+    "mmsrarec-no-multitask": ("summary", True, "yesno"),
+}
+
+
+@dataclass(frozen=True)
+class RecTrainConfig:
+    """One training run. ``base_model``: a HF id or path; None builds the tiny LLaVA into the run folder."""
+
+    dataset: str
+    protocol: str = "paper"
+    variant: str = "mmsrarec"
+    keyword_source: str = "summary"
+    use_neighbors: bool = True
+    tasks: str = "all"
+    base_model: str | None = None
+    positions_per_user: int = 3
+    fusion_weight: float = 1.0
+    generator_run: str | None = None
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    @classmethod
+    def for_variant(cls, variant: str, **kwargs: Any) -> RecTrainConfig:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+        source, neigh, tasks = VARIANTS[variant]
+        return cls(variant=variant, keyword_source=source, use_neighbors=neigh, tasks=tasks, **kwargs)
+
+
+def run_uri(warehouse: Warehouse, dataset: str, run_id: str) -> str:
+    return warehouse.uri(dataset, "models", run_id)
+
+
+def training_sequences(warehouse: Warehouse, dataset: str, protocol: str) -> dict[str, list[str]]:
+    """user_id -> training sequence, by the harness' rule (see the module docstring)."""
+    if protocol == "full":
+        rows = warehouse.read_table(dataset, "split_loo", columns=["user_id", "split", "history", "target_item_id"])
+        return {r["user_id"]: [*(r["history"] or []), r["target_item_id"]] for r in rows.to_pylist()
+                if r["split"] == "train"}
+    if protocol != "paper":
+        raise ValueError(f"unknown protocol {protocol!r}: use paper or full")
+    cands = warehouse.read_table(dataset, "eval_candidates", columns=["user_id", "split"]).to_pylist()
+    train_users = {r["user_id"] for r in cands if r["split"] == "train"}
+    seqs = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
+    return {r["user_id"]: list(r["item_ids"]) for r in seqs if r["user_id"] in train_users}
+
+
+def build_examples(ctx: RecContext, sequences: dict[str, list[str]], *, config: RecTrainConfig) -> list:
+    """The mixed instruction examples of a run (task pools per ``config.tasks``, uniform mix)."""
+    tasks = parse_tasks(config.tasks)
+    cfg, per = config.prompt, config.positions_per_user
+    seqs = {u: [i for i in s if i in ctx.items] for u, s in sequences.items()}
+    seqs = {u: s for u, s in seqs.items() if len(s) >= 2}
+    neigh = {u: ctx.neighbor_keywords(u, cfg.n_neighbors) for u in seqs}
+    pools = {}
+    if "yesno" in tasks:
+        pools["yesno"] = build_yesno(sequences=seqs, interacted={u: set(sequences[u]) for u in seqs},
+                                     neighbors=neigh, items=ctx.items, config=cfg, per_user=per,
+                                     seed=config.train.seed)
+    if "next_kw" in tasks:
+        pools["next_kw"] = build_next_keywords(sequences=seqs, neighbors=neigh, items=ctx.items, config=cfg,
+                                               per_user=per)
+    if "grounding" in tasks:
+        pools["grounding"] = build_grounding(items=ctx.items, descriptions=ctx.descriptions, config=cfg)
+    if "recovery" in tasks:
+        pools["recovery"] = build_recovery(items=ctx.items, config=cfg)
+    n_total = config.train.max_steps * config.train.batch_size
+    log.info("task pools: %s -> %d mixed examples", {k: len(v) for k, v in pools.items()}, n_total)
+    return mix_uniform(pools, n_total=n_total, seed=config.train.seed)
+
+
+def build_base_model(ctx: RecContext, out_dir: Path) -> Path:
+    """The tiny LLaVA with a tokenizer trained on this dataset's item text and the prompt template."""
+    from mmsrarec_lib.mllm.tiny import build_tiny_mllm
+
+    texts = [f"{c.title}. {ctx.descriptions.get(i, '')} {', '.join(ctx.keywords.get(i, []))}"
+             for i, c in ctx.items.items()]
+    texts += [f"{INSTRUCTION}\nUser history (oldest first):\nSimilar users liked:\nCandidate: Keywords:\n"
+              f"{ANSWER_CUE} yes no yes no\nTitle: Item: Describe the item with keywords. Name the item"] * 50
+    return build_tiny_mllm(out_dir, texts=texts)
+
+
+def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str | None = None,
+                      progress: bool = True) -> dict:
+    """Fine-tune one run end to end and save it; returns its model.json. Same ``run_id`` again = resume."""
+    from mmsrarec_lib.mllm.loading import load_mllm
+    from mmsrarec_lib.recommend.scoring import PromptEncoder
+
+    run_id = run_id or new_run_id(KIND)
+    ds = config.dataset
+    base_uri = run_uri(warehouse, ds, run_id)
+    if warehouse.exists(f"{base_uri}/model.json"):
+        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
+    local = warehouse.local_path(base_uri)
+    work = local if local is not None else Path(tempfile.mkdtemp(prefix=f"mmsrarec-{run_id}-"))
+    if local is None and warehouse.exists(f"{base_uri}/checkpoints/latest"):
+        warehouse.download_dir(f"{base_uri}/checkpoints", work / "checkpoints")  # resume from object storage
+    ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
+                       use_neighbors=config.use_neighbors)
+    generator = config.generator_run or _latest_generator(warehouse, ds, config.protocol)
+    examples = build_examples(ctx, training_sequences(warehouse, ds, config.protocol), config=config)
+    base_model = config.base_model
+    if base_model is None:
+        base_dir = work / "base"
+        if not (base_dir / "config.json").exists():
+            build_base_model(ctx, base_dir)
+            if local is None:
+                warehouse.upload_dir(base_dir, f"{base_uri}/base")
+        base_model = str(base_dir)
+    model, processor = load_mllm(base_model)
+    encoder = PromptEncoder(processor)
+    prompt = replace(config.prompt, image_token=encoder.image_token, use_image=config.prompt.use_image
+                     and encoder.has_images)
+    if prompt != config.prompt:
+        config = replace(config, prompt=prompt)
+        examples = build_examples(ctx, training_sequences(warehouse, ds, config.protocol), config=config)
+
+    def upload(path: Path) -> None:
+        if local is None:
+            warehouse.upload_dir(path, f"{base_uri}/checkpoints/{path.name}")
+            warehouse.write_bytes(f"{base_uri}/checkpoints/latest", path.name.encode())
+
+    model, summary = finetune(model=model, encoder=encoder, examples=examples, images=ctx.image,
+                              settings=config.train, checkpoint_dir=work / "checkpoints", on_checkpoint=upload,
+                              progress=progress)
+    adapter_dir = work / "adapter"
+    model.save_pretrained(adapter_dir)
+    processor.save_pretrained(adapter_dir)
+    if local is None:
+        warehouse.upload_dir(adapter_dir, f"{base_uri}/adapter")
+    meta = {
+        "kind": KIND, "run_id": run_id, "dataset": ds, "variant": config.variant, "protocol": config.protocol,
+        "seed": config.train.seed, "base_model": config.base_model or "base", "generator_run": generator,
+        "config": _config_dict(config), "training": {k: v for k, v in summary.items() if k != "losses"},
+        "loss_curve": summary["losses"][:: max(1, len(summary["losses"]) // 50)],
+        "lineage": collect_lineage(warehouse, ds, keyword_source=ctx.keyword_source, index_version=ctx.index_version,
+                                   generator_run=generator, base_model=base_model),
+        "code_version": code_version(), "created_at": utcnow().isoformat(),
+    }
+    warehouse.write_bytes(f"{base_uri}/model.json", json.dumps(meta, indent=1, default=str).encode())
+    log.info("saved %s run %s (%s, %s) at %s", KIND, run_id, config.variant, config.protocol, base_uri)
+    return meta
+
+
+def _latest_generator(warehouse: Warehouse, dataset: str, protocol: str) -> str:
+    """The newest saved SASRec run trained for ``protocol`` (the candidate generator and fusion signal)."""
+    runs = []
+    for rid in warehouse.list_dir(warehouse.uri(dataset, "models")):
+        uri = warehouse.uri(dataset, "models", rid, "model.json")
+        if not warehouse.exists(uri):
+            continue
+        meta = json.loads(warehouse.read_bytes(uri))
+        if meta.get("kind") == "sasrec" and meta.get("protocol") in (protocol, None):
+            runs.append((str(meta.get("created_at", "")), rid))
+    if not runs:
+        raise FileNotFoundError(f"no SASRec run for protocol {protocol!r} in {dataset!r}: run "
+                                f"`mmsrarec train-baseline --model sasrec --protocol {protocol}` first")
+    return max(runs)[1]
+
+
+def _config_dict(config: RecTrainConfig) -> dict:
+    d = asdict(config)
+    d["train"]["lora"]["target_modules"] = list(config.train.lora.target_modules)
+    return d
+
+
+def config_from_dict(d: dict) -> RecTrainConfig:
+    train = dict(d["train"])
+    train["lora"] = LoraSettings(**{**train["lora"], "target_modules": tuple(train["lora"]["target_modules"])})
+    return RecTrainConfig(**{**d, "prompt": PromptConfig(**d["prompt"]), "train": TrainSettings(**train)})
+
+
+def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[Any, Any, dict]:
+    """(peft model in eval mode, processor, model.json) of a saved run."""
+    from peft import PeftModel
+
+    from mmsrarec_lib.mllm.loading import load_mllm
+
+    base_uri = run_uri(warehouse, dataset, run_id)
+    if not warehouse.exists(f"{base_uri}/model.json"):
+        raise FileNotFoundError(f"no complete {KIND} run {run_id!r} at {base_uri}")
+    meta = json.loads(warehouse.read_bytes(f"{base_uri}/model.json"))
+    if meta.get("kind") != KIND:
+        raise ValueError(f"run {run_id!r} is a {meta.get('kind')!r} model, not {KIND!r}")
+    local = warehouse.local_path(base_uri)
+    folder = local if local is not None else warehouse.download_dir(base_uri, tempfile.mkdtemp(prefix="mmsrarec-"))
+    base = str(folder / "base") if meta["base_model"] == "base" else meta["base_model"]
+    model, processor = load_mllm(base)
+    model = PeftModel.from_pretrained(model, str(folder / "adapter"))
+    model.eval()
+    return model, processor, meta

@@ -1,0 +1,205 @@
+"""The evaluation-registry plugin: ``--model mmsrarec[-no-retrieval|-no-summary|-no-multitask]`` and saved runs.
+
+``mmsrarec_lib.eval.registry`` imports this module for names starting with ``mmsrarec``; importing it registers
+one factory per variant and the loader of saved runs of kind ``mmsrarec``.
+
+Scores: the MLLM's p = p(yes)/(p(yes)+p(no)) (shared-prefix scoring). With ``fusion_weight`` w > 0 (the CPU
+default, see docs/recommend.md) the reported score is ``logit(p) + w * z(g)``, where ``g`` is the candidate
+generator's (SASRec's) score standardised over the user's candidates; w = 0 gives p itself.
+Paper protocol: the 21 candidates are scored directly. Full protocol: ``RetrieveThenRerank`` — SASRec's top-M unseen
+items, reranked by this scorer.
+
+Registry gaps, worked around here: a saved run id is evaluated under the protocol it was trained for (the kind
+loader is not told the requested protocol); the ``Scorer`` protocol passes histories, not user ids, but the prompt needs the
+user's neighbours. The scorer maps a history back to its user through the evaluation tables (``history_index``);
+a history not found there is scored without neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mmsrarec_lib.recommend.context import RecContext
+from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
+from mmsrarec_lib.recommend.tasks import user_prefix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    batch_size: int = 32
+    fusion_weight: float = 1.0
+    shared_prefix: bool = True
+    top_m: int = 50
+
+
+def fuse(p: np.ndarray, generator: np.ndarray | None, weight: float) -> np.ndarray:
+    """p [C] (MLLM yes-probability), generator [C] -> final scores [C] (see the module docstring)."""
+    p = np.asarray(p, dtype=np.float64)
+    if generator is None or weight == 0:
+        return p
+    g = np.asarray(generator, dtype=np.float64)
+    finite = np.isfinite(g)
+    z = np.zeros_like(g)
+    if finite.sum() > 1 and g[finite].std() > 0:
+        z[finite] = (g[finite] - g[finite].mean()) / g[finite].std()
+    z[~finite] = -1e6
+    eps = 1e-6
+    pc = np.clip(p, eps, 1 - eps)
+    return np.log(pc / (1 - pc)) + weight * z
+
+
+class MllmReranker:
+    """Scores candidate lists with the fine-tuned MLLM (shared prefix per user), optionally fused with a generator."""
+
+    def __init__(self, *, model: Any, processor: Any, context: RecContext, prompt: PromptConfig,
+                 generator: Any | None = None, user_of: Callable[[Sequence[str]], str | None] | None = None,
+                 config: ScoringConfig = ScoringConfig(), progress: bool = True) -> None:
+        from mmsrarec_lib.recommend.scoring import PromptEncoder
+
+        self.model, self.context, self.prompt, self.generator = model, context, prompt, generator
+        self.encoder = PromptEncoder(processor)
+        self.user_of = user_of or (lambda _h: None)
+        self.config, self.progress = config, progress
+        self.item_ids = list(generator.item_ids) if generator is not None else sorted(context.items)
+        self._suffix_cache: dict[str, Any] = {}
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.encoder.tokenizer(text)["input_ids"])
+
+    def _suffix(self, item_id: str):
+        from mmsrarec_lib.recommend.prompts import build_suffix
+
+        if item_id not in self._suffix_cache:
+            cand = self.context.items.get(item_id) or Candidate(item_id, item_id)
+            text = build_suffix(candidate=cand, config=self.prompt)
+            image = self.context.image(item_id) if (self.prompt.use_image and cand.has_image) else None
+            self._suffix_cache[item_id] = self.encoder.encode_suffix(text, image)
+        return self._suffix_cache[item_id]
+
+    def prefix_text(self, user_id: str | None, history: Sequence[str]) -> str:
+        return user_prefix(history=history, neighbors=self.context.neighbor_keywords(user_id, self.prompt.n_neighbors),
+                           items=self.context.items, config=self.prompt, count_tokens=self._count_tokens)
+
+    def mllm_scores(self, user_id: str | None, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        """p(yes)/(p(yes)+p(no)) per candidate [C]."""
+        from mmsrarec_lib.recommend.scoring import score_naive, score_shared_prefix
+
+        prefix = self.encoder.encode_prefix(self.prefix_text(user_id, history))
+        sufs = [self._suffix(c) for c in candidates]
+        kw = dict(prefix_ids=prefix, suffixes=sufs, yes_id=self.encoder.yes_id, no_id=self.encoder.no_id)
+        if self.config.shared_prefix:
+            return score_shared_prefix(self.model, batch_size=self.config.batch_size, pad_id=self.encoder.pad_id, **kw)
+        return score_naive(self.model, **kw)
+
+    def score_users(self, user_ids: Sequence[str | None], histories: Sequence[Sequence[str]],
+                    candidates: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(MLLM p [C], final score [C]) per user."""
+        from tqdm.auto import tqdm
+
+        gen = (self.generator.score_candidates([list(h) for h in histories], [list(c) for c in candidates])
+               if self.generator is not None and self.config.fusion_weight else [None] * len(histories))
+        out = []
+        for uid, h, c, g in tqdm(list(zip(user_ids, histories, candidates, gen, strict=True)), desc="rerank",
+                                 unit="user", disable=not self.progress):
+            p = self.mllm_scores(uid, h, c) if len(c) else np.zeros(0)
+            out.append((p, fuse(p, g, self.config.fusion_weight)))
+        return out
+
+    def score_candidates(self, histories: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
+        users = [self.user_of(h) for h in histories]
+        return [final for _, final in self.score_users(users, histories, candidates)]
+
+    def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
+        raise ValueError("the MLLM reranker scores candidate lists; wrap it in RetrieveThenRerank for the catalogue")
+
+
+def history_index(warehouse, dataset: str) -> dict[tuple[str, ...], str]:
+    """tuple(history) -> user_id for every eval_candidates row and split_loo row (first wins on a clash)."""
+    out: dict[tuple[str, ...], str] = {}
+    for table in ("eval_candidates", "split_loo"):
+        if not warehouse.has_table(dataset, table):
+            continue
+        for r in warehouse.read_table(dataset, table, columns=["user_id", "history"]).to_pylist():
+            out.setdefault(tuple(r["history"] or ()), r["user_id"])
+    return out
+
+
+# --------------------------------------------------------------------------- registry hooks
+def build_scorer(warehouse, dataset: str, run_id: str, *, protocol: str, scoring: ScoringConfig | None = None,
+                 progress: bool = True, model_and_meta: tuple | None = None):
+    """The evaluation scorer of a saved run for ``protocol`` (and its model.json)."""
+    from mmsrarec_lib.eval.registry import RetrieveThenRerank
+    from mmsrarec_lib.models.baselines import load_baseline
+    from mmsrarec_lib.recommend.context import load_context
+    from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
+
+    model, processor, meta = model_and_meta or load_recommender(warehouse, dataset, run_id)
+    cfg = config_from_dict(meta["config"])
+    scoring = scoring or ScoringConfig(fusion_weight=cfg.fusion_weight)
+    ctx = load_context(warehouse, dataset, keyword_source=cfg.keyword_source, neighbor_protocol="paper",
+                       use_neighbors=cfg.use_neighbors)
+    generator = load_baseline(warehouse, dataset, meta["generator_run"]).scorer
+    index = history_index(warehouse, dataset)
+    reranker = MllmReranker(model=model, processor=processor, context=ctx, prompt=cfg.prompt, generator=generator,
+                            user_of=lambda h: index.get(tuple(h)), config=scoring, progress=progress)
+    scorer = RetrieveThenRerank(generator, reranker, top_m=scoring.top_m) if protocol == "full" else reranker
+    return scorer, meta, scoring
+
+
+def _resolved(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):
+    from mmsrarec_lib.eval.registry import ResolvedModel
+
+    config = {"variant": meta["variant"], "trained_protocol": meta["protocol"], "scoring": asdict(scoring),
+              "train": meta["config"]["train"], "prompt": meta["config"]["prompt"],
+              "generator_run": meta["generator_run"], "lineage": meta["lineage"]}
+    return ResolvedModel(scorer, meta["variant"], meta["run_id"], config, seeded=seeded, seed=meta.get("seed"))
+
+
+def _factory(variant: str):
+    def factory(request):
+        from mmsrarec_lib.models.baselines import fit_baseline
+        from mmsrarec_lib.recommend.pipeline import RecTrainConfig, train_recommender
+
+        opts = dict(request.options or {})
+        generator = opts.get("generator_run")
+        if generator is None:
+            generator = fit_baseline(request.warehouse, request.dataset, kind="sasrec", protocol=request.protocol,
+                                     seed=request.seed, sasrec_overrides=opts.get("sasrec"),
+                                     progress=request.progress).run_id
+        cfg = RecTrainConfig.for_variant(variant, dataset=request.dataset, protocol=request.protocol,
+                                         generator_run=generator, **opts.get("train_overrides", {}))
+        meta = train_recommender(request.warehouse, config=cfg, progress=request.progress)
+        scorer, meta, scoring = build_scorer(request.warehouse, request.dataset, meta["run_id"],
+                                             protocol=request.protocol, progress=request.progress,
+                                             scoring=opts.get("scoring"))
+        return _resolved(scorer, meta, scoring, seeded=True)
+
+    return factory
+
+
+def _kind_loader(warehouse, dataset: str, run_id: str, meta: dict):
+    scorer, meta, scoring = build_scorer(warehouse, dataset, run_id, protocol=meta.get("protocol") or "paper")
+    return _resolved(scorer, meta, scoring, seeded=False)
+
+
+def _register() -> None:
+    from mmsrarec_lib.eval.registry import available_models, register_kind_loader, register_model
+    from mmsrarec_lib.recommend.pipeline import KIND, VARIANTS
+
+    for name in VARIANTS:
+        if name not in available_models():
+            register_model(name, _factory(name))
+    try:
+        register_kind_loader(KIND, _kind_loader)
+    except ValueError:
+        pass  # already registered (module re-imported)
+
+
+_register()

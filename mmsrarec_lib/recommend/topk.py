@@ -1,0 +1,112 @@
+"""Catalogue top-K: candidate generation (top-M unseen by the generator) -> MLLM rerank -> top-K + explanations.
+
+Never recommends an item the user already had: seen items are removed at generation *and* again at selection.
+Explanation of a recommended item (stored in ``recommendations.explanation``): the history keywords and the
+neighbour keywords that also describe the item (case-insensitive overlap with the item's own keywords), and the
+ids of the neighbours whose keywords overlap it or whose next item *is* it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.recommend.context import RecContext
+
+
+@dataclass(frozen=True)
+class TopKConfig:
+    top_m: int = 50
+    top_k: int = 10
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.top_m < self.top_k:
+            raise ValueError(f"need 1 <= top_k <= top_m, got top_k={self.top_k}, top_m={self.top_m}")
+
+
+def generate_candidates(scores: np.ndarray, item_ids: Sequence[str], *, seen: set[str], m: int) -> list[str]:
+    """The ``m`` best-scored unseen items (scores [N] over ``item_ids``), best first, ties by item id."""
+    order = sorted((i for i in range(len(item_ids)) if item_ids[i] not in seen and np.isfinite(scores[i])),
+                   key=lambda i: (-float(scores[i]), item_ids[i]))
+    return [item_ids[i] for i in order[:m]]
+
+
+def select_top_k(candidates: Sequence[str], scores: np.ndarray, *, seen: set[str], k: int) -> list[tuple[str, float]]:
+    """Top ``k`` (item, score) by score (ties by item id), excluding seen items and duplicates."""
+    best: dict[str, float] = {}
+    for c, s in zip(candidates, np.asarray(scores, dtype=np.float64), strict=True):
+        if c not in seen and np.isfinite(s) and (c not in best or s > best[c]):
+            best[c] = float(s)
+    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def _overlap(words: Sequence[str], target: set[str]) -> list[str]:
+    out, seen = [], set()
+    for w in words:
+        key = w.lower()
+        if key in target and key not in seen:
+            seen.add(key)
+            out.append(w)
+    return out
+
+
+def explain(ctx: RecContext, *, user_id: str | None, history: Sequence[str], item_id: str, n_history: int,
+            n_neighbors: int) -> dict:
+    """The EXPLANATION struct for recommending ``item_id`` to the user (see the module docstring)."""
+    target = {w.lower() for w in ctx.keywords.get(item_id, [])}
+    hist_words = [w for h in list(history)[-n_history:] for w in ctx.keywords.get(h, [])]
+    neigh = ctx.neighbors.get(user_id, [])[:n_neighbors] if (ctx.use_neighbors and user_id) else []
+    neigh_words, neigh_ids = [], []
+    for n in neigh:
+        words = ctx.keywords.get(n.next_item_id, [])
+        hit = _overlap(words, target)
+        neigh_words += hit
+        if hit or n.next_item_id == item_id:
+            neigh_ids.append(n.user_id)
+    return {
+        "history_keywords": _overlap(hist_words, target),
+        "neighbor_keywords": _overlap(neigh_words, target),
+        "neighbor_ids": list(dict.fromkeys(neigh_ids)),
+    }
+
+
+def recommendation_rows(
+    *,
+    run_date: dt.date,
+    user_id: str,
+    picks: Sequence[tuple[str, float]],
+    explanations: Sequence[dict],
+    model_version: str,
+    created_at: dt.datetime,
+) -> list[dict]:
+    return [
+        {"run_date": run_date, "user_id": user_id, "rank": r, "item_id": item, "score": score,
+         "model_version": model_version, "explanation": exp, "created_at": created_at}
+        for r, ((item, score), exp) in enumerate(zip(picks, explanations, strict=True), start=1)
+    ]
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schemas.RECOMMENDATIONS)
+
+
+def partition_predicate(run_date: dt.date) -> str:
+    """The Delta predicate that selects (and on overwrite, replaces) one run_date partition."""
+    return f"run_date = '{run_date.isoformat()}'"
+
+
+def write_partition(warehouse, dataset: str, table: pa.Table, *, run_date: dt.date, name: str = "recommendations") -> int:
+    """Replace the ``run_date`` partition of ``name`` with ``table`` in one commit (other dates untouched)."""
+    bad = table.filter(pa.compute.not_equal(table.column("run_date"), pa.scalar(run_date, pa.date32())))
+    if bad.num_rows:
+        raise ValueError(f"{bad.num_rows} rows are not of run_date {run_date}")
+    if not warehouse.has_table(dataset, name):
+        return warehouse.write_table(dataset, name, table, mode="overwrite", partition_by=["run_date"])
+    return warehouse.write_table(dataset, name, table, mode="overwrite", partition_by=["run_date"],
+                                 predicate=partition_predicate(run_date))
