@@ -83,6 +83,13 @@ def extra(params: Mapping[str, Any], key: str) -> list[str]:
     return extra_args(params.get(key))
 
 
+def tag(prefix: str, airflow_run_id: str) -> str:
+    """A run id for a model/evaluation that is stable across retries of one Airflow run."""
+    from mmsrarec_lib.orchestration import run_tag
+
+    return run_tag(prefix, airflow_run_id)
+
+
 def run(command: str, argv: list[str]) -> None:
     """Run one job with credentials/Spark master from the Airflow connections; raises on failure (→ retry)."""
     from mmsrarec_lib.orchestration import env_from_airflow_connections, run_job

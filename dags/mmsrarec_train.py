@@ -1,12 +1,15 @@
 """# mmsrarec_train: train and evaluate the models, then write the report
 
-Two branches that meet at the report:
-
-- `train_baseline` (SASRec, `mmsrarec train-baseline`) → `evaluate_baseline`;
+- `train_baseline` (SASRec, `mmsrarec train-baseline`, saved as model run `sasrec-<airflow run>`) →
+  `evaluate_baseline`; the same SASRec embeds users for the collaborative index;
 - `train_summarizer` (stage 1: GRPO-tuned keyword summarizer) → `summarize` (writes `item_keywords` for
-  `summarizer_version`) → `build_collab` (stage 2: user embeddings, faiss index, `user_collab_keywords`) →
-  `train_recommender` (stage 3: LoRA fine-tuning of the MLLM recommender) → `evaluate_recommender`;
+  `summarizer_version`);
+- both → `build_collab` (stage 2: SASRec user embeddings, faiss index, `user_collab_keywords`) →
+  `train_recommender` (stage 3: LoRA fine-tuning of the MLLM recommender, model run `mmsrarec-<airflow run>`) →
+  `evaluate_recommender`;
 - `report` (metrics table and plots from `evaluation_runs`) after both evaluations.
+
+Model and evaluation run ids derive from the Airflow run id, so a retried task overwrites its own failed try.
 
 GPU-heavy tasks (training, MLLM summarizing, MLLM evaluation) run in the pool `$MMSRAREC_GPU_POOL` (default
 `default_pool`) and, when `$MMSRAREC_GPU_QUEUE` is set, on that executor queue (e.g. `gpu` workers).
@@ -50,13 +53,17 @@ with DAG(
 ) as dag:
 
     @task(**GPU)
-    def train_baseline(params=None) -> None:
-        argv = common.wh_args(params) + ["--model", "sasrec", "--seed", str(params["seed"])]
-        common.run("train-baseline", argv + common.extra(params, "baseline_args"))
-
-    @task
-    def evaluate_baseline(params=None) -> None:
+    def train_baseline(run_id=None, params=None) -> str:
+        sasrec_run = common.tag("sasrec", run_id)
         argv = common.wh_args(params) + ["--model", "sasrec", "--protocol", params["protocol"]]
+        argv += ["--seed", str(params["seed"]), "--run-id", sasrec_run]
+        common.run("train-baseline", argv + common.extra(params, "baseline_args"))
+        return sasrec_run
+
+    @task(outlets=[common.table_asset("evaluation_runs")])
+    def evaluate_baseline(sasrec_run: str, params=None) -> None:
+        argv = common.wh_args(params) + ["--model", sasrec_run, "--protocol", params["protocol"]]
+        argv += ["--run-id", f"eval-{sasrec_run}"]
         common.run("evaluate", argv + common.extra(params, "evaluate_args"))
 
     @task(**GPU)
@@ -72,25 +79,33 @@ with DAG(
         common.run("summarize", argv + common.extra(params, "summarize_args"))
 
     @task(outlets=[common.table_asset("user_collab_keywords")])
-    def build_collab(params=None) -> None:
+    def build_collab(sasrec_run: str, params=None) -> None:
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
+        argv += ["--sasrec-run", sasrec_run]
         common.run("build-collab", argv + common.extra(params, "collab_args"))
 
     @task(**GPU)
-    def train_recommender(params=None) -> None:
+    def train_recommender(run_id=None, params=None) -> str:
+        model_run = common.tag("mmsrarec", run_id)
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
-        argv += ["--seed", str(params["seed"])]
+        argv += ["--seed", str(params["seed"]), "--run-id", model_run]
         common.run("train", argv + common.extra(params, "train_args"))
+        return model_run
 
     @task(**GPU, outlets=[common.table_asset("evaluation_runs")])
-    def evaluate_recommender(params=None) -> None:
-        argv = common.wh_args(params) + ["--model", "mmsrarec", "--protocol", params["protocol"]]
+    def evaluate_recommender(model_run: str, params=None) -> None:
+        argv = common.wh_args(params) + ["--model", model_run, "--protocol", params["protocol"]]
+        argv += ["--run-id", f"eval-{model_run}"]
         common.run("evaluate", argv + common.extra(params, "evaluate_args"))
 
     @task
     def report(params=None) -> None:
         common.run("report", common.wh_args(params) + common.extra(params, "report_args"))
 
-    baseline = train_baseline() >> evaluate_baseline()
-    recommender = train_summarizer() >> summarize() >> build_collab() >> train_recommender() >> evaluate_recommender()
-    [baseline, recommender] >> report()
+    sasrec_run = train_baseline()
+    keywords = train_summarizer() >> summarize()
+    collab = build_collab(sasrec_run)
+    keywords >> collab
+    model_run = train_recommender()
+    collab >> model_run
+    [evaluate_baseline(sasrec_run), evaluate_recommender(model_run)] >> report()

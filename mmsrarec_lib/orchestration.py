@@ -265,3 +265,13 @@ def path_exists(path: str, *, env: Mapping[str, str] | None = None) -> bool:
         warehouse = Warehouse.from_uri(parent, storage_options=options)
         return warehouse.exists(path)
     return Path(path).exists()
+
+
+def run_tag(prefix: str, airflow_run_id: str) -> str:
+    """A model/evaluation run id derived from the Airflow run: the same on every retry of that run, so a retried
+    task replaces what its failed try wrote instead of adding a second copy. Only ``[A-Za-z0-9_.-]`` are kept.
+    """
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", airflow_run_id).strip("-")
+    return f"{prefix}-{safe}" if safe else prefix

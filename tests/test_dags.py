@@ -19,6 +19,7 @@ EXPECTED_EDGES = {
     "mmsrarec_item_tables": {("ingest", "publish_tables")},
     "mmsrarec_train": {
         ("train_baseline", "evaluate_baseline"),
+        ("train_baseline", "build_collab"),
         ("evaluate_baseline", "report"),
         ("train_summarizer", "summarize"),
         ("summarize", "build_collab"),
@@ -260,3 +261,13 @@ def test_job_flags_from_params():
     assert incoming_path("/in/{ds}/new.csv", ds="2026-01-02") == "/in/2026-01-02/new.csv"
     assert incoming_path("s3://b/in/{ds_nodash}.parquet", ds="2026-01-02") == "s3://b/in/20260102.parquet"
     assert incoming_path("  ", ds="2026-01-02") is None and incoming_path(None, ds="2026-01-02") is None
+
+
+def test_run_tags_are_stable_per_airflow_run_and_safe_as_ids():
+    from mmsrarec_lib.orchestration import run_tag
+
+    airflow_run = "manual__2026-11-25T21:33:55.160705+00:00"
+    assert run_tag("sasrec", airflow_run) == "sasrec-manual__2026-11-25T21-33-55.160705-00-00"
+    assert run_tag("sasrec", airflow_run) == run_tag("sasrec", airflow_run), "a retry gets the same id"
+    assert run_tag("sasrec", "scheduled__1998-04-23T00:00:00+00:00") != run_tag("sasrec", airflow_run)
+    assert run_tag("eval", "///") == "eval"
