@@ -125,9 +125,7 @@ class SqlEngine:
                 log.info("view %s -> version %s (latest %s)", snap.name, snap.version, snap.latest_version)
             self._con.register(TABLES_VIEW, snapshots_table(self.snapshots))
             for name, value in (params or {}).items():
-                if not _PARAM_NAME.match(name):
-                    raise ValueError(f"--param name {name!r} is not an identifier (letters, digits, _)")
-                self._con.execute(f"SET VARIABLE {name} = $1", [value])
+                self.set_param(name, value)
             self._lock_down()
         except BaseException:
             self._con.close()
@@ -150,6 +148,12 @@ class SqlEngine:
             self._con.execute(f"SET {name} = {value}")
         if self._con.sql("SELECT current_setting('enable_external_access')").fetchall()[0][0] is not False:
             raise RuntimeError("enable_external_access is still on: refusing to run queries")
+
+    def set_param(self, name: str, value: str) -> None:
+        """Set the SQL variable ``name`` (read in queries with ``getvariable('name')``) to the string ``value``."""
+        if not _PARAM_NAME.match(name):
+            raise ValueError(f"--param name {name!r} is not an identifier (letters, digits, _)")
+        self._con.execute(f"SET VARIABLE {name} = $1", [value])  # the value is bound, never spliced into SQL
 
     @property
     def table_names(self) -> list[str]:
