@@ -6,9 +6,12 @@ For each logical date `ds` (`@daily`, catchup off, one run at a time):
    absent = nothing new) exists, `mmsrarec ingest --mode append` adds its rows (exact duplicates are dropped, so a
    retry or a rerun adds nothing) and rebuilds the sequences/splits.
 2. `refresh_collab`: updates the collaborative keywords of the users whose histories changed.
-3. `recommend`: top-K recommendations for `ds` (`users=changed` by default, or `all`) into the `recommendations`
-   partition `run_date = ds`, replacing that partition (a rerun of a date replaces it; other dates are untouched).
-4. `evaluate`: the recommender's metrics on the current data into `evaluation_runs`.
+3. `recommend`: top-K recommendations for `ds` (`users=changed` by default: users with interactions newer than
+   the previous date's watermark; or `all`) from the model run `model_run` (default: the latest trained one) into
+   the `recommendations` partition `run_date = ds`, replacing that partition (a rerun of a date replaces it;
+   other dates are untouched).
+4. `evaluate`: the same model run's metrics into `evaluation_runs` under the run id `eval-nightly-<ds>`, so a
+   rerun of the date replaces its rows.
 5. `publish`: an Asset event for `mmsrarec.recommendations` whose extra holds the date, the partition's row count
    and the table's Delta version.
 
@@ -41,6 +44,7 @@ with DAG(
             type="string",
             description="new interactions of the day, e.g. /data/incoming/{ds}.csv; empty/absent = nothing new",
         ),
+        "model_run": Param("", type="string", description="recommender model run id; empty = the latest"),
         "top_k": Param(10, type="integer", minimum=1, description="recommendations per user"),
         "users": Param("changed", enum=["changed", "all"], description="whom to recommend for"),
         "protocol": Param("paper", enum=["paper", "full"], description="evaluation protocol"),
@@ -69,18 +73,28 @@ with DAG(
         common.run("refresh-collab", argv + common.extra(params, "collab_args"))
 
     @task(**GPU)
-    def recommend(ds=None, params=None) -> None:
-        argv = common.wh_args(params) + ["--top-k", str(params["top_k"]), "--run-date", ds]
-        argv += ["--users", params["users"]]
+    def recommend(ds=None, params=None) -> str:
+        from mmsrarec_lib.orchestration import latest_model_run
+        from mmsrarec_lib.storage import Warehouse
+
+        model_run = params["model_run"] or latest_model_run(
+            Warehouse.from_uri(params["warehouse"] or None), dataset=params["dataset"]
+        )
+        argv = common.wh_args(params) + ["--model-run", model_run, "--top-k", str(params["top_k"])]
+        argv += ["--run-date", ds, "--users", params["users"]]
         common.run("recommend", argv + common.extra(params, "recommend_args"))
+        return model_run
 
     @task(**GPU, outlets=[common.table_asset("evaluation_runs")])
-    def evaluate(params=None) -> None:
-        argv = common.wh_args(params) + ["--model", "mmsrarec", "--protocol", params["protocol"]]
+    def evaluate(model_run: str, ds=None, params=None) -> None:
+        argv = common.wh_args(params) + ["--model", model_run, "--protocol", params["protocol"]]
+        argv += ["--run-id", f"eval-nightly-{ds}"]  # a rerun of the date replaces that evaluation's rows
         common.run("evaluate", argv + common.extra(params, "evaluate_args"))
 
     @task(outlets=[common.table_asset("recommendations")])
     def publish(ds=None, params=None, outlet_events=None) -> dict:
         return common.publish(params, ["recommendations"], outlet_events, run_date=ds)
 
-    append_interactions() >> refresh_collab() >> recommend() >> evaluate() >> publish()
+    model_run = recommend()
+    append_interactions() >> refresh_collab() >> model_run
+    evaluate(model_run) >> publish()

@@ -85,10 +85,10 @@ with DAG(
         common.run("build-collab", argv + common.extra(params, "collab_args"))
 
     @task(**GPU)
-    def train_recommender(run_id=None, params=None) -> str:
-        model_run = common.tag("mmsrarec", run_id)
-        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
-        argv += ["--seed", str(params["seed"]), "--run-id", model_run]
+    def train_recommender(sasrec_run: str, run_id=None, params=None) -> str:
+        model_run = common.tag("mmsrarec", run_id)  # the same id on a retry: training resumes its checkpoint
+        argv = common.wh_args(params) + ["--keywords", params["summarizer_version"], "--generator-run", sasrec_run]
+        argv += ["--protocol", params["protocol"], "--seed", str(params["seed"]), "--run-id", model_run]
         common.run("train", argv + common.extra(params, "train_args"))
         return model_run
 
@@ -106,6 +106,6 @@ with DAG(
     keywords = train_summarizer() >> summarize()
     collab = build_collab(sasrec_run)
     keywords >> collab
-    model_run = train_recommender()
+    model_run = train_recommender(sasrec_run)
     collab >> model_run
     [evaluate_baseline(sasrec_run), evaluate_recommender(model_run)] >> report()

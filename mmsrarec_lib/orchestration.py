@@ -275,3 +275,23 @@ def run_tag(prefix: str, airflow_run_id: str) -> str:
 
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", airflow_run_id).strip("-")
     return f"{prefix}-{safe}" if safe else prefix
+
+
+def latest_model_run(warehouse, *, dataset: str, kind: str = "mmsrarec", variant: str = "mmsrarec") -> str:
+    """The newest complete model run of ``kind``/``variant`` under ``<dataset>/models/`` (by created_at, then id).
+
+    The rule of ``mmsrarec recommend``'s default, without importing the model code (torch) into the Airflow
+    worker: the nightly DAG resolves the run once and hands the same id to ``recommend`` and ``evaluate``.
+    """
+    import json
+
+    runs = []
+    for run_id in warehouse.list_dir(warehouse.uri(dataset, "models")):
+        uri = warehouse.uri(dataset, "models", run_id, "model.json")
+        if warehouse.exists(uri):
+            meta = json.loads(warehouse.read_bytes(uri))
+            if meta.get("kind") == kind and meta.get("variant", variant) == variant:
+                runs.append((str(meta.get("created_at", "")), run_id))
+    if not runs:
+        raise FileNotFoundError(f"no trained {variant} model in {warehouse.uri(dataset, 'models')}: run mmsrarec_train")
+    return max(runs)[1]

@@ -20,6 +20,7 @@ EXPECTED_EDGES = {
     "mmsrarec_train": {
         ("train_baseline", "evaluate_baseline"),
         ("train_baseline", "build_collab"),
+        ("train_baseline", "train_recommender"),
         ("evaluate_baseline", "report"),
         ("train_summarizer", "summarize"),
         ("summarize", "build_collab"),
