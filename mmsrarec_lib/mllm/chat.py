@@ -49,6 +49,25 @@ def build_inputs(
     return batch.to(device) if device else batch
 
 
+def suppressed_token_ids(processor) -> list[int]:
+    """Token ids a reply must never contain: image/video placeholders, the turn opener, padding and BOS.
+
+    A model that emits an image placeholder would break its own next forward pass (placeholder count no longer
+    matches the image features); untrained or tiny models do emit them.
+    """
+    tok = getattr(processor, "tokenizer", processor)
+    names = {getattr(processor, "image_token", None), getattr(processor, "video_token", None), "<|im_start|>",
+             tok.pad_token if tok.pad_token != tok.eos_token else None, tok.bos_token}
+    ids = set()
+    for name in names:
+        if not name:
+            continue
+        tid = tok.convert_tokens_to_ids(name)
+        if isinstance(tid, int) and tid != tok.unk_token_id and tid != tok.eos_token_id:
+            ids.add(tid)
+    return sorted(ids)
+
+
 def generate_text(
     model,
     processor,
@@ -65,7 +84,8 @@ def generate_text(
 
     batch = build_inputs(processor, prompts=prompts, images=images, system=system, device=str(model.device))
     tok = getattr(processor, "tokenizer", processor)
-    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": tok.pad_token_id}
+    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": tok.pad_token_id,
+                  "suppress_tokens": suppressed_token_ids(processor)}
     if do_sample:
         gen_kwargs["temperature"] = temperature
     with torch.no_grad():

@@ -37,6 +37,7 @@ class TinyMllmConfig:
     vision_heads: int = 4
     image_size: int = 64
     patch_size: int = 16
+    init_std: float = 0.1  # wider than the usual 0.02: a tiny random model then has peaked, steerable logits
     seed: int = 0
 
     @property
@@ -90,6 +91,7 @@ def build_tiny_mllm(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=cfg.init_std,
     )
     model_cfg = LlavaConfig(
         vision_config=vision,

@@ -1,0 +1,81 @@
+"""``mmsrarec summarize``: write keywords of every item (or, with --backfill, only stale ones) to item_keywords."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+
+from jobs._common import add_warehouse_args, warehouse_from_args
+
+COMMAND = "summarize"
+HELP = "summarize items into text/image keywords and MERGE them into item_keywords (resumable with --backfill)"
+log = logging.getLogger("mmsrarec.summarize")
+
+
+@dataclass(frozen=True)
+class SummarizeConfig:
+    dataset: str
+    version: str
+    backend: str
+    model: str | None
+    image_model: str | None
+    policy_run: str | None
+    encoder: str
+    backfill: bool
+    chunk_size: int
+    batch_size: int
+    limit: int | None
+    device: str | None
+    progress: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SummarizeConfig:
+        if not args.summarizer_version or "/" in args.summarizer_version:
+            raise ValueError(f"--summarizer-version must be a non-empty name without '/', got {args.summarizer_version!r}")
+        return cls(args.dataset, args.summarizer_version, args.backend, args.model, args.image_model,
+                   args.policy_run, args.encoder, args.backfill, args.chunk_size, args.batch_size, args.limit,
+                   args.device, not args.no_progress)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_warehouse_args(parser)
+    parser.add_argument("--summarizer-version", required=True, help="version name V stored with every row")
+    parser.add_argument("--backend", choices=("extractive", "mllm"), default="extractive")
+    parser.add_argument("--model", default=None,
+                        help="mllm backend: HF hub id or local path, or 'tiny' (default: the dataset's tiny LLaVA)")
+    parser.add_argument("--image-model", default=None,
+                        help="extractive backend: also write image keywords with this MLLM ('tiny', hub id, path)")
+    parser.add_argument("--policy-run", default=None,
+                        help="run id of train-summarizer (extractive policy, or tuned MLLM for --backend mllm)")
+    parser.add_argument("--encoder", default="minilm", help="phi for R_info: minilm (default), hashing, or a path")
+    parser.add_argument("--backfill", action="store_true",
+                        help="only items lacking keywords for this version or whose input changed")
+    parser.add_argument("--chunk-size", type=int, default=128, help="items per MERGE commit (default 128)")
+    parser.add_argument("--batch-size", type=int, default=16, help="MLLM generation batch (default 16)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items (by item_id)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when present)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = SummarizeConfig.from_args(args)
+    warehouse = warehouse_from_args(args)
+    from mmsrarec_lib.summarize.service import build_summarizer, load_items
+    from mmsrarec_lib.summarize.table import existing_hashes, plan_work, write_chunks
+
+    catalogue = load_items(warehouse, cfg.dataset)
+    items = catalogue[: cfg.limit] if cfg.limit else catalogue
+    summarizer = build_summarizer(
+        warehouse, cfg.dataset, backend=cfg.backend, items=items, catalogue=catalogue, model=cfg.model,
+        image_model=cfg.image_model, policy_run=cfg.policy_run, encoder_name=cfg.encoder,
+        batch_size=cfg.batch_size, device=cfg.device,
+    )
+    done = existing_hashes(warehouse, cfg.dataset, version=cfg.version) if cfg.backfill else {}
+    plan = plan_work(items, modalities=summarizer.modalities, done=done, backfill=cfg.backfill)
+    log.info("%d items to summarize (%d pairs up to date)", len(plan.items), plan.skipped)
+    stats = write_chunks(warehouse, cfg.dataset, plan=plan, summarize=summarizer.summarize, version=cfg.version,
+                         chunk_size=cfg.chunk_size, progress=cfg.progress)
+    print(json.dumps({"dataset": cfg.dataset, "summarizer_version": cfg.version, "backend": cfg.backend, **stats}))
+    return 0
