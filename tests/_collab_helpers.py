@@ -96,8 +96,9 @@ def write_tiny(warehouse: Warehouse, ds: str = "tiny", users: dict | None = None
     warehouse.write_table(ds, "interactions", interactions_table(rows))
     warehouse.write_table(ds, "eval_candidates", eval_candidates_table(users, times))
     items = pa.Table.from_pylist(
-        [{"item_id": it, "title": f"Movie {it.upper()} story"} for it in ITEMS],
-        schema=pa.schema([("item_id", pa.string()), ("title", pa.string())]),
+        [{"item_id": it, "title": f"Movie {it.upper()}", "description": "a story", "categories": [f"g-{it}"],
+          "image_status": "none", "source_row": n + 1} for n, it in enumerate(ITEMS)],
+        schema=schemas.ITEMS,
     )
     warehouse.write_table(ds, "items", items)
     return times

@@ -188,3 +188,15 @@ def test_latest_sasrec_run_picks_newest_sasrec(warehouse):
     assert latest_sasrec_run(warehouse, "ds") == "r-20260201"
     with pytest.raises(FileNotFoundError, match="no SASRec model"):
         latest_sasrec_run(warehouse, "other")
+
+
+def test_genre_share_ratio_hand_computed():
+    from mmsrarec_lib.collab.quality import genre_share
+
+    genres = {k: frozenset(v) for k, v in {"t1": "A", "t2": "B", "x": "A", "y": "B", "z": "AB", "w": "C"}.items()}
+    queries = [("q1", "t1", ["x", "w"]), ("q2", "t2", ["y", "z", "y"])]
+    # random draws: q1 may not draw itself (next t1), so it gets v1 (x: shares A) and v2 (w): 1 of 2;
+    # q2 needs 3 of {v1: x, v2: w, q1: t1}: none shares B: 0 of 3.
+    got = genre_share(queries, training_next={"v1": "x", "v2": "w", "q1": "t1"}, genres=genres, seed=5)
+    assert got.neighbor_share == pytest.approx(4 / 5) and got.random_share == pytest.approx(1 / 5)
+    assert got.ratio == pytest.approx(4.0) and got.n_pairs == 5 and got.min_neighbors == 2

@@ -1,0 +1,229 @@
+"""Stage-2 retrieval bench: faiss index kinds on synthetic users, refresh vs full build, and ML-100K quality.
+
+Synthetic part (d=64, clustered unit vectors like trained user embeddings), per size:
+  build seconds and queries/s (1,000 queries, k=12 = k + overfetch + self) for exact (IndexFlatIP), IVF and HNSW,
+  recall@3 of IVF/HNSW against exact; then, at ``--refresh-size``, the cost of refreshing 1% of users
+  (load index, remove_ids + add, neighbours of the changed users, save) against a full build (build, neighbours
+  of every user, save), as a ratio.
+ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build-collab with SASRec, then checks
+  every user has k neighbours, the genre-share ratio of neighbours' next items vs random training users, and the
+  wall time of a real refresh after 1% of users get a new interaction (on a scratch copy of the dataset) against
+  the full build.
+
+    .venv/bin/python bench/retrieval.py                  # 10k, 100k, 1M (HNSW up to 100k)
+    .venv/bin/python bench/retrieval.py --quick          # 10k, 100k
+    .venv/bin/python bench/retrieval.py --quick --warehouse /tmp/wh --dataset movielens-100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from mmsrarec_lib.collab.index import IndexConfig, build_index, load_index, save_index, update_index  # noqa: E402
+from mmsrarec_lib.collab.windows import UserWindow  # noqa: E402
+from mmsrarec_lib.storage import Warehouse  # noqa: E402
+
+D, N_QUERIES, FETCH, K = 64, 1000, 12, 3
+
+
+def synthetic(n: int, *, seed: int = 0, clusters: int = 2000) -> np.ndarray:
+    """(n, D) float32 unit vectors around ``clusters`` random centres (user embeddings are clustered)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, D)).astype(np.float32)  # (c, D)
+    x = centres[rng.integers(0, clusters, size=n)] + 0.6 * rng.normal(size=(n, D)).astype(np.float32)  # (n, D)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def windows_for(n: int) -> list[UserWindow]:
+    return [UserWindow(f"u{i}", (), i, f"i{i % 5000}", i) for i in range(n)]
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def bench_size(n: int, *, hnsw_max: int) -> list[dict]:
+    x = synthetic(n)
+    wins = windows_for(n)
+    q = x[np.random.default_rng(1).choice(n, size=N_QUERIES, replace=False)]  # (N_QUERIES, D)
+    kinds = [("exact", IndexConfig(exact_threshold=n + 1)), ("ivf", IndexConfig(exact_threshold=0, approx="ivf"))]
+    if n <= hnsw_max:
+        kinds.append(("hnsw", IndexConfig(exact_threshold=0, approx="hnsw")))
+    rows, exact_ids = [], None
+    for name, cfg in kinds:
+        idx, build_s = timed(lambda: build_index(wins, x, config=cfg))
+        (_, ids), search_s = timed(lambda: idx.search(q, FETCH))
+        if name == "exact":
+            exact_ids = ids[:, :K]
+        recall = float(np.mean([len(set(a[:K]) & set(e)) / K for a, e in zip(ids, exact_ids)]))
+        rows.append({"users": n, "index": name, "build_s": round(build_s, 3), "qps": round(N_QUERIES / search_s),
+                     "recall@3": round(recall, 4)})
+        print(json.dumps(rows[-1]), flush=True)
+        del idx
+    return rows
+
+
+def bench_refresh(n: int, *, frac: float = 0.01) -> dict:
+    """Full build (build + neighbours of all n + save) vs refresh of frac*n users (load + update + their
+    neighbours + save), index kind chosen by the default threshold."""
+    x = synthetic(n, seed=2)
+    wins = windows_for(n)
+    cfg = IndexConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        wh = Warehouse.from_uri(tmp)
+        t0 = time.perf_counter()
+        idx = build_index(wins, x, config=cfg)
+        for s in range(0, n, 20_000):
+            idx.search(x[s : s + 20_000], FETCH)
+        save_index(wh, "bench", idx)
+        full_s = time.perf_counter() - t0
+
+        rng = np.random.default_rng(3)
+        changed = rng.choice(n, size=max(1, int(n * frac)), replace=False)
+        new_x = synthetic(len(changed), seed=4)  # (m, D)
+        t0 = time.perf_counter()
+        base = load_index(wh, "bench")
+        upd = update_index(base, [wins[i] for i in changed], new_x)
+        upd.search(new_x, FETCH)
+        save_index(wh, "bench", upd)
+        refresh_s = time.perf_counter() - t0
+    out = {"refresh_users": n, "changed": len(changed), "index": idx.kind, "full_build_s": round(full_s, 3),
+           "refresh_s": round(refresh_s, 3), "refresh_over_full": round(refresh_s / full_s, 4)}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- ML-100K
+def _genres(wh: Warehouse, ds: str) -> dict[str, frozenset[str]]:
+    items = wh.read_table(ds, "items", columns=["item_id", "categories"]).to_pylist()
+    return {r["item_id"]: frozenset(r["categories"] or ()) for r in items}
+
+
+def _simulate_new_interactions(wh: Warehouse, ds: str, frac: float, seed: int = 0) -> list[str]:
+    """Give ``frac`` of users one new interaction (an unseen item, after everything) and re-derive their
+    eval_candidates row as the ingest's append mode would (target = the new item)."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mmsrarec_lib import schemas
+
+    inter = wh.read_table(ds, "interactions")
+    ec = wh.read_table(ds, "eval_candidates").to_pylist()
+    rng = np.random.default_rng(seed)
+    users = sorted(set(inter.column("user_id").to_pylist()))
+    changed = sorted(rng.choice(users, size=max(1, int(len(users) * frac)), replace=False).tolist())
+    items = sorted(set(inter.column("item_id").to_pylist()))
+    when = pc.max(inter.column("timestamp")).as_py() + dt.timedelta(days=1)
+    seen: dict[str, list[str]] = {}
+    for r in inter.select(["user_id", "item_id"]).to_pylist():
+        seen.setdefault(r["user_id"], []).append(r["item_id"])
+    new_rows, picks = [], {}
+    next_row = pc.max(inter.column("source_row")).as_py() + 1
+    for j, u in enumerate(changed):
+        pick = next(i for i in rng.permutation(items) if i not in set(seen[u]))
+        picks[u] = str(pick)
+        new_rows.append({"user_id": u, "item_id": str(pick), "timestamp": when, "rating": 4.0, "event": "rating",
+                         "source_row": next_row + j})
+    wh.write_table(ds, "interactions", pa.Table.from_pylist(new_rows, schema=schemas.INTERACTIONS), mode="append")
+    for r in ec:
+        if r["user_id"] in picks:
+            r["history"] = (r["history"] + [r["target_item_id"]])[-5:]
+            r["target_item_id"], r["target_timestamp"] = picks[r["user_id"]], when
+    wh.write_table(ds, "eval_candidates", pa.Table.from_pylist(ec, schema=schemas.EVAL_CANDIDATES))
+    return changed
+
+
+def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01) -> dict:
+    from mmsrarec_lib.collab.embed import sasrec_embedder
+    from mmsrarec_lib.collab.pipeline import CollabConfig, build_collab
+    from mmsrarec_lib.collab.quality import genre_share
+    from mmsrarec_lib.collab.refresh import refresh_collab
+    from mmsrarec_lib.collab.table import TABLE, load_keywords
+    from mmsrarec_lib.collab.windows import load_targets
+
+    src = Warehouse.from_uri(warehouse)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("interactions", "eval_candidates", "items", "models"):
+            shutil.copytree(Path(src.uri(ds, name)), Path(tmp) / ds / name)
+        wh = Warehouse.from_uri(tmp)
+        embedder, run_id = sasrec_embedder(wh, ds)
+        keywords, source = load_keywords(wh, ds, None)
+        t0 = time.perf_counter()
+        res = build_collab(wh, config=CollabConfig(dataset=ds), embedder=embedder,
+                           embedder_info={"type": "sasrec", "run_id": run_id}, keywords=keywords,
+                           keyword_source=source)
+        build_s = time.perf_counter() - t0
+        rows = wh.read_table(ds, TABLE).to_pylist()
+        targets = load_targets(wh, ds)
+        idx = load_index(wh, ds)
+        training_next = dict(zip(idx.user_ids, idx.next_item_ids))
+        genres = _genres(wh, ds)
+        paper = [r for r in rows if r["protocol"] == "paper"]
+        queries = [(r["user_id"], targets[r["user_id"]].item_id, [n["next_item_id"] for n in r["neighbors"]])
+                   for r in paper]
+        eval_q = [q for q in queries if targets[q[0]].split != "train"]
+        all_share, eval_share = (genre_share(qs, training_next=training_next, genres=genres) for qs in (queries, eval_q))
+        changed = _simulate_new_interactions(wh, ds, frac)
+        t0 = time.perf_counter()
+        ref = refresh_collab(wh, dataset=ds, embedder=embedder, keywords=keywords)
+        refresh_s = time.perf_counter() - t0
+    out = {
+        "dataset": ds, "sasrec_run": run_id, "keyword_source": source, "training_users": res.n_indexed,
+        "rows": len(rows), "users_paper": len(paper), "min_neighbors": min(len(r["neighbors"]) for r in rows),
+        "rows_with_fewer_than_3": res.n_short,
+        "genre_share_all": {"neighbors": round(all_share.neighbor_share, 4), "random": round(all_share.random_share, 4),
+                            "ratio": round(all_share.ratio, 3), "queries": all_share.n_queries},
+        "genre_share_eval_users": {"neighbors": round(eval_share.neighbor_share, 4),
+                                   "random": round(eval_share.random_share, 4), "ratio": round(eval_share.ratio, 3),
+                                   "queries": eval_share.n_queries},
+        "full_build_s": round(build_s, 2), "refresh_changed_users": len(changed),
+        "refresh_index_entries": ref.n_indexed, "refresh_s": round(refresh_s, 2),
+        "refresh_over_full": round(refresh_s / build_s, 4),
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="sizes 10k and 100k only")
+    p.add_argument("--sizes", default=None, help="comma-separated user counts (default 10000,100000,1000000)")
+    p.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow to build)")
+    p.add_argument("--refresh-size", type=int, default=100_000, help="users in the refresh-vs-full comparison")
+    p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
+    p.add_argument("--warehouse", help="also run the ML-100K part on this warehouse")
+    p.add_argument("--dataset", default="movielens-100k")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
+    for n in sizes:
+        bench_size(n, hnsw_max=args.hnsw_max)
+    bench_refresh(args.refresh_size)
+    if args.warehouse:
+        bench_ml100k(args.warehouse, args.dataset)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
