@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmsrarec_lib.collab.windows import UserWindow, from_us, to_us
+from mmsrarec_lib.collab.windows import UserWindow
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse
 
@@ -271,8 +271,8 @@ def save_index(warehouse: Warehouse, dataset: str, idx: CollabIndex, *, set_late
             "faiss_id": np.arange(len(idx.user_ids), dtype=np.int64),
             "user_id": idx.user_ids,
             "next_item_id": idx.next_item_ids,
-            "next_timestamp": [from_us(v) for v in idx.next_ts_us],
-            "as_of": [from_us(v) for v in idx.as_of_us],
+            "next_timestamp": pa.array(idx.next_ts_us, pa.int64()).cast(ENTRIES_SCHEMA.field("next_timestamp").type),
+            "as_of": pa.array(idx.as_of_us, pa.int64()).cast(ENTRIES_SCHEMA.field("as_of").type),
         },
         schema=ENTRIES_SCHEMA,
     )
@@ -329,8 +329,8 @@ def load_index(warehouse: Warehouse, dataset: str, version: str = "latest") -> C
         index,
         entries.column("user_id").to_pylist(),
         entries.column("next_item_id").to_pylist(),
-        [to_us(v) for v in entries.column("next_timestamp").to_pylist()],
-        [to_us(v) for v in entries.column("as_of").to_pylist()],
+        entries.column("next_timestamp").cast(pa.int64()).to_pylist(),  # microseconds, exact
+        entries.column("as_of").cast(pa.int64()).to_pylist(),
         meta,
     )
 
