@@ -73,7 +73,8 @@ def test_celery_executor_with_redis_broker_and_postgres_metadata_db():
     assert SERVICES["postgres"]["image"].startswith("postgres:") and SERVICES["redis"]["image"].startswith("redis:")
     # every Airflow component shares one configuration (the same secrets, database and broker)
     for name in (*AIRFLOW_COMPONENTS, "airflow-worker", "airflow-worker-gpu", "airflow-init"):
-        for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
             assert SERVICES[name]["environment"][key] == env[key], (name, key)
 
 
