@@ -86,18 +86,22 @@ def sample_negatives(
     return list(chosen)
 
 
-def kcore(df, k: int):
-    """Spark: the interactions that survive the iterative k-core filter (users and items with >= k rows)."""
+def kcore(df, k: int, *, n_rows: int | None = None):
+    """Spark: the interactions that survive the iterative k-core filter (users and items with >= k rows).
+
+    One Spark job per iteration (filter + lazily checkpointed count); stops when an iteration removes nothing.
+    ``n_rows`` (the input's row count, when the caller knows it) saves a count.
+    """
     from pyspark.sql import functions as F
 
     if k <= 1:
         return df
-    current = df
-    n = current.count()
-    for it in range(1, 1000):
+    current, n = df, (df.count() if n_rows is None else n_rows)
+    for it in range(1, 10_000):
         users = current.groupBy("user_id").count().where(F.col("count") >= k).select("user_id")
         items = current.groupBy("item_id").count().where(F.col("count") >= k).select("item_id")
-        nxt = current.join(users, "user_id", "left_semi").join(items, "item_id", "left_semi").localCheckpoint()
+        nxt = current.join(users, "user_id", "left_semi").join(items, "item_id", "left_semi")
+        nxt = nxt.localCheckpoint(eager=False)
         m = nxt.count()
         log.info("k-core(%d) iteration %d: %d -> %d interactions", k, it, n, m)
         current = nxt
@@ -169,7 +173,7 @@ def build_splits(spark, *, interactions: pa.Table, cfg: SplitConfig) -> SplitRes
     if cfg.history_len < 1 or cfg.n_negatives < 1:
         raise ValueError("history_len and n_negatives must be >= 1")
     df = common.to_spark(spark, interactions.select(["user_id", "item_id", "timestamp", SOURCE_ROW]))
-    core = kcore(df, cfg.k_core).cache()
+    core = kcore(df, cfg.k_core, n_rows=interactions.num_rows).cache()
     seq = sequences_frame(core).cache()
     loo = common.to_arrow(loo_frame(seq), schemas.SPLIT_LOO, sort_by=[("user_id", "ascending"), ("split", "ascending")])
 

@@ -1,0 +1,108 @@
+"""run_ingest end to end on tiny files: tables, ingest_runs invariant, idempotent rerun, append, time travel."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+
+from mmsrarec_lib import schemas
+from mmsrarec_lib.ingest.pipeline import TABLES, IngestConfig, run_ingest
+from mmsrarec_lib.ingest.sources import read_source
+from mmsrarec_lib.ingest.splits import SplitConfig
+from tests._ingest_helpers import jpeg_bytes, write_rows
+
+DS = "tiny"
+N_USERS, N_ITEMS = 10, 30
+CFG = IngestConfig(dataset=DS, max_image_side=32, splits=SplitConfig(k_core=2, seed=0, n_negatives=5))
+
+
+def _files(folder, *, n_users: int = N_USERS, extra: list[dict] | None = None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "img").mkdir(exist_ok=True)
+    (folder / "img" / "p.jpg").write_bytes(jpeg_bytes(64, 48))
+    items = [{"item_id": f"i{k:02d}", "title": f"Item {k}", "categories": ["c"],
+              "image_uri": "img/p.jpg" if k % 2 == 0 else None, "brand": f"b{k % 3}"} for k in range(N_ITEMS)]
+    items.append({"item_id": None, "title": "no id"})  # quarantined
+    inter = [{"user_id": f"u{u}", "item_id": f"i{(u * 7 + j) % N_ITEMS:02d}", "timestamp": str(1_000_000 + 60 * j),
+              "rating": "4"} for u in range(n_users) for j in range(8)]
+    if inter:
+        inter.append(dict(inter[0]))  # exact duplicate
+    inter.append({"user_id": "u0", "item_id": "nope", "timestamp": "1000000", "rating": "1"})  # unknown item
+    inter += extra or []
+    return (read_source(write_rows(folder / "items.csv", items)),
+            read_source(write_rows(folder / "interactions.jsonl", inter)))
+
+
+@pytest.fixture(scope="module")
+def runs(spark, tmp_path_factory):
+    """Run 1 and an identical run 2 (overwrite), then run 3 in append mode with one old and one new row."""
+    from mmsrarec_lib.storage import Warehouse
+
+    root = tmp_path_factory.mktemp("pipe")
+    wh = Warehouse.from_uri(str(root / "wh"))
+    items, inter = _files(root / "in")
+    first = run_ingest(warehouse=wh, items=items, interactions=inter, config=CFG, spark=spark)
+    snap1 = {t: wh.read_table(DS, t) for t in TABLES}
+    second = run_ingest(warehouse=wh, items=items, interactions=inter, config=CFG, spark=spark)
+    snap2 = {t: wh.read_table(DS, t) for t in TABLES}
+    new = [{"user_id": "u1", "item_id": "i07", "timestamp": "1000000", "rating": "4"},  # already present
+           {"user_id": "u1", "item_id": "i00", "timestamp": "2000000", "rating": "5"}]  # new, latest for u1
+    items3, inter3 = _files(root / "in3", n_users=0, extra=new)
+    third = run_ingest(warehouse=wh, items=items3, interactions=inter3,
+                       config=IngestConfig(**{**CFG.__dict__, "mode": "append"}), spark=spark)
+    return wh, (first, second, third), snap1, snap2
+
+
+def test_tables_and_counts(runs):
+    wh, (first, *_), snap1, _ = runs
+    assert first.counts["items"] == N_ITEMS and first.counts["items_quarantine"] == 1
+    assert first.counts["interactions"] == N_USERS * 8
+    assert first.counts["interactions_duplicate"] == 1 and first.counts["interactions_quarantine"] == 1
+    assert first.image_status == {"none": 15, "ok": 15}
+    assert snap1["items"].schema == schemas.ITEMS and snap1["eval_candidates"].schema == schemas.EVAL_CANDIDATES
+    assert snap1["user_sequences"].num_rows == N_USERS
+    assert snap1["split_loo"].num_rows == 3 * N_USERS
+    assert sum(first.eval_split_users.values()) == N_USERS == snap1["eval_candidates"].num_rows
+    assert snap1["interactions_quarantine"].column("reason").to_pylist() == ["unknown_item_id"]
+
+
+def test_ingest_runs_invariant_for_every_table_and_run(runs):
+    wh, results, *_ = runs
+    log = wh.read_table(DS, "ingest_runs").to_pylist()
+    assert len(log) == 3 * 5  # five tables per run
+    assert {r["run_id"] for r in log} == {r.run_id for r in results}
+    for r in log:
+        assert r["rows_in"] == r["rows_written"] + r["rows_quarantined"] + r["rows_duplicate"], r
+        assert r["started_at"] <= r["finished_at"] and r["code_version"]
+    items_row = next(r for r in log if r["run_id"] == results[0].run_id and r["table"] == "interactions")
+    assert (items_row["rows_in"], items_row["rows_written"], items_row["rows_quarantined"],
+            items_row["rows_duplicate"]) == (N_USERS * 8 + 2, N_USERS * 8, 1, 1)
+
+
+def test_rerun_leaves_identical_tables_and_old_versions_readable(runs):
+    wh, _, snap1, snap2 = runs
+    for t in TABLES:
+        a, b = snap1[t], snap2[t]
+        if t.endswith("_quarantine"):  # run_id / created_at name the run; the rows are the same
+            a, b = a.drop(["run_id", "created_at"]), b.drop(["run_id", "created_at"])
+        assert a.equals(b), t
+    assert wh.read_table(DS, "items", version=0).equals(snap1["items"])  # time travel
+    assert wh.table_version(DS, "items") == 2
+
+
+def test_append_adds_only_new_interactions_and_rebuilds_sequences(runs):
+    wh, (first, _, third), _, snap2 = runs
+    assert third.counts["interactions"] == N_USERS * 8 + 1
+    assert third.counts["interactions_duplicate"] == 1
+    inter = wh.read_table(DS, "interactions")
+    assert inter.num_rows == N_USERS * 8 + 1
+    assert pc.max(inter.column("source_row")).as_py() == N_USERS * 8 + 3  # file row 3, offset by the old max 80
+    seq = {r["user_id"]: r for r in wh.read_table(DS, "user_sequences").to_pylist()}
+    assert seq["u1"]["item_ids"][-1] == "i00" and seq["u1"]["length"] == 9
+    test_row = next(r for r in wh.read_table(DS, "split_loo").to_pylist() if r["user_id"] == "u1" and
+                    r["split"] == "test")
+    assert test_row["target_item_id"] == "i00"
+    q = wh.read_table(DS, "interactions_quarantine")
+    assert q.num_rows == 2 and set(q.column("run_id").to_pylist()) == {snap2["interactions_quarantine"].column(
+        "run_id")[0].as_py(), third.run_id}  # appended, the second run's rows kept
+    assert wh.read_table(DS, "items").num_rows == N_ITEMS  # upsert by item_id, no duplicates
