@@ -3,8 +3,9 @@
 For each logical date `ds` (`@daily`, catchup off, one run at a time):
 
 1. `append_interactions`: if the incoming file `incoming_interactions` (`{ds}` is replaced by the date; empty or
-   absent = nothing new) exists, `mmsrarec ingest --mode append` adds its rows (exact duplicates are dropped, so a
-   retry or a rerun adds nothing) and rebuilds the sequences/splits.
+   absent = nothing new) exists, `mmsrarec ingest --mode append` adds its rows (rows already in the table are
+   dropped as duplicates, so a retry or a rerun adds nothing) and rebuilds the sequences/splits; new or changed
+   items of the day (`incoming_items`, same rule) are upserted with them.
 2. `refresh_collab`: updates the collaborative keywords of the users whose histories changed.
 3. `recommend`: top-K recommendations for `ds` (`users=changed` by default: users with interactions newer than
    the previous date's watermark; or `all`) from the model run `model_run` (default: the latest trained one) into
@@ -44,6 +45,11 @@ with DAG(
             type="string",
             description="new interactions of the day, e.g. /data/incoming/{ds}.csv; empty/absent = nothing new",
         ),
+        "incoming_items": Param(
+            os.environ.get("MMSRAREC_INCOMING_ITEMS", ""),
+            type="string",
+            description="new or changed items of the day (same {ds} rule); empty/absent = none",
+        ),
         "model_run": Param("", type="string", description="recommender model run id; empty = the latest"),
         "top_k": Param(10, type="integer", minimum=1, description="recommendations per user"),
         "users": Param("changed", enum=["changed", "all"], description="whom to recommend for"),
@@ -59,11 +65,15 @@ with DAG(
     def append_interactions(ds=None, params=None) -> str | None:
         from mmsrarec_lib.orchestration import env_from_airflow_connections, incoming_path, path_exists
 
+        env = env_from_airflow_connections()
         path = incoming_path(params["incoming_interactions"], ds=ds)
-        if path is None or not path_exists(path, env=env_from_airflow_connections()):
+        if path is None or not path_exists(path, env=env):
             print(f"no new interactions for {ds} ({path or 'no incoming feed configured'})")
             return None
         argv = common.wh_args(params) + ["--mode", "append", "--interactions", path]
+        items = incoming_path(params["incoming_items"], ds=ds)
+        if items and path_exists(items, env=env):
+            argv += ["--items", items]
         common.run("ingest", argv + common.extra(params, "ingest_args"))
         return path
 

@@ -10,7 +10,7 @@ Credentials come from Airflow connections (``aws_default``, ``spark_default``; i
 standard environment variables, and are handed to the child through its environment only: they are never put on a
 command line or written to a log (logs name the variables set, never their values).
 
-Testing hook: ``MMSRAREC_FAIL_ONCE="<command>:<before|after>:<flag file>"`` makes the first call of that job fail
+Testing hook: ``MMSRAREC_FAIL_ONCE="<command>:<before|after>:<flag file>[,...]"`` makes the first call of that job fail
 (before it runs, or after it has committed) and creates the flag file so the retry succeeds. Tests use it to show
 that a retried task leaves no duplicates; it has no effect unless set.
 """
@@ -143,20 +143,21 @@ def env_from_airflow_connections(
 
 # --------------------------------------------------------------------------- running a job
 def _maybe_fail_once(command: str, stage: str) -> None:
-    """Honour ``MMSRAREC_FAIL_ONCE`` (tests only): fail the first time ``command`` reaches ``stage``."""
-    spec = os.environ.get(ENV_FAIL_ONCE)
-    if not spec:
-        return
-    want_command, _, rest = spec.partition(":")
-    want_stage, _, flag = rest.partition(":")
-    if want_command != command or want_stage != stage or not flag:
-        return
-    flag_path = Path(flag)
-    if flag_path.exists():
-        return
-    flag_path.parent.mkdir(parents=True, exist_ok=True)
-    flag_path.write_text(f"{command}:{stage}\n")
-    raise JobFailed(command, 1, f"injected one-time failure {stage} the job ({ENV_FAIL_ONCE})")
+    """Honour ``MMSRAREC_FAIL_ONCE`` (tests only): fail the first time ``command`` reaches ``stage``.
+
+    The variable holds one or more comma-separated ``command:stage:flag_file`` specs.
+    """
+    for spec in filter(None, os.environ.get(ENV_FAIL_ONCE, "").split(",")):
+        want_command, _, rest = spec.strip().partition(":")
+        want_stage, _, flag = rest.partition(":")
+        if want_command != command or want_stage != stage or not flag:
+            continue
+        flag_path = Path(flag)
+        if flag_path.exists():
+            continue
+        flag_path.parent.mkdir(parents=True, exist_ok=True)
+        flag_path.write_text(f"{command}:{stage}\n")
+        raise JobFailed(command, 1, f"injected one-time failure {stage} the job ({ENV_FAIL_ONCE})")
 
 
 def job_command(command: str, argv: Sequence[str]) -> list[str]:
