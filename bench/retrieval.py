@@ -53,9 +53,11 @@ def windows_for(n: int) -> list[UserWindow]:
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """(result, wall seconds, CPU seconds of this process, all threads): on a shared machine CPU time is the
+    steadier figure."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_size(n: int, *, hnsw_max: int) -> list[dict]:
@@ -67,13 +69,14 @@ def bench_size(n: int, *, hnsw_max: int) -> list[dict]:
         kinds.append(("hnsw", IndexConfig(exact_threshold=0, approx="hnsw")))
     rows, exact_ids = [], None
     for name, cfg in kinds:
-        idx, build_s = timed(lambda: build_index(wins, x, config=cfg))
-        (_, ids), search_s = timed(lambda: idx.search(q, FETCH))
+        idx, build_s, build_cpu = timed(lambda: build_index(wins, x, config=cfg))
+        (_, ids), search_s, search_cpu = timed(lambda: idx.search(q, FETCH))
         if name == "exact":
             exact_ids = ids[:, :K]
         recall = float(np.mean([len(set(a[:K]) & set(e)) / K for a, e in zip(ids, exact_ids)]))
-        rows.append({"users": n, "index": name, "build_s": round(build_s, 3), "qps": round(N_QUERIES / search_s),
-                     "recall@3": round(recall, 4)})
+        rows.append({"users": n, "index": idx.kind if name != "exact" else "exact", "build_s": round(build_s, 3),
+                     "build_cpu_s": round(build_cpu, 3), "qps": round(N_QUERIES / search_s),
+                     "qps_per_cpu_s": round(N_QUERIES / max(search_cpu, 1e-9)), "recall@3": round(recall, 4)})
         print(json.dumps(rows[-1]), flush=True)
         del idx
     return rows
@@ -87,24 +90,28 @@ def bench_refresh(n: int, *, frac: float = 0.01) -> dict:
     cfg = IndexConfig()
     with tempfile.TemporaryDirectory() as tmp:
         wh = Warehouse.from_uri(tmp)
-        t0 = time.perf_counter()
-        idx = build_index(wins, x, config=cfg)
-        for s in range(0, n, 20_000):
-            idx.search(x[s : s + 20_000], FETCH)
-        save_index(wh, "bench", idx)
-        full_s = time.perf_counter() - t0
+        def full():
+            idx = build_index(wins, x, config=cfg)
+            for s in range(0, n, 20_000):
+                idx.search(x[s : s + 20_000], FETCH)
+            save_index(wh, "bench", idx)
+            return idx
+
+        idx, full_s, full_cpu = timed(full)
 
         rng = np.random.default_rng(3)
         changed = rng.choice(n, size=max(1, int(n * frac)), replace=False)
         new_x = synthetic(len(changed), seed=4)  # (m, D)
-        t0 = time.perf_counter()
-        base = load_index(wh, "bench")
-        upd = update_index(base, [wins[i] for i in changed], new_x)
-        upd.search(new_x, FETCH)
-        save_index(wh, "bench", upd)
-        refresh_s = time.perf_counter() - t0
+        def refresh():
+            upd = update_index(load_index(wh, "bench"), [wins[i] for i in changed], new_x)
+            upd.search(new_x, FETCH)
+            save_index(wh, "bench", upd)
+
+        _, refresh_s, refresh_cpu = timed(refresh)
     out = {"refresh_users": n, "changed": len(changed), "index": idx.kind, "full_build_s": round(full_s, 3),
-           "refresh_s": round(refresh_s, 3), "refresh_over_full": round(refresh_s / full_s, 4)}
+           "refresh_s": round(refresh_s, 3), "refresh_over_full": round(refresh_s / full_s, 4),
+           "full_build_cpu_s": round(full_cpu, 3), "refresh_cpu_s": round(refresh_cpu, 3),
+           "refresh_over_full_cpu": round(refresh_cpu / full_cpu, 4)}
     print(json.dumps(out), flush=True)
     return out
 
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="sizes 10k and 100k only")
     p.add_argument("--sizes", default=None, help="comma-separated user counts (default 10000,100000,1000000)")
     p.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow to build)")
-    p.add_argument("--refresh-size", type=int, default=100_000, help="users in the refresh-vs-full comparison")
+    p.add_argument("--refresh-size", type=int, default=100_000, help="users in the refresh-vs-full comparison (0: skip)")
     p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     p.add_argument("--warehouse", help="also run the ML-100K part on this warehouse")
     p.add_argument("--dataset", default="movielens-100k")
@@ -219,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
     for n in sizes:
         bench_size(n, hnsw_max=args.hnsw_max)
-    bench_refresh(args.refresh_size)
+    if args.refresh_size > 0:
+        bench_refresh(args.refresh_size)
     if args.warehouse:
         bench_ml100k(args.warehouse, args.dataset)
     return 0

@@ -53,6 +53,7 @@ class IndexConfig:
     approx: Literal["ivf", "hnsw"] = "ivf"
     nlist: int | None = None  # IVF lists; default 4*sqrt(n), at most n/39 (faiss wants >= 39 points a list)
     nprobe: int = 16
+    train_per_list: int = 40  # IVF k-means trains on at most nlist * this many sampled vectors
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     use_gpu: bool | None = None  # None: use a GPU for search when faiss sees one
@@ -143,6 +144,10 @@ def _new_faiss_index(kind: str, d: int, n: int, config: IndexConfig, train: np.n
     quantizer = faiss.IndexFlatIP(d)
     ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = config.seed
+    cap = nlist * config.train_per_list
+    if len(train) > cap:  # a seeded sample: k-means cost grows with points x lists
+        rows = np.sort(np.random.default_rng(config.seed).choice(len(train), size=cap, replace=False))
+        train = train[rows]  # (cap, d)
     ivf.train(train)
     ivf.nprobe = config.nprobe
     ivf.own_fields = True
