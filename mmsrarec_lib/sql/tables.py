@@ -18,6 +18,7 @@ schema, so ready queries bind on a warehouse where, say, no recommendations were
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,21 +94,40 @@ def discover_tables(warehouse: Warehouse, dataset: str) -> list[str]:
     return names
 
 
-def _commit_time(history_entry: Mapping) -> dt.datetime | None:
-    ms = history_entry.get("timestamp")
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc) if ms is not None else None
+def _log_versions(warehouse: Warehouse, dataset: str, table: str) -> list[int]:
+    """Versions whose commit file is still in ``_delta_log`` (older ones may have been cleaned up)."""
+    names = warehouse.list_dir(warehouse.uri(dataset, table, "_delta_log"))
+    return sorted(int(n[: -len(".json")]) for n in names if n.endswith(".json") and n[: -len(".json")].isdigit())
+
+
+def commit_time(warehouse: Warehouse, dataset: str, table: str, version: int) -> dt.datetime | None:
+    """When ``version`` was committed (its commitInfo), or None when its commit file is gone.
+
+    Read from the commit file through the warehouse filesystem rather than ``DeltaTable.history()``, which lists
+    the whole log (and hung against moto's S3 server).
+    """
+    uri = warehouse.uri(dataset, table, "_delta_log", f"{version:020d}.json")
+    try:
+        raw = warehouse.read_bytes(uri)
+    except (FileNotFoundError, OSError):
+        return None
+    for line in raw.splitlines():
+        info = json.loads(line).get("commitInfo") if line.strip() else None
+        if info:
+            ms = info.get("inCommitTimestamp") or info.get("timestamp")
+            return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc) if ms is not None else None
+    return None
 
 
 def resolve_snapshot(warehouse: Warehouse, dataset: str, table: str, travel: TimeTravel) -> TableSnapshot:
     """The version of ``table`` that ``travel`` selects, with its commit time and layout."""
     dt_latest = warehouse.delta_table(dataset, table)
     latest = dt_latest.version()
-    history = {entry["version"]: entry for entry in dt_latest.history() if "version" in entry}
     if travel.as_of is not None:
-        first = min(history) if history else 0
-        first_time = _commit_time(history.get(first, {}))
+        versions = _log_versions(warehouse, dataset, table)
+        first_time = commit_time(warehouse, dataset, table, versions[0]) if versions else None
         if first_time is not None and travel.as_of < first_time:
-            log.warning("%s did not exist at %s (first commit %s): empty", table, travel.as_of, first_time)
+            log.warning("%s: no version at or before %s (earliest commit %s): empty", table, travel.as_of, first_time)
             return TableSnapshot(table, None, latest, None, (), 0)
         loaded = warehouse.delta_table(dataset, table)
         loaded.load_as_version(travel.as_of)
@@ -125,7 +145,7 @@ def resolve_snapshot(warehouse: Warehouse, dataset: str, table: str, travel: Tim
         name=table,
         version=version,
         latest_version=latest,
-        committed_at=_commit_time(history.get(version, {})),
+        committed_at=commit_time(warehouse, dataset, table, version),
         partition_columns=tuple(chosen.metadata().partition_columns),
         num_files=len(chosen.file_uris()),
     )
