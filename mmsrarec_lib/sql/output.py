@@ -94,6 +94,8 @@ def _cell(value: object, max_width: int) -> str:
         text = "NULL"
     elif isinstance(value, str):
         text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
     elif isinstance(value, (dt.datetime, dt.date)):
         text = value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
     elif isinstance(value, float):
