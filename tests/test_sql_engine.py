@@ -40,6 +40,8 @@ def test_every_table_is_a_view_by_its_name(tiny):
         ).to_pylist()
         assert got == [{"item_id": "i1", "n2": 8}]
         assert "run_date" in engine.query("DESCRIBE recommendations").column("column_name").to_pylist()
+        assert engine.execute("CREATE TEMP VIEW again AS SELECT 1 AS a") is None  # a definition outputs nothing
+        assert engine.query("EXPLAIN SELECT * FROM again").num_rows >= 1
 
 
 def test_missing_dataset_is_a_clear_error(tiny):

@@ -101,9 +101,10 @@ TABLES: dict[str, TableDoc] = {
         TableDoc(
             "user_collab_keywords", schemas.USER_COLLAB_KEYWORDS,
             "Stage 2: each user's similar users and the keywords of what they chose next.",
-            "one row per user and keyword source", ("user_id", "keyword_source"), "none",
+            "one row per user and protocol", ("user_id", "protocol"), "none",
             "`build-collab` (all users), `refresh-collab` (users with new interactions)",
-            {"as_of": "end of the user's query window", "keyword_source": "summarizer version, or raw"},
+            {"as_of": "end of the user's query window", "keyword_source": "summarizer version, or raw",
+             "protocol": "paper (window before the evaluation target) | latest (the user's latest items)"},
         ),
         TableDoc(
             "recommendations", schemas.RECOMMENDATIONS, "Stage 3: top-K recommendations with keyword explanations.",
@@ -165,7 +166,8 @@ def render_catalog() -> str:
         lines += [f"- Grain: {doc.grain}", f"- Keys: {', '.join(doc.keys)}", f"- Partitioned by: {doc.partitioning}",
                   f"- Written by: {doc.writers}", "", "| column | type | notes |", "|---|---|---|"]
         for column, type_name in sql_types(doc.schema):
-            lines.append(f"| `{column}` | `{type_name}` | {doc.notes.get(column, '')} |")
+            note = doc.notes.get(column, "").replace("|", "\\|")  # a bare | would split the Markdown cell
+            lines.append(f"| `{column}` | `{type_name}` | {note} |")
     lines += ["", "## Ready queries", "", "Run one with `mmsrarec sql --dataset D -f sql/FILE [--param NAME=VALUE]`.", "",
               "| file | what it answers |", "|---|---|"]
     for path in sorted(READY_QUERIES_DIR.glob("*.sql")):

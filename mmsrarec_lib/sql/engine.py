@@ -61,6 +61,8 @@ _REFUSED: dict[duckdb.StatementType, str] = {
 _STREAMED = {ST.SELECT}
 # Run in a transaction; the catalog change decides whether they are kept.
 _CHECKED = {ST.CREATE, ST.DROP, ST.EXPLAIN, ST.CALL, ST.PRAGMA, ST.SET, ST.VARIABLE_SET}
+# Checked kinds whose (empty) result is not output.
+_SILENT = {ST.CREATE, ST.DROP, ST.SET, ST.VARIABLE_SET}
 # Kinds of catalog objects a query may create, replace or drop (never the registered warehouse views).
 _ALLOWED_OBJECTS = {"view", "macro"}
 
@@ -195,7 +197,10 @@ class SqlEngine:
                         rel.fetch_arrow_table()  # run it; an earlier SELECT's rows are not output
                 else:
                     table = self._run_checked(kind, text, number)
-                    result = pa.RecordBatchReader.from_batches(table.schema, table.to_batches()) if table else None
+                    if kind in _SILENT or table is None:
+                        result = None  # a definition has no rows to show (DuckDB reports an empty "Count")
+                    else:
+                        result = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
             except duckdb.PermissionException as exc:
                 raise ReadOnlyViolation(
                     f"refused: {exc} (statement {number}: {_short(text)}); files and the network outside the"
