@@ -231,3 +231,17 @@ def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[A
     model = PeftModel.from_pretrained(model, str(folder / "adapter"))
     model.eval()
     return model, processor, meta
+
+
+def latest_run(warehouse: Warehouse, dataset: str, *, variant: str = "mmsrarec") -> str:
+    """The newest complete run of ``variant`` (by created_at, then run id)."""
+    runs = []
+    for rid in warehouse.list_dir(warehouse.uri(dataset, "models")):
+        uri = warehouse.uri(dataset, "models", rid, "model.json")
+        if warehouse.exists(uri):
+            meta = json.loads(warehouse.read_bytes(uri))
+            if meta.get("kind") == KIND and meta.get("variant") == variant:
+                runs.append((str(meta.get("created_at", "")), rid))
+    if not runs:
+        raise FileNotFoundError(f"no trained {variant} run in {warehouse.uri(dataset, 'models')}: run `mmsrarec train`")
+    return max(runs)[1]

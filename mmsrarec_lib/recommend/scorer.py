@@ -9,8 +9,7 @@ generator's (SASRec's) score standardised over the user's candidates; w = 0 give
 Paper protocol: the 21 candidates are scored directly. Full protocol: ``RetrieveThenRerank`` — SASRec's top-M unseen
 items, reranked by this scorer.
 
-Registry gaps, worked around here: a saved run id is evaluated under the protocol it was trained for (the kind
-loader is not told the requested protocol); the ``Scorer`` protocol passes histories, not user ids, but the prompt needs the
+Registry gap, worked around here: the ``Scorer`` protocol passes histories, not user ids, but the prompt needs the
 user's neighbours. The scorer maps a history back to its user through the evaluation tables (``history_index``);
 a history not found there is scored without neighbours.
 """
@@ -132,9 +131,9 @@ def history_index(warehouse, dataset: str) -> dict[tuple[str, ...], str]:
 
 
 # --------------------------------------------------------------------------- registry hooks
-def build_scorer(warehouse, dataset: str, run_id: str, *, protocol: str, scoring: ScoringConfig | None = None,
+def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig | None = None,
                  progress: bool = True, model_and_meta: tuple | None = None):
-    """The evaluation scorer of a saved run for ``protocol`` (and its model.json)."""
+    """The evaluation scorer of a saved run (both protocols), its model.json and scoring config."""
     from mmsrarec_lib.eval.registry import RetrieveThenRerank
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
@@ -149,8 +148,8 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, protocol: str, scoring
     index = history_index(warehouse, dataset)
     reranker = MllmReranker(model=model, processor=processor, context=ctx, prompt=cfg.prompt, generator=generator,
                             user_of=lambda h: index.get(tuple(h)), config=scoring, progress=progress)
-    scorer = RetrieveThenRerank(generator, reranker, top_m=scoring.top_m) if protocol == "full" else reranker
-    return scorer, meta, scoring
+    # score_candidates (paper protocol) is the reranker's own; score_catalogue (full) retrieves then reranks
+    return RetrieveThenRerank(generator, reranker, top_m=scoring.top_m), meta, scoring
 
 
 def _resolved(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):
@@ -177,7 +176,7 @@ def _factory(variant: str):
                                          generator_run=generator, **opts.get("train_overrides", {}))
         meta = train_recommender(request.warehouse, config=cfg, progress=request.progress)
         scorer, meta, scoring = build_scorer(request.warehouse, request.dataset, meta["run_id"],
-                                             protocol=request.protocol, progress=request.progress,
+                                             progress=request.progress,
                                              scoring=opts.get("scoring"))
         return _resolved(scorer, meta, scoring, seeded=True)
 
@@ -185,7 +184,7 @@ def _factory(variant: str):
 
 
 def _kind_loader(warehouse, dataset: str, run_id: str, meta: dict):
-    scorer, meta, scoring = build_scorer(warehouse, dataset, run_id, protocol=meta.get("protocol") or "paper")
+    scorer, meta, scoring = build_scorer(warehouse, dataset, run_id)
     return _resolved(scorer, meta, scoring, seeded=False)
 
 

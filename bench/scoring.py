@@ -1,0 +1,106 @@
+"""Bench: shared-prefix vs one-pass-per-candidate scoring (candidates/s at 21 and 50 candidates), and the
+``recommend`` throughput (users/s) on a toy warehouse, on this CPU, with the tiny LLaVA.
+
+    .venv/bin/python bench/scoring.py [--quick] [--users 8] [--prefix-items 5]
+
+The prompt is the real template (5 history items with keywords, 3 neighbours, candidate with image), so prefix
+and suffix lengths are those of a real run. Prints one line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t0) / repeat
+
+
+def bench_scoring(model_dir: Path, *, repeat: int, batch_size: int) -> None:
+    import numpy as np
+    import torch
+
+    from mmsrarec_lib.mllm.loading import load_mllm
+    from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
+    from mmsrarec_lib.recommend.scoring import PromptEncoder, score_naive, score_shared_prefix
+    from mmsrarec_lib.recommend.tasks import user_prefix
+    from tests._recommend_warehouse import GENRES, _jpeg
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model, processor = load_mllm(str(model_dir))
+    enc = PromptEncoder(processor)
+    cfg = PromptConfig()
+    items = {f"i{k}": Candidate(f"i{k}", f"Movie title number {k}", tuple(GENRES[(k + j) % 8] + f" theme{j}"
+                                                                           for j in range(6)), has_image=True)
+             for k in range(60)}
+    prefix_text = user_prefix(history=[f"i{k}" for k in range(5)],
+                              neighbors=[[f"{g} neighbour keyword" for g in GENRES[:4]]] * 3, items=items, config=cfg)
+    prefix = enc.encode_prefix(prefix_text)
+    print(f"prefix tokens: {prefix.shape[0]}")
+    for n in (21, 50):
+        sufs = [enc.encode_suffix(build_suffix(candidate=items[f"i{k}"], config=cfg), _jpeg(k)) for k in range(n)]
+        print(f"suffix tokens (mean, {n} candidates): {np.mean([s.input_ids.shape[0] for s in sufs]):.0f}")
+        kw = dict(prefix_ids=prefix, suffixes=sufs, yes_id=enc.yes_id, no_id=enc.no_id)
+        t_naive = _time(lambda: score_naive(model, **kw), repeat)
+        t_shared = _time(lambda: score_shared_prefix(model, batch_size=batch_size, pad_id=enc.pad_id, **kw), repeat)
+        diff = np.abs(score_naive(model, **kw) - score_shared_prefix(model, batch_size=batch_size,
+                                                                     pad_id=enc.pad_id, **kw)).max()
+        print(f"{n} candidates: naive {n / t_naive:.1f} cand/s, shared-prefix {n / t_shared:.1f} cand/s, "
+              f"speed-up x{t_naive / t_shared:.2f} (max |diff| {diff:.1e})")
+
+
+def bench_recommend(users: int, steps: int) -> None:
+    from mmsrarec_lib.models.baselines import fit_baseline
+    from mmsrarec_lib.recommend.batch import RecommendConfig, recommend
+    from mmsrarec_lib.recommend.finetune import TrainSettings
+    from mmsrarec_lib.recommend.pipeline import RecTrainConfig, train_recommender
+    from mmsrarec_lib.recommend.topk import TopKConfig
+    from mmsrarec_lib.storage import Warehouse
+    from tests import _recommend_warehouse as toy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wh = Warehouse.from_uri(tmp)
+        toy.build(wh, n_items=80, n_users=users)
+        gen = fit_baseline(wh, "toy", kind="sasrec", protocol="paper", seed=0,
+                           sasrec_overrides={"epochs": 1, "dim": 16}, progress=False).run_id
+        train_recommender(wh, config=RecTrainConfig.for_variant(
+            "mmsrarec", dataset="toy", generator_run=gen,
+            train=TrainSettings(max_steps=steps, batch_size=4, save_every=steps)), run_id="bench", progress=False)
+        out = recommend(wh, config=RecommendConfig(dataset="toy", model_run="bench", run_date=dt.date(2026, 1, 1),
+                                                   users="all", topk=TopKConfig(top_m=50, top_k=10)), progress=False)
+        print(f"recommend: {out['users']} users, top-M 50 -> top-K 10, {out['seconds']:.1f} s, "
+              f"{out['users_per_second']:.2f} users/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and users")
+    ap.add_argument("--users", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+    repeat = 1 if args.quick else 3
+    users = args.users or (6 if args.quick else 20)
+    from mmsrarec_lib.mllm.tiny import build_tiny_mllm
+    from tests._recommend_warehouse import GENRES
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_tiny_mllm(Path(tmp) / "m", texts=[" ".join(GENRES) + " Movie title number theme"] * 50)
+        bench_scoring(d, repeat=repeat, batch_size=args.batch_size)
+    bench_recommend(users, steps=2)
+
+
+if __name__ == "__main__":
+    main()
