@@ -68,6 +68,7 @@ REFUSED = [
     ("SELECT * FROM read_csv('/etc/passwd')", "/etc/passwd"),
     ("SELECT * FROM read_text('/etc/hostname')", "file system operations are disabled"),
     ("SELECT * FROM '{out}'", "Cannot access file"),  # a bare file path is a file scan: refused too
+    ("CREATE TEMP VIEW v AS SELECT * FROM read_csv('/etc/passwd')", "/etc/passwd"),
     ("SET enable_external_access = true", "configuration has been locked"),
     ("RESET lock_configuration", "configuration has been locked"),
     ("BEGIN TRANSACTION", "transactions are managed by the engine"),
@@ -96,6 +97,16 @@ def test_a_refused_statement_later_in_a_script_stops_everything_before_it_runs(t
             engine.execute("CREATE TEMP VIEW v AS SELECT 1 AS a; DELETE FROM items; SELECT * FROM v")
         with pytest.raises(SqlError, match="does not exist"):
             engine.query("SELECT * FROM v")
+
+
+def test_python_variables_are_not_queryable(tiny, monkeypatch):
+    """DuckDB's Python replacement scans are off: a table in the scope that runs the query is not reachable."""
+    import mmsrarec_lib.sql.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "secret_rows", pa.table({"password": ["hunter2"]}), raising=False)
+    with SqlEngine(warehouse=tiny, dataset=DATASET) as engine:
+        with pytest.raises(SqlError, match="secret_rows does not exist"):
+            engine.query("SELECT * FROM secret_rows")
 
 
 def test_sql_errors_are_clear(tiny):
