@@ -218,16 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     p.add_argument("--warehouse", help="also run the ML-100K part on this warehouse")
     p.add_argument("--dataset", default="movielens-100k")
+    p.add_argument("--only-dataset", action="store_true", help="skip the synthetic part (needs --warehouse)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
-    for n in sizes:
-        bench_size(n, hnsw_max=args.hnsw_max)
-    if args.refresh_size > 0:
-        bench_refresh(args.refresh_size)
+    if not args.only_dataset:
+        for n in sizes:
+            bench_size(n, hnsw_max=args.hnsw_max)
+        if args.refresh_size > 0:
+            bench_refresh(args.refresh_size)
     if args.warehouse:
         bench_ml100k(args.warehouse, args.dataset)
     return 0
