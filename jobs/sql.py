@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mmsrarec_lib.sql.engine import SqlEngine
+    import duckdb
+
+    from mmsrarec_lib.sql.engine import SqlEngine, SqlError
     from mmsrarec_lib.sql.output import write_result
     from mmsrarec_lib.sql.tables import TimeTravel, parse_timestamp
 
@@ -101,5 +104,10 @@ def main(args: argparse.Namespace) -> int:
         reader = engine.execute(config.query)
         if reader is None:
             return 0
-        write_result(reader, fmt=config.fmt, output=config.output, max_width=config.max_width)  # type: ignore[arg-type]
+        try:
+            write_result(reader, fmt=config.fmt, output=config.output, max_width=config.max_width)  # type: ignore[arg-type]
+        except duckdb.Error as exc:  # an error after the first rows (the rest stream lazily)
+            raise SqlError(f"query failed while streaming its result: {exc}") from exc
+        except BrokenPipeError:  # e.g. `mmsrarec sql ... | head`: the reader went away, which is not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
