@@ -1,8 +1,8 @@
 """Stage-2 retrieval bench: faiss index kinds on synthetic users, refresh vs full build, and ML-100K quality.
 
 Synthetic part (d=64, clustered unit vectors like trained user embeddings), per size:
-  build seconds and queries/s (1,000 queries, k=12 = k + overfetch + self) for exact (IndexFlatIP), IVF and HNSW,
-  recall@3 of IVF/HNSW against exact; then, at ``--refresh-size``, the cost of refreshing 1% of users
+  build seconds and queries/s (1,000 held-out users, k=12 = k + overfetch + self) for exact (IndexFlatIP), IVF
+  and HNSW, recall@3 of IVF/HNSW against exact; then, at ``--refresh-size``, the cost of refreshing 1% of users
   (load index, remove_ids + add, neighbours of the changed users, save) against a full build (build, neighbours
   of every user, save), as a ratio.
 ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build-collab with SASRec, then checks
@@ -39,10 +39,11 @@ from mmsrarec_lib.storage import Warehouse  # noqa: E402
 D, N_QUERIES, FETCH, K = 64, 1000, 12, 3
 
 
-def synthetic(n: int, *, seed: int = 0, clusters: int = 2000) -> np.ndarray:
-    """(n, D) float32 unit vectors around ``clusters`` random centres (user embeddings are clustered)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, D)).astype(np.float32)  # (c, D)
+def synthetic(n: int, *, seed: int = 0, clusters: int = 2000, centres_seed: int = 0) -> np.ndarray:
+    """(n, D) float32 unit vectors around ``clusters`` random centres (user embeddings are clustered); the same
+    ``centres_seed`` with another ``seed`` gives new users of the same population (held-out queries)."""
+    centres = np.random.default_rng(centres_seed).normal(size=(clusters, D)).astype(np.float32)  # (c, D)
+    rng = np.random.default_rng(seed + 1000)
     x = centres[rng.integers(0, clusters, size=n)] + 0.6 * rng.normal(size=(n, D)).astype(np.float32)  # (n, D)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
@@ -63,7 +64,7 @@ def timed(fn):
 def bench_size(n: int, *, hnsw_max: int) -> list[dict]:
     x = synthetic(n)
     wins = windows_for(n)
-    q = x[np.random.default_rng(1).choice(n, size=N_QUERIES, replace=False)]  # (N_QUERIES, D)
+    q = synthetic(N_QUERIES, seed=1)  # (N_QUERIES, D) new users, not in the index
     kinds = [("exact", IndexConfig(exact_threshold=n + 1)), ("ivf", IndexConfig(exact_threshold=0, approx="ivf"))]
     if n <= hnsw_max:
         kinds.append(("hnsw", IndexConfig(exact_threshold=0, approx="hnsw")))

@@ -101,7 +101,7 @@ class CollabIndex:
         return user_id in self._row
 
     def vector(self, user_id: str) -> np.ndarray:
-        """The stored vector of a training user: (d,)."""
+        """The stored vector of a training user: (d,). Flat and HNSW only (IVF keeps no direct map)."""
         return self.index.reconstruct(int(self._row[user_id]))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +119,11 @@ class CollabIndex:
         if not use_gpu or self.kind == "hnsw":  # faiss has no GPU HNSW
             return self.index
         if self._gpu_index is None:
-            self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
+            try:
+                self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
+            except (RuntimeError, AttributeError) as exc:  # a kind the GPU cloner cannot take: search on the CPU
+                log.warning("faiss GPU search unavailable for %s index (%s); using the CPU", self.kind, exc)
+                self._gpu_index = self.index
         return self._gpu_index
 
 
