@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs._common import add_warehouse_args, warehouse_from_args
-from jobs.train_baseline import add_sasrec_arguments, sasrec_overrides
+from jobs.train_baseline import add_sasrec_arguments, apply_threads, sasrec_overrides
 
 COMMAND = "evaluate"
 HELP = "evaluate a model (a name such as pop/sasrec/mmsrarec, or a saved run id) under the paper or full protocol"
@@ -54,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.runs import new_run_id
 
     cfg = EvaluateConfig.from_args(args)
+    apply_threads(args.threads)
     wh = warehouse_from_args(args)
     run_id = cfg.run_id or new_run_id("eval")
     keys = [metric_key(m, k) for m, k in PROTOCOL_METRICS[cfg.protocol]]

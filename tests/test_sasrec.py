@@ -25,6 +25,15 @@ def _pattern_data() -> tuple[list[list[str]], list[tuple[list[str], str]]]:
     return train, valid
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a busy shared CPU two spinning threads made these tests ~8x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY = SASRecConfig(dim=32, n_layers=1, n_heads=2, max_len=8, dropout=0.0, lr=5e-3, epochs=6, batch_size=16)
 
 

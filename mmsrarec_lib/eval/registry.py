@@ -226,8 +226,9 @@ def append_evaluation_rows(warehouse: Warehouse, dataset: str, rows: Sequence[Ma
         import pyarrow.dataset as pads
 
         ds = warehouse.dataset(dataset, EVALUATION_RUNS_TABLE)
+        seed_filter = pads.field("seed").is_null() if seed is None else pads.field("seed") == seed
         exists = ds.count_rows(filter=(pads.field("run_id") == run_id) & (pads.field("model") == model)
-                               & (pads.field("protocol") == protocol)) > 0
+                               & (pads.field("protocol") == protocol) & seed_filter) > 0
         if exists:
             return warehouse.write_table(dataset, EVALUATION_RUNS_TABLE, table, mode="overwrite", predicate=predicate)
     return warehouse.write_table(dataset, EVALUATION_RUNS_TABLE, table, mode="append")

@@ -43,11 +43,11 @@ class SASRecConfig:
     n_heads: int = 2
     max_len: int = 50
     dropout: float = 0.2
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 128
-    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
+    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
     loss: str = "ce"  # ce: softmax over the whole catalogue | sampled: shared uniform negatives
     n_negatives: int = 256  # for loss="sampled"
     seed: int = 0
