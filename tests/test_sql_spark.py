@@ -44,15 +44,20 @@ def test_spark_views_read_through_the_delta_log(spark, warehouse):
     assert bytes(image) == b"\xff\xd8\xff\x00"
 
     # time travel: version 0 has both full partitions; the Arrow path returns the same rows as the file path
-    register_spark_views(spark, warehouse=warehouse, dataset=DATASET, travel=TimeTravel(as_of_version=0))
+    only = ["recommendations"]
+    views = register_spark_views(spark, warehouse=warehouse, dataset=DATASET, travel=TimeTravel(as_of_version=0),
+                                 tables=only)
+    assert [v.name for v in views] == only
     assert _counts_by_date(spark) == {dt.date(2026, 1, 1): 4, dt.date(2026, 1, 2): 5}
     files_rows = sorted(map(tuple, spark.table("recommendations").select("user_id", "rank", "item_id").collect()))
     views = register_spark_views(spark, warehouse=warehouse, dataset=DATASET, travel=TimeTravel(as_of_version=0),
-                                 mode="arrow")
-    assert {v.read_via for v in views if v.version is not None} == {"arrow"}
+                                 mode="arrow", tables=only)
+    assert [v.read_via for v in views] == ["arrow"]
     arrow_rows = sorted(map(tuple, spark.table("recommendations").select("user_id", "rank", "item_id").collect()))
     assert arrow_rows == files_rows and len(arrow_rows) == 9
     tables = spark.sql("SELECT version, latest_version FROM warehouse_tables WHERE table_name = 'recommendations'")
     assert tables.collect()[0].asDict() == {"version": 0, "latest_version": 1}
+    with pytest.raises(ValueError, match="no such tables in dataset 'tiny': recs"):
+        register_spark_views(spark, warehouse=warehouse, dataset=DATASET, tables=["recs"])
     with pytest.raises(ValueError, match="unknown mode"):
         register_spark_views(spark, warehouse=warehouse, dataset=DATASET, mode="scan")  # type: ignore[arg-type]

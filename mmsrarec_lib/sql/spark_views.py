@@ -16,6 +16,7 @@ Time travel resolves exactly as in ``mmsrarec sql`` (:mod:`mmsrarec_lib.sql.tabl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -95,16 +96,23 @@ def register_spark_views(
     dataset: str,
     travel: TimeTravel = TimeTravel(),
     mode: ReadMode = "auto",
+    tables: Sequence[str] | None = None,
 ) -> list[SparkView]:
     """Create or replace one Spark temp view per table of ``dataset`` (plus ``warehouse_tables``); return them.
 
     Known tables that do not exist (at that time) get an empty view of their schema, as in ``mmsrarec sql``.
+    ``tables`` limits the views to those names (default: every table).
     """
     if mode not in ("auto", "files", "arrow"):
         raise ValueError(f"unknown mode {mode!r}: use auto, files or arrow")
     views: list[SparkView] = []
     snapshots = resolve_tables(warehouse, dataset, travel, known=KNOWN_SCHEMAS)
+    unknown = sorted(set(tables or ()) - {s.name for s in snapshots})
+    if unknown:
+        raise ValueError(f"no such tables in dataset {dataset!r}: {', '.join(unknown)}")
     for snap in snapshots:
+        if tables is not None and snap.name not in tables:
+            continue
         if snap.version is None:
             frame, via = _read_arrow(spark, warehouse, dataset, snap), "empty"
         else:
