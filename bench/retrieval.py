@@ -10,9 +10,10 @@ ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build
   wall time of a real refresh after 1% of users get a new interaction (on a scratch copy of the dataset) against
   the full build.
 
-    .venv/bin/python bench/retrieval.py                  # 10k, 100k, 1M (HNSW up to 100k)
-    .venv/bin/python bench/retrieval.py --quick          # 10k, 100k
-    .venv/bin/python bench/retrieval.py --quick --warehouse /tmp/wh --dataset movielens-100k
+    .venv/bin/python bench/retrieval.py                  # 10k, 100k; refresh at 100k (a few minutes)
+    .venv/bin/python bench/retrieval.py --full           # + 1M (exact and IVF; HNSW only up to 100k)
+    .venv/bin/python bench/retrieval.py --quick          # 10k; refresh at 20k (under a minute)
+    .venv/bin/python bench/retrieval.py --only-dataset --warehouse /tmp/wh --dataset movielens-100k
 """
 
 from __future__ import annotations
@@ -212,10 +213,12 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="sizes 10k and 100k only")
-    p.add_argument("--sizes", default=None, help="comma-separated user counts (default 10000,100000,1000000)")
+    p.add_argument("--quick", action="store_true", help="10k users only, refresh at 20k (a smoke run)")
+    p.add_argument("--full", action="store_true", help="also 1M users (minutes of k-means on 2 cores)")
+    p.add_argument("--sizes", default=None, help="comma-separated user counts (default 10000,100000)")
     p.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow to build)")
-    p.add_argument("--refresh-size", type=int, default=100_000, help="users in the refresh-vs-full comparison (0: skip)")
+    p.add_argument("--refresh-size", type=int, default=None,
+                   help="users in the refresh-vs-full comparison (default 100000, 20000 with --quick; 0: skip)")
     p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     p.add_argument("--warehouse", help="also run the ML-100K part on this warehouse")
     p.add_argument("--dataset", default="movielens-100k")
@@ -225,12 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
-    sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
+    default_sizes = "10000" if args.quick else "10000,100000,1000000" if args.full else "10000,100000"
+    sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
+    refresh_size = args.refresh_size if args.refresh_size is not None else 20_000 if args.quick else 100_000
     if not args.only_dataset:
         for n in sizes:
             bench_size(n, hnsw_max=args.hnsw_max)
-        if args.refresh_size > 0:
-            bench_refresh(args.refresh_size)
+        if refresh_size > 0:
+            bench_refresh(refresh_size)
     if args.warehouse:
         bench_ml100k(args.warehouse, args.dataset)
     return 0
