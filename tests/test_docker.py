@@ -5,7 +5,11 @@ service, image, healthcheck, queue, path, Dockerfile and environment variable it
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +236,28 @@ def test_spark_image_installs_what_executors_import():
     constraints = (REPO / "constraints.txt").read_text().lower()
     for name in listed:  # pinned, so executors get the driver's versions
         assert re.search(rf"^{re.escape(name)}==", constraints, re.M), name
+
+
+# bench/gpu_check.py is what the GPU image runs to check a GPU host (see Dockerfile.gpu)
+def _gpu_check(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, even on a machine that has one
+    return subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_gpu_check_skips_cleanly_without_cuda():
+    proc = _gpu_check()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no CUDA device visible" in proc.stdout and "skipped" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_stages_on_the_cpu_when_allowed():
+    """The same summarizer/recommender code path on the CPU, so an API change breaks here, not on a GPU host."""
+    proc = _gpu_check("--allow-cpu", "--items", "2", "--users", "1", "--candidates", "3", "--max-new-tokens", "4")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["device"] == "cpu"
+    assert report["summarizer"]["text"]["items"] == 2 and report["summarizer"]["image"]["items"] == 2
+    rec = report["recommender"]
+    assert rec["candidates_per_user"] == 3 and rec["max_abs_diff"] < 1e-4  # shared prefix == naive scoring
