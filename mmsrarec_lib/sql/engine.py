@@ -118,11 +118,15 @@ class SqlEngine:
         self.warehouse = warehouse
         self.dataset = dataset
         self.travel = travel
-        self.snapshots: list[TableSnapshot] = resolve_tables(warehouse, dataset, travel, known=KNOWN_SCHEMAS)
+        self.snapshots: list[TableSnapshot] = resolve_tables(
+            warehouse, dataset=dataset, travel=travel, known=KNOWN_SCHEMAS
+        )
         self._con = duckdb.connect(":memory:")
         try:
             for snap in self.snapshots:
-                data = snapshot_dataset(warehouse, dataset, snap, schema=KNOWN_SCHEMAS.get(snap.name))
+                data = snapshot_dataset(
+                    warehouse, dataset=dataset, snapshot=snap, schema=KNOWN_SCHEMAS.get(snap.name)
+                )
                 self._con.register(snap.name, data)
                 log.info("view %s -> version %s (latest %s)", snap.name, snap.version, snap.latest_version)
             self._con.register(TABLES_VIEW, snapshots_table(self.snapshots))

@@ -83,7 +83,9 @@ def _read_files(spark: SparkSession, warehouse: Warehouse, dataset: str, snap: T
 
 
 def _read_arrow(spark: SparkSession, warehouse: Warehouse, dataset: str, snap: TableSnapshot) -> DataFrame:
-    table = snapshot_dataset(warehouse, dataset, snap, schema=KNOWN_SCHEMAS.get(snap.name)).to_table()
+    table = snapshot_dataset(
+        warehouse, dataset=dataset, snapshot=snap, schema=KNOWN_SCHEMAS.get(snap.name)
+    ).to_table()
     if table.num_rows == 0:
         return spark.createDataFrame([], _spark_schema(table.schema))
     return spark.createDataFrame(table)
@@ -106,7 +108,7 @@ def register_spark_views(
     if mode not in ("auto", "files", "arrow"):
         raise ValueError(f"unknown mode {mode!r}: use auto, files or arrow")
     views: list[SparkView] = []
-    snapshots = resolve_tables(warehouse, dataset, travel, known=KNOWN_SCHEMAS)
+    snapshots = resolve_tables(warehouse, dataset=dataset, travel=travel, known=KNOWN_SCHEMAS)
     unknown = sorted(set(tables or ()) - {s.name for s in snapshots})
     if unknown:
         raise ValueError(f"no such tables in dataset {dataset!r}: {', '.join(unknown)}")

@@ -119,7 +119,7 @@ def commit_time(warehouse: Warehouse, dataset: str, table: str, version: int) ->
     return None
 
 
-def resolve_snapshot(warehouse: Warehouse, dataset: str, table: str, travel: TimeTravel) -> TableSnapshot:
+def resolve_snapshot(warehouse: Warehouse, *, dataset: str, table: str, travel: TimeTravel) -> TableSnapshot:
     """The version of ``table`` that ``travel`` selects, with its commit time and layout."""
     dt_latest = warehouse.delta_table(dataset, table)
     latest = dt_latest.version()
@@ -152,21 +152,21 @@ def resolve_snapshot(warehouse: Warehouse, dataset: str, table: str, travel: Tim
 
 
 def resolve_tables(
-    warehouse: Warehouse, dataset: str, travel: TimeTravel, *, known: Mapping[str, pa.Schema] | None = None
+    warehouse: Warehouse, *, dataset: str, travel: TimeTravel, known: Mapping[str, pa.Schema] | None = None
 ) -> list[TableSnapshot]:
     """A snapshot of every table of ``dataset`` plus an absent (version None) entry for each missing known table."""
     names = discover_tables(warehouse, dataset)
     unknown = sorted(set(travel.table_versions) - set(names))
     if unknown:
         raise ValueError(f"--as-of-version names tables that do not exist: {', '.join(unknown)}")
-    snapshots = [resolve_snapshot(warehouse, dataset, name, travel) for name in names]
+    snapshots = [resolve_snapshot(warehouse, dataset=dataset, table=name, travel=travel) for name in names]
     for name in sorted(set(known or {}) - set(names)):
         snapshots.append(TableSnapshot(name, None, None, None, (), 0))
     return sorted(snapshots, key=lambda s: s.name)
 
 
 def snapshot_dataset(
-    warehouse: Warehouse, dataset: str, snapshot: TableSnapshot, *, schema: pa.Schema | None = None
+    warehouse: Warehouse, *, dataset: str, snapshot: TableSnapshot, schema: pa.Schema | None = None
 ) -> pads.Dataset:
     """A pyarrow dataset over the snapshot's files (through the Delta log); an empty one of ``schema`` if absent."""
     if snapshot.version is None:
