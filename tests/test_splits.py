@@ -38,7 +38,6 @@ def test_kcore_cascades_until_stable(spark):
     kept = sorted((r["user_id"], r["item_id"]) for r in kcore(df, 2).collect())
     assert kept == [("u1", "i1"), ("u1", "i2"), ("u2", "i1"), ("u2", "i2")]
     assert kcore(df, 1).count() == 6  # k <= 1 disables the filter
-    assert kcore(df, 3).count() == 0
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +72,24 @@ def test_split_loo_rows_are_prefixes_and_test_targets_never_in_training(splits):
         assert by[(u, "valid")]["history"] + [by[(u, "valid")]["target_item_id"]] == seq[:-1]
 
 
-def test_users_too_short_for_a_split_are_left_out(spark):
-    data = _inter([("a", "x", 1), ("a", "y", 2), ("b", "x", 1), ("b", "y", 2), ("b", "z", 3)])
+def test_short_users_left_out_of_splits_and_sequences_tie_break_on_input_row(spark):
+    rows = [("a", "x", 1), ("a", "y", 2), ("b", "q", 1), ("b", "y", 2), ("b", "x", 2)]  # b: y and x tie at t=2
+    data = _inter(rows)
+    data = data.take(list(range(len(rows)))[::-1])  # physical order reversed: source_row must decide
     res = build_splits(spark, interactions=data, cfg=SplitConfig(k_core=0, n_negatives=1))
-    assert sorted((r["user_id"], r["split"]) for r in res.split_loo.to_pylist()) == [
-        ("a", "test"), ("b", "test"), ("b", "valid")]
+    seqs = {r["user_id"]: r["item_ids"] for r in res.user_sequences.to_pylist()}
+    assert seqs == {"a": ["x", "y"], "b": ["q", "y", "x"]}
+    assert sorted((r["user_id"], r["split"], r["target_item_id"]) for r in res.split_loo.to_pylist()) == [
+        ("a", "test", "y"), ("b", "test", "x"), ("b", "valid", "y")]
     assert res.eval_candidates.num_rows == 0  # nobody has 5 items of history
+
+
+def test_user_sequences_are_not_kcore_filtered(splits):
+    data, res = splits
+    assert res.user_sequences.schema == schemas.USER_SEQUENCES
+    got = {r["user_id"]: (r["item_ids"], r["length"]) for r in res.user_sequences.to_pylist()}
+    assert got == {u: (seq, len(seq)) for u, seq in _sequences(data).items()}  # "short" included
+    assert res.kcore_users == 50 and res.kcore_interactions == data.num_rows - 1
 
 
 def test_eval_candidates_protocol_invariants(splits):

@@ -142,7 +142,9 @@ def build_item_table(
                         "image_uri", SOURCE_ROW, "reason", "raw_row", "_dup")
     cfg = ImageConfig(base_dir=source.base_dir, max_side=max_image_side, timeout_s=image_timeout_s,
                       retries=image_retries)
-    # one Spark job: every row goes through; only rows to keep load their image
+    # one Spark job: every row goes through; only rows to keep load their image. The explicit repartition
+    # spreads image work over all cores (adaptive execution would coalesce a small shuffle into one task).
+    flagged = flagged.repartition(max(2, spark.sparkContext.defaultParallelism))
     out = flagged.mapInArrow(lambda it: _process_batches(it, cfg, image_threads), OUT_DDL).toArrow()
     reason, dup = out.column("reason"), out.column("_dup")
     keep = pc.and_(pc.is_null(reason), pc.invert(dup))

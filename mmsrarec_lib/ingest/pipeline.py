@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.ingest.interactions import build_interactions, build_user_sequences
+from mmsrarec_lib.ingest.interactions import build_interactions
 from mmsrarec_lib.ingest.items import build_item_table
 from mmsrarec_lib.ingest.sources import SourceTable
 from mmsrarec_lib.ingest.splits import SplitConfig, build_splits
@@ -125,20 +125,16 @@ def run_ingest(
     seconds["interactions"] = time.perf_counter() - t0
 
     t0, started = time.perf_counter(), utcnow()
-    sequences = build_user_sequences(spark, interactions=full)
-    warehouse.write_table(ds, USER_SEQUENCES, sequences, mode="overwrite")
-    runs.append(IngestRun(run_id, ds, USER_SEQUENCES, sequences.num_rows, sequences.num_rows, 0, 0, started,
-                          utcnow()))
-    seconds["user_sequences"] = time.perf_counter() - t0
-
-    t0, started = time.perf_counter(), utcnow()
     split_res = build_splits(spark, interactions=full, cfg=config.splits)
+    sequences = split_res.user_sequences
+    warehouse.write_table(ds, USER_SEQUENCES, sequences, mode="overwrite")
     warehouse.write_table(ds, SPLIT_LOO, split_res.split_loo, mode="overwrite")
     warehouse.write_table(ds, EVAL_CANDIDATES, split_res.eval_candidates, mode="overwrite")
     finished = utcnow()
-    for name, table in ((SPLIT_LOO, split_res.split_loo), (EVAL_CANDIDATES, split_res.eval_candidates)):
+    for name, table in ((USER_SEQUENCES, sequences), (SPLIT_LOO, split_res.split_loo),
+                        (EVAL_CANDIDATES, split_res.eval_candidates)):
         runs.append(IngestRun(run_id, ds, name, table.num_rows, table.num_rows, 0, 0, started, finished))
-    seconds["splits"] = time.perf_counter() - t0
+    seconds["sequences_and_splits"] = time.perf_counter() - t0
 
     record_ingest_runs(warehouse, runs)
     counts = {

@@ -25,16 +25,11 @@ import pyarrow.compute as pc
 
 from mmsrarec_lib import schemas
 from mmsrarec_lib.ingest import common
-from mmsrarec_lib.ingest.interactions import sequences_frame
 from mmsrarec_lib.ingest.sources import SOURCE_ROW
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-EVAL_DDL = (
-    "user_id string, history array<string>, target_item_id string, target_timestamp timestamp, "
-    "negative_item_ids array<string>, _split_key string"
-)
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class SplitResult:
+    user_sequences: pa.Table  # schemas.USER_SEQUENCES (all interactions, not k-core filtered)
     split_loo: pa.Table  # schemas.SPLIT_LOO
     eval_candidates: pa.Table  # schemas.EVAL_CANDIDATES
     kcore_users: int
@@ -86,23 +82,28 @@ def sample_negatives(
     return list(chosen)
 
 
-def kcore(df, k: int, *, n_rows: int | None = None):
-    """Spark: the interactions that survive the iterative k-core filter (users and items with >= k rows).
+def kcore_flags(df, k: int, *, n_rows: int | None = None):
+    """Spark: ``df`` plus a boolean ``_keep``: the row survives the iterative k-core filter.
 
-    One Spark job per iteration (filter + lazily checkpointed count); stops when an iteration removes nothing.
+    Each iteration counts kept rows per user and per item (window counts, two shuffles) and keeps rows whose user
+    and item both have >= k; one Spark job per iteration (a lazily checkpointed count) until nothing changes.
     ``n_rows`` (the input's row count, when the caller knows it) saves a count.
     """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    current = df.withColumn("_keep", F.lit(True))
     if k <= 1:
-        return df
-    current, n = df, (df.count() if n_rows is None else n_rows)
+        return current
+    n = df.count() if n_rows is None else n_rows
+    kept = F.when(F.col("_keep"), 1)
     for it in range(1, 10_000):
-        users = current.groupBy("user_id").count().where(F.col("count") >= k).select("user_id")
-        items = current.groupBy("item_id").count().where(F.col("count") >= k).select("item_id")
-        nxt = current.join(users, "user_id", "left_semi").join(items, "item_id", "left_semi")
+        user_n = F.count(kept).over(Window.partitionBy("user_id"))
+        item_n = F.count(kept).over(Window.partitionBy("item_id"))
+        nxt = current.withColumn("_u", user_n).withColumn("_i", item_n)
+        nxt = nxt.withColumn("_keep", F.col("_keep") & (F.col("_u") >= k) & (F.col("_i") >= k)).drop("_u", "_i")
         nxt = nxt.localCheckpoint(eager=False)
-        m = nxt.count()
+        m = nxt.where(F.col("_keep")).count()
         log.info("k-core(%d) iteration %d: %d -> %d interactions", k, it, n, m)
         current = nxt
         if m == n:
@@ -111,47 +112,68 @@ def kcore(df, k: int, *, n_rows: int | None = None):
     return current
 
 
-def loo_frame(seq):
-    """Spark: SPLIT_LOO rows from USER_SEQUENCES-shaped rows (history + [target] = the sequence prefix)."""
+def kcore(df, k: int, *, n_rows: int | None = None):
+    """Spark: the interactions that survive the iterative k-core filter (users and items with >= k rows)."""
     from pyspark.sql import functions as F
 
-    parts = []
+    return kcore_flags(df, k, n_rows=n_rows).where(F.col("_keep")).drop("_keep")
+
+
+SPLIT_ROWS = pa.schema([
+    pa.field("_kind", pa.string()),  # seq (one per user, with its k-core length) | loo | eval
+    pa.field("user_id", pa.string()),
+    pa.field("split", pa.string()),
+    pa.field("history", schemas.STR_LIST),
+    pa.field("target_item_id", pa.string()),
+    pa.field("target_timestamp", schemas.TS),
+    pa.field("negative_item_ids", schemas.STR_LIST),
+    pa.field("_split_key", pa.string()),
+    pa.field("_length", pa.int64()),
+    pa.field("item_ids", schemas.STR_LIST),
+    pa.field("timestamps", pa.list_(schemas.TS)),
+])
+SPLIT_ROWS_DDL = (
+    "_kind string, user_id string, split string, history array<string>, target_item_id string, "
+    "target_timestamp timestamp, negative_item_ids array<string>, _split_key string, _length bigint, "
+    "item_ids array<string>, timestamps array<timestamp>"
+)
+
+
+def user_split_rows(user_id: str, items: list[str], timestamps: list, all_items: set[str], pool: list[str],
+                    pool_set: frozenset, cfg: SplitConfig) -> list[dict]:
+    """The split rows of one user's k-core sequence: its ``loo`` rows and its ``eval`` row."""
+    n = len(items)
+    rows = []
     for split, back in (("train", 3), ("valid", 2), ("test", 1)):
-        pos = F.col("length") - back + 1  # 1-based position of the target
-        parts.append(
-            seq.where(F.col("length") >= back + 1).select(
-                "user_id",
-                F.lit(split).alias("split"),
-                F.slice("item_ids", 1, pos - 1).alias("history"),
-                F.element_at("item_ids", pos).alias("target_item_id"),
-                F.element_at("timestamps", pos).alias("target_timestamp"),
-            )
-        )
-    return parts[0].unionByName(parts[1]).unionByName(parts[2])
-
-
-def _eval_batches(batches, pool: list[str], cfg: SplitConfig):
+        if n >= back + 1:  # the history before the target must not be empty
+            pos = n - back
+            rows.append({"_kind": "loo", "user_id": user_id, "split": split, "history": items[:pos],
+                         "target_item_id": items[pos], "target_timestamp": timestamps[pos]})
     h = cfg.history_len
+    if n >= h + 1:
+        negatives = sample_negatives(pool, all_items, k=cfg.n_negatives, seed=cfg.seed, user_id=user_id,
+                                     pool_set=pool_set)
+        if negatives is not None:
+            rows.append({"_kind": "eval", "user_id": user_id, "history": items[-h - 1 : -1],
+                         "target_item_id": items[-1], "target_timestamp": timestamps[-1],
+                         "negative_item_ids": negatives, "_split_key": split_key(user_id, cfg.seed)})
+    return rows
+
+
+def _split_batches(batches, pool: list[str], cfg: SplitConfig):
+    """mapInArrow body: per user (all events sorted, each flagged k-core or not) -> SPLIT_ROWS."""
     pool_set = frozenset(pool)
     for batch in batches:
-        out = {n: [] for n in ("user_id", "history", "target_item_id", "target_timestamp", "negative_item_ids",
-                               "_split_key")}
+        out: list[dict] = []
         for row in batch.to_pylist():
-            items = row["item_ids"]
-            if len(items) < h + 1:
-                continue
-            negatives = sample_negatives(pool, set(row["all_items"]), k=cfg.n_negatives, seed=cfg.seed,
-                                         user_id=row["user_id"], pool_set=pool_set)
-            if negatives is None:
-                continue
-            out["user_id"].append(row["user_id"])
-            out["history"].append(items[-h - 1 : -1])
-            out["target_item_id"].append(items[-1])
-            out["target_timestamp"].append(row["timestamps"][-1])
-            out["negative_item_ids"].append(negatives)
-            out["_split_key"].append(split_key(row["user_id"], cfg.seed))
-        yield pa.RecordBatch.from_pydict(out, schema=pa.schema(
-            [*[f for f in schemas.EVAL_CANDIDATES if f.name != "split"], pa.field("_split_key", pa.string())]))
+            events = row["events"]
+            core = [e for e in events if e["_keep"]]
+            out.append({"_kind": "seq", "user_id": row["user_id"], "_length": len(core),
+                        "item_ids": [e["item_id"] for e in events], "timestamps": [e["timestamp"] for e in events]})
+            if core:  # else every row of this user was removed by k-core
+                out += user_split_rows(row["user_id"], [e["item_id"] for e in core], [e["timestamp"] for e in core],
+                                       {e["item_id"] for e in events}, pool, pool_set, cfg)
+        yield pa.RecordBatch.from_pylist(out, schema=SPLIT_ROWS)
 
 
 def assign_user_splits(keys: list[str], ratios: tuple[float, float, float]) -> list[str]:
@@ -167,29 +189,39 @@ def assign_user_splits(keys: list[str], ratios: tuple[float, float, float]) -> l
 
 
 def build_splits(spark, *, interactions: pa.Table, cfg: SplitConfig) -> SplitResult:
-    """k-core, then SPLIT_LOO and EVAL_CANDIDATES from the whole interactions table."""
+    """USER_SEQUENCES, then k-core, SPLIT_LOO and EVAL_CANDIDATES, from the whole interactions table.
+
+    Spark jobs: one per k-core iteration, one for the item pool, one for the sequences and all split rows.
+    """
     from pyspark.sql import functions as F
 
     if cfg.history_len < 1 or cfg.n_negatives < 1:
         raise ValueError("history_len and n_negatives must be >= 1")
     df = common.to_spark(spark, interactions.select(["user_id", "item_id", "timestamp", SOURCE_ROW]))
-    core = kcore(df, cfg.k_core, n_rows=interactions.num_rows).cache()
-    seq = sequences_frame(core).cache()
-    loo = common.to_arrow(loo_frame(seq), schemas.SPLIT_LOO, sort_by=[("user_id", "ascending"), ("split", "ascending")])
-
-    pool = sorted(r["item_id"] for r in core.select("item_id").distinct().collect())
-    all_items = df.groupBy("user_id").agg(F.collect_set("item_id").alias("all_items"))
-    joined = seq.join(all_items, "user_id", "inner")
-    ev = joined.mapInArrow(lambda it: _eval_batches(it, pool, cfg), EVAL_DDL).toArrow()
+    flagged = kcore_flags(df, cfg.k_core, n_rows=interactions.num_rows)
+    pool = sorted(r["item_id"] for r in flagged.where(F.col("_keep")).select("item_id").distinct().collect())
+    # sorted by (timestamp, source_row): the deterministic tie-break on input row order
+    event = F.struct("timestamp", SOURCE_ROW, "item_id", "_keep")
+    per_user = flagged.groupBy("user_id").agg(F.array_sort(F.collect_list(event)).alias("events"))
+    out = per_user.mapInArrow(lambda it: _split_batches(it, pool, cfg), SPLIT_ROWS_DDL).toArrow()
+    kind = out.column("_kind")
+    seq = out.filter(pc.equal(kind, "seq"))
+    users = seq.filter(pc.greater(seq.column("_length"), 0))
+    sequences = seq.append_column("length", pc.list_value_length(seq.column("item_ids")).cast(pa.int32()))
+    sequences = sequences.select(schemas.USER_SEQUENCES.names).cast(schemas.USER_SEQUENCES)
+    sequences = sequences.sort_by([("user_id", "ascending")]) if sequences.num_rows else sequences
+    loo = out.filter(pc.equal(kind, "loo")).select(schemas.SPLIT_LOO.names).cast(schemas.SPLIT_LOO)
+    loo = loo.sort_by([("user_id", "ascending"), ("split", "ascending")]) if loo.num_rows else loo
+    ev = out.filter(pc.equal(kind, "eval"))
     labels = assign_user_splits(ev.column("_split_key").to_pylist(), cfg.ratios) if ev.num_rows else []
-    ev = ev.append_column("split", pa.array(labels, pa.string())).drop(["_split_key"])
-    ev = ev.select(schemas.EVAL_CANDIDATES.names).cast(schemas.EVAL_CANDIDATES).sort_by([("user_id", "ascending")])
+    ev = ev.set_column(ev.column_names.index("split"), "split", pa.array(labels, pa.string()))
+    ev = ev.select(schemas.EVAL_CANDIDATES.names).cast(schemas.EVAL_CANDIDATES)
+    ev = ev.sort_by([("user_id", "ascending")]) if ev.num_rows else ev
     result = SplitResult(
-        split_loo=loo, eval_candidates=ev, kcore_users=seq.count(), kcore_items=len(pool),
-        kcore_interactions=core.count(),
+        user_sequences=sequences, split_loo=loo, eval_candidates=ev, kcore_users=users.num_rows,
+        kcore_items=len(pool),
+        kcore_interactions=int(pc.sum(users.column("_length")).as_py() or 0),
     )
-    seq.unpersist()
-    core.unpersist()
     counts = pc.value_counts(ev.column("split")).to_pylist() if ev.num_rows else []
     log.info("splits: k-core(%d) keeps %d users, %d items, %d interactions; split_loo %d rows; eval_candidates %s",
              cfg.k_core, result.kcore_users, result.kcore_items, result.kcore_interactions, loo.num_rows, counts)
