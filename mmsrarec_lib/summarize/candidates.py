@@ -72,6 +72,7 @@ def extract_candidates(items: Sequence[ItemInput], *, encoder, yake_top: int = 1
 
     docs = [item.text for item in items]
     doc_vecs = encoder.encode(docs)  # [N, D]
+    encoder.encode(list(dict.fromkeys(p for cands in raw for p, _, _ in cands)))  # one batched call, cached
     out: list[Candidates] = []
     for item, doc_vec, cands in zip(items, doc_vecs, raw):
         if not cands:

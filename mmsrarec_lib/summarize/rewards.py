@@ -107,6 +107,12 @@ def score_keywords(
     if len(keyword_lists) != len(references):
         raise ValueError(f"{len(keyword_lists)} keyword lists for {len(references)} references")
     nlls = scorer.nll(keywords=keyword_lists, targets=references)
+    # warm the encoder's cache in two batched calls (per-text calls are far slower for a transformer encoder)
+    encoder.encode(list(dict.fromkeys(references)))
+    if config.pooling == "mean":
+        encoder.encode(list(dict.fromkeys(k for kws in keyword_lists for k in kws)))
+    else:
+        encoder.encode(list(dict.fromkeys(", ".join(kws) for kws in keyword_lists if kws)))
     out = []
     for kws, ref, nll in zip(keyword_lists, references, nlls):
         out.append(
