@@ -93,11 +93,14 @@ def tag(prefix: str, airflow_run_id: str) -> str:
     return run_tag(prefix, airflow_run_id)
 
 
-def run(command: str, argv: list[str]) -> None:
-    """Run one job with credentials/Spark master from the Airflow connections; raises on failure (→ retry)."""
-    from mmsrarec_lib.orchestration import env_from_airflow_connections, run_job
+def run(command: str, argv: list[str]) -> dict | None:
+    """Run one job with credentials/Spark master from the Airflow connections; raises on failure (→ retry).
 
-    run_job(command, argv, env=env_from_airflow_connections())
+    Returns the job's JSON summary line (its last JSON object printed), if any.
+    """
+    from mmsrarec_lib.orchestration import env_from_airflow_connections, last_json, run_job
+
+    return last_json(run_job(command, argv, env=env_from_airflow_connections()))
 
 
 def publish(

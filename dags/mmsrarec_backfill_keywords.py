@@ -3,8 +3,9 @@
 Runs `mmsrarec summarize --backfill` for `summarizer_version`: items whose keywords for that version are missing or
 whose input (text/image hash) changed are summarized; items already done are skipped, so the backfill is resumable
 (a failed or interrupted run picks up where it stopped when retried or re-triggered) and a repeat adds nothing.
-`items` (optional, comma-separated item ids) limits the backfill to those items. Then `publish` emits an Asset
-event for `mmsrarec.item_keywords` with the table's Delta version and row count.
+`limit` (optional) restricts the backfill to the first N items by item_id (the job has no id-list filter);
+`policy_run` picks the trained summarizer (default: the latest). Then `publish` emits an Asset event for
+`mmsrarec.item_keywords` with the table's Delta version and row count.
 
 Manual (no schedule); `max_active_runs=1` because runs write the same table. The summarizing task runs in the GPU
 pool/queue (`$MMSRAREC_GPU_POOL`, `$MMSRAREC_GPU_QUEUE`).
@@ -28,7 +29,8 @@ with DAG(
         **common.warehouse_params(),
         "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
         "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
-        "items": Param("", type="string", description="comma-separated item ids; empty = every item"),
+        "limit": Param(0, type="integer", minimum=0, description="only the first N items by item_id; 0 = all"),
+        "policy_run": Param("", type="string", description="train-summarizer run; empty = the latest"),
         "summarize_args": common.args_param("mmsrarec summarize"),
     },
 ) as dag:
@@ -37,8 +39,10 @@ with DAG(
     def backfill(params=None) -> None:
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
         argv += ["--backend", params["summarizer_backend"], "--backfill"]
-        if params["items"].strip():
-            argv += ["--items", params["items"].strip()]
+        if params["limit"]:
+            argv += ["--limit", str(params["limit"])]
+        if params["policy_run"]:
+            argv += ["--policy-run", params["policy_run"]]
         common.run("summarize", argv + common.extra(params, "summarize_args"))
 
     @task(outlets=[common.table_asset("item_keywords")])

@@ -2,8 +2,8 @@
 
 - `train_baseline` (SASRec, `mmsrarec train-baseline`, saved as model run `sasrec-<airflow run>`) →
   `evaluate_baseline`; the same SASRec embeds users for the collaborative index;
-- `train_summarizer` (stage 1: GRPO-tuned keyword summarizer) → `summarize` (writes `item_keywords` for
-  `summarizer_version`);
+- `train_summarizer` (stage 1: GRPO-tuned keyword summarizer, `summarizer_backend`) → `summarize` with that policy
+  run (writes `item_keywords` for `summarizer_version`);
 - both → `build_collab` (stage 2: SASRec user embeddings, faiss index, `user_collab_keywords`) →
   `train_recommender` (stage 3: LoRA fine-tuning of the MLLM recommender, model run `mmsrarec-<airflow run>`) →
   `evaluate_recommender`;
@@ -67,15 +67,17 @@ with DAG(
         common.run("evaluate", argv + common.extra(params, "evaluate_args"))
 
     @task(**GPU)
-    def train_summarizer(params=None) -> None:
-        argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
-        argv += ["--seed", str(params["seed"])]
-        common.run("train-summarizer", argv + common.extra(params, "summarizer_args"))
+    def train_summarizer(params=None) -> str | None:
+        argv = common.wh_args(params) + ["--backend", params["summarizer_backend"], "--seed", str(params["seed"])]
+        summary = common.run("train-summarizer", argv + common.extra(params, "summarizer_args"))
+        return (summary or {}).get("run_id")
 
     @task(**GPU, outlets=[common.table_asset("item_keywords")])
-    def summarize(params=None) -> None:
+    def summarize(policy_run: str | None, params=None) -> None:
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
         argv += ["--backend", params["summarizer_backend"]]
+        if policy_run:  # the policy / tuned MLLM just trained (else the job takes the latest one)
+            argv += ["--policy-run", policy_run]
         common.run("summarize", argv + common.extra(params, "summarize_args"))
 
     @task(outlets=[common.table_asset("user_collab_keywords")])
@@ -103,7 +105,7 @@ with DAG(
         common.run("report", common.wh_args(params) + common.extra(params, "report_args"))
 
     sasrec_run = train_baseline()
-    keywords = train_summarizer() >> summarize()
+    keywords = summarize(train_summarizer())
     collab = build_collab(sasrec_run)
     keywords >> collab
     model_run = train_recommender(sasrec_run)

@@ -170,12 +170,13 @@ def run_job(
     argv: Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
-) -> None:
+) -> list[str]:
     """Run ``mmsrarec COMMAND ARGV...`` in a child process; raise :class:`JobFailed` unless it exits 0.
 
     ``env`` adds variables (e.g. credentials from :func:`env_from_airflow_connections`) to this process's
     environment for the child only. Output is streamed line by line to this module's logger (so long jobs show
-    progress in the Airflow task log) and its last lines are put in the error. Time limits are the task's
+    progress in the Airflow task log); its last lines are put in the error, or returned on success (jobs end with a
+    JSON summary line: see :func:`last_json`). Time limits are the task's
     ``execution_timeout``: when Airflow interrupts the task, the child is killed too.
     """
     child_env = {**_JOB_ENV_DEFAULTS, **os.environ, **(env or {})}
@@ -213,6 +214,23 @@ def run_job(
         raise JobFailed(command, returncode, "\n".join(tail))
     log.info("mmsrarec %s finished", command)
     _maybe_fail_once(command, "after")
+    return list(tail)
+
+
+def last_json(lines: Sequence[str]) -> dict | None:
+    """The last line that is a JSON object (a job's summary, e.g. ``{"run_id": ...}``), else None."""
+    import json
+
+    for line in reversed(lines):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
 
 
 # --------------------------------------------------------------------------- publishing

@@ -103,7 +103,7 @@ def test_params_have_defaults(dagbag):
     nightly = dagbag.dags["mmsrarec_nightly"].params.dump()
     assert (nightly["top_k"], nightly["users"], nightly["incoming_interactions"]) == (10, "changed", "")
     backfill = dagbag.dags["mmsrarec_backfill_keywords"].params.dump()
-    assert (backfill["summarizer_version"], backfill["items"]) == ("v1", "")
+    assert (backfill["summarizer_version"], backfill["limit"], backfill["policy_run"]) == ("v1", 0, "")
     train = dagbag.dags["mmsrarec_train"].params.dump()
     assert (train["seed"], train["summarizer_version"], train["protocol"]) == (42, "v1", "paper")
 
@@ -250,7 +250,7 @@ def test_connections_are_looked_up_through_airflow(airflow_home, monkeypatch):
 
 
 def test_job_flags_from_params():
-    from mmsrarec_lib.orchestration import extra_args, incoming_path, warehouse_args
+    from mmsrarec_lib.orchestration import extra_args, incoming_path, last_json, warehouse_args
 
     assert warehouse_args(dataset="ml-100k", warehouse=None) == ["--dataset", "ml-100k"]
     assert warehouse_args(dataset="d", warehouse="s3://b/w") == ["--dataset", "d", "--warehouse", "s3://b/w"]
@@ -259,6 +259,8 @@ def test_job_flags_from_params():
     assert extra_args('--epochs 2 --name "two words"') == ["--epochs", "2", "--name", "two words"]
     assert extra_args(["--steps", 3]) == ["--steps", "3"]
     assert extra_args("") == [] and extra_args(None) == []
+    assert last_json(["progress 50%", '{"run_id": "r1", "rows": 3}', "done"]) == {"run_id": "r1", "rows": 3}
+    assert last_json(["{not json}", "[1, 2]"]) is None
     assert incoming_path("/in/{ds}/new.csv", ds="2026-01-02") == "/in/2026-01-02/new.csv"
     assert incoming_path("s3://b/in/{ds_nodash}.parquet", ds="2026-01-02") == "s3://b/in/20260102.parquet"
     assert incoming_path("  ", ds="2026-01-02") is None and incoming_path(None, ds="2026-01-02") is None
