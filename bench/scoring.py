@@ -39,7 +39,9 @@ def bench_scoring(model_dir: Path, *, repeat: int, batch_size: int) -> None:
     from mmsrarec_lib.recommend.tasks import user_prefix
     from tests._recommend_warehouse import GENRES, _jpeg
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from mmsrarec_lib.recommend.finetune import cpu_threads
+
+    print(f"torch threads: {cpu_threads()}")
     model, processor = load_mllm(str(model_dir))
     enc = PromptEncoder(processor)
     cfg = PromptConfig()

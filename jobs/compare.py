@@ -61,6 +61,9 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mmsrarec_lib.recommend.finetune import cpu_threads
+
+    cpu_threads()
     from mmsrarec_lib.recommend.compare import ALL_MODELS, CompareConfig, run_compare, summary_table
     from mmsrarec_lib.recommend.finetune import TrainSettings
     from mmsrarec_lib.recommend.scorer import ScoringConfig

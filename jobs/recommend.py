@@ -52,6 +52,9 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mmsrarec_lib.recommend.finetune import cpu_threads
+
+    cpu_threads()
     from mmsrarec_lib.recommend.batch import RecommendConfig, recommend
     from mmsrarec_lib.recommend.pipeline import latest_run
     from mmsrarec_lib.recommend.topk import TopKConfig

@@ -113,6 +113,9 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mmsrarec_lib.recommend.finetune import cpu_threads
+
+    cpu_threads()
     from mmsrarec_lib.recommend.pipeline import train_recommender
 
     cfg = TrainJobConfig.from_args(args)

@@ -109,3 +109,14 @@ def test_shared_prefix_equals_naive_on_tiny_llava_with_images(tmp_path):
                                  batch_size=3, pad_id=enc.pad_id)
     np.testing.assert_allclose(shared, naive, atol=1e-5)
     assert len(set(np.round(naive[::2], 6))) > 1  # the image changes the score
+
+
+def test_fusion_adds_the_standardised_generator_score_to_the_logit():
+    from mmsrarec_lib.recommend.scorer import fuse
+
+    p = np.array([0.5, 0.8, 0.2])
+    np.testing.assert_allclose(fuse(p, np.array([1.0, 2.0, 3.0]), 0.0), p)  # weight 0: p itself
+    got = fuse(p, np.array([1.0, 2.0, 3.0]), 2.0)
+    z = (np.array([1.0, 2.0, 3.0]) - 2.0) / np.std([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(got, np.log(p / (1 - p)) + 2.0 * z, atol=1e-9)
+    assert fuse(p, np.array([1.0, -np.inf, 3.0]), 1.0)[1] < -1e5  # an unscorable item sinks

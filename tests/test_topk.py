@@ -41,7 +41,8 @@ def test_topk_config_validates():
 def _ctx() -> RecContext:
     return RecContext(
         items={}, descriptions={}, images={},
-        keywords={"h1": ["Space", "robots"], "h2": ["war", "drama"], "c": ["space", "war", "comedy"],
+        keywords={"h1": ["Space", "robots", "he"], "h2": ["war", "drama", "who"], "c": ["space", "war", "comedy", "he",
+                                                                                   "who"],
                   "n1": ["comedy", "love"], "n2": ["horror"], "old": ["comedy"]},
         neighbors={"u": [NeighborRef("v1", "n1"), NeighborRef("v2", "n2"), NeighborRef("v3", "c")]},
     )
@@ -50,7 +51,7 @@ def _ctx() -> RecContext:
 def test_explanation_is_the_overlap_with_the_candidates_keywords():
     exp = explain(_ctx(), user_id="u", history=["old", "h1", "h2"], item_id="c", n_history=2, n_neighbors=3)
     assert exp == {
-        "history_keywords": ["Space", "war"],  # "old" is beyond the last 2 history items
+        "history_keywords": ["Space", "war"],  # "old" is beyond the last 2 items; "he"/"who" are stop words
         "neighbor_keywords": ["comedy", "space", "war"],
         "neighbor_ids": ["v1", "v3"],  # v1 overlaps ("comedy"); v3's next item is the candidate itself
     }

@@ -113,6 +113,15 @@ def step_order(n_examples: int, *, steps: int, batch_size: int, seed: int) -> li
     return [order[s * batch_size : (s + 1) * batch_size] for s in range(steps)]
 
 
+def cpu_threads(default: int = 1) -> int:
+    """Torch CPU threads: ``$MMSRAREC_TORCH_THREADS`` else ``default`` (1). On a shared 2-core machine two
+    OpenMP threads made a small matmul 4x slower than one (thread oversubscription), so one is the default."""
+    n = int(os.environ.get("MMSRAREC_TORCH_THREADS", default))
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
 def add_lora(model: Any, lora: LoraSettings) -> Any:
     from peft import LoraConfig, get_peft_model
 
@@ -185,6 +194,7 @@ def finetune(
         raise ValueError("no training examples")
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
+    cpu_threads()
     ckpt = Path(checkpoint_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
     encoded = [

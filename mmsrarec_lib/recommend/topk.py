@@ -46,11 +46,19 @@ def select_top_k(candidates: Sequence[str], scores: np.ndarray, *, seen: set[str
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
+# words too common to explain anything (raw-text keywords contain them)
+_STOP = frozenset("a an and are as at be but by for from had has have he her him his how i in is it its me my new "
+                  "not of on or our she so than that the their them then they this to was we what when where which "
+                  "who whom why will with you your after about into over".split())
+
+
 def _overlap(words: Sequence[str], target: set[str]) -> list[str]:
+    """Words of ``words`` also in ``target`` (case-insensitive, first occurrence), minus stop words and
+    one- or two-letter words."""
     out, seen = [], set()
     for w in words:
         key = w.lower()
-        if key in target and key not in seen:
+        if key in target and key not in seen and len(key) > 2 and key not in _STOP:
             seen.add(key)
             out.append(w)
     return out
