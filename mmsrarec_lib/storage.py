@@ -67,7 +67,30 @@ def storage_options_from_env(uri: str) -> dict[str, str]:
     opts.pop("AWS_DEFAULT_REGION", None)
     if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
         opts.setdefault("AWS_ALLOW_HTTP", "true")
+    if "AWS_ACCESS_KEY_ID" not in opts and opts.get("AWS_PROFILE"):
+        opts = {**_profile_credentials(opts["AWS_PROFILE"]), **opts}
     return opts
+
+
+def _profile_credentials(profile: str) -> dict[str, str]:
+    """Keys (and region) of an AWS profile, resolved by botocore's credential chain.
+
+    delta-rs ignores ``AWS_PROFILE`` (it falls back to the instance metadata service), so a profile in
+    ``~/.aws/credentials`` / ``config`` is resolved here and handed over as explicit keys.
+    """
+    import boto3
+
+    session = boto3.Session(profile_name=profile)
+    credentials = session.get_credentials()
+    if credentials is None:
+        return {}
+    frozen = credentials.get_frozen_credentials()
+    out = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    if frozen.token:
+        out["AWS_SESSION_TOKEN"] = frozen.token
+    if session.region_name:
+        out["AWS_REGION"] = session.region_name
+    return out
 
 
 def _s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:

@@ -105,6 +105,25 @@ def test_warehouse_from_env_uses_the_standard_aws_chain(s3, monkeypatch):
     assert SECRET not in repr(wh) and ACCESS not in repr(wh)
 
 
+def test_credentials_from_an_aws_profile(s3, monkeypatch, tmp_path):
+    """AWS_PROFILE alone (keys in a shared credentials file): tables (delta-rs) and objects (pyarrow) both work."""
+    (tmp_path / "credentials").write_text(
+        f"[mm]\naws_access_key_id = {ACCESS}\naws_secret_access_key = {SECRET}\n")
+    (tmp_path / "config").write_text("[profile mm]\nregion = us-east-1\n")
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_PROFILE", "mm")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)
+    wh = Warehouse.from_uri(f"s3://{s3.bucket}/profile")
+    assert wh.storage_options["AWS_REGION"] == "us-east-1"  # from the profile's config
+    wh.write_table("ds", "t", pa.table({"x": [7]}))
+    wh.write_bytes(wh.uri("ds", "blob"), b"b")
+    assert wh.read_table("ds", "t").column("x").to_pylist() == [7] and wh.read_bytes(wh.uri("ds", "blob")) == b"b"
+    assert SECRET not in repr(wh)
+
+
 def test_concurrent_thread_writers_lose_no_row(s3_wh):
     s3_wh.write_table("ds", "events", pa.table({"writer": pa.array([], pa.int64()), "i": pa.array([], pa.int64())}))
 
