@@ -96,10 +96,12 @@ def main() -> None:
     repeat = 1 if args.quick else 3
     users = args.users or (6 if args.quick else 20)
     from mmsrarec_lib.mllm.tiny import build_tiny_mllm
+    from mmsrarec_lib.recommend.prompts import ANSWER_CUE, INSTRUCTION
     from tests._recommend_warehouse import GENRES
 
+    text = f"{INSTRUCTION} {ANSWER_CUE} yes no Candidate: Keywords: {' '.join(GENRES)} Movie title number theme"
     with tempfile.TemporaryDirectory() as tmp:
-        d = build_tiny_mllm(Path(tmp) / "m", texts=[" ".join(GENRES) + " Movie title number theme"] * 50)
+        d = build_tiny_mllm(Path(tmp) / "m", texts=[text] * 50)
         bench_scoring(d, repeat=repeat, batch_size=args.batch_size)
     bench_recommend(users, steps=2)
 
