@@ -29,6 +29,34 @@ from mmsrarec_lib.ingest.sources import SourceTable  # noqa: E402
 from mmsrarec_lib.spark import get_spark  # noqa: E402
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user+sys, incl. reaped children) of this process and all its live descendants (JVM, workers).
+
+    On a shared machine wall time depends on the others' load; CPU time shows this job's own cost.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            f = stats[pid]
+            total += sum(int(x) for x in f[11:15]) / tick  # utime, stime, cutime, cstime
+        todo += children.get(pid, [])
+    return total
+
+
 def _suffix(col: pa.ChunkedArray, k: int) -> pa.ChunkedArray:
     return col if k == 0 else pc.binary_join_element_wise(col, pa.scalar(f"-r{k}"), "")
 
@@ -57,38 +85,57 @@ def main() -> int:
     p.add_argument("--master", default="local[2]")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--factors", default="1,2,4")
+    p.add_argument("--full", action="store_true", help="also time the whole run_ingest on ML-100K (1x)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("MMSRAREC_LOG_LEVEL", "WARNING")
     items, inter = load_movielens(data_dir=args.data_dir)
     fraction = 0.25 if args.quick else 1.0
+    t0, c0 = time.perf_counter(), tree_cpu_seconds()
     spark = get_spark(args.master, app_name="bench-ingest")
+    print(f"spark session start: {time.perf_counter() - t0:.1f} s wall, {tree_cpu_seconds() - c0:.1f} s CPU")
     now = dt.datetime.now(dt.timezone.utc)
     # warm-up: JVM, Python workers
     w_items, w_inter = replicate(items, inter, 1, 0.05)
+    t0, c0 = time.perf_counter(), tree_cpu_seconds()
     build_item_table(spark, source=w_items, run_id="warm", created_at=now)
+    print(f"warm-up (5% items): {time.perf_counter() - t0:.1f} s wall, {tree_cpu_seconds() - c0:.1f} s CPU")
     factors = [int(f) for f in args.factors.split(",")]
     print(f"ingest bench, master={args.master}, 1x = {fraction:g} of ML-100K, cpus={os.cpu_count()}")
-    print(f"{'scale':>5} {'items':>7} {'ok imgs':>7} {'items s':>8} {'items/s':>8} {'inter':>8} {'inter s':>8} "
-          f"{'inter/s':>9}")
+    print(f"{'scale':>5} {'items':>7} {'ok imgs':>7} {'items s':>8} {'items/s':>8} {'cpu s':>6} {'inter':>8} "
+          f"{'inter s':>8} {'inter/s':>9} {'cpu s':>6}")
     times: list[tuple[float, float]] = []
     for f in factors:
         it, ia = replicate(items, inter, f, fraction)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), tree_cpu_seconds()
         res = build_item_table(spark, source=it, run_id="bench", created_at=now)
-        t_items = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t_items, c_items = time.perf_counter() - t0, tree_cpu_seconds() - c0
+        t0, c0 = time.perf_counter(), tree_cpu_seconds()
         ires = build_interactions(spark, source=ia, item_ids=res.items.column("item_id").combine_chunks(),
                                   run_id="bench", created_at=now)
-        t_inter = time.perf_counter() - t0
+        t_inter, c_inter = time.perf_counter() - t0, tree_cpu_seconds() - c0
         n_ok = pc.sum(pc.equal(res.items.column("image_status"), "ok")).as_py()
         assert ires.new_rows.num_rows == ia.table.num_rows  # nothing lost or quarantined in a clean replica
         times.append((t_items, t_inter))
         print(f"{f:>4}x {it.table.num_rows:>7} {n_ok:>7} {t_items:>8.2f} {it.table.num_rows / t_items:>8.0f} "
-              f"{ia.table.num_rows:>8} {t_inter:>8.2f} {ia.table.num_rows / t_inter:>9.0f}")
+              f"{c_items:>6.1f} {ia.table.num_rows:>8} {t_inter:>8.2f} {ia.table.num_rows / t_inter:>9.0f} "
+              f"{c_inter:>6.1f}", flush=True)
     for (a, b), (fa, fb) in zip(zip(times, times[1:]), zip(factors, factors[1:])):
         print(f"time ratio {fb}x/{fa}x: items {b[0] / a[0]:.2f}, interactions {b[1] / a[1]:.2f} "
               f"(data ratio {fb / fa:g})")
+    if args.full:
+        import tempfile
+
+        from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+        from mmsrarec_lib.storage import Warehouse
+
+        with tempfile.TemporaryDirectory() as tmp:
+            t0, c0 = time.perf_counter(), tree_cpu_seconds()
+            summary = run_ingest(warehouse=Warehouse.from_uri(tmp), items=items, interactions=inter,
+                                 config=IngestConfig(dataset="movielens-100k"), spark=spark)
+            wall, cpu = time.perf_counter() - t0, tree_cpu_seconds() - c0
+        print(f"full ML-100K run_ingest (warm session): {wall:.1f} s wall, {cpu:.1f} s CPU; stages {summary.seconds}")
+    print(f"load average now: {os.getloadavg()[0]:.1f} (on {os.cpu_count()} cpus; wall times scale with it)")
     spark.stop()
     return 0
 

@@ -25,7 +25,7 @@ def built(spark, tmp_path_factory):
     (root / "secret.jpg").write_bytes(jpeg_bytes())
     with http_server(data / "img") as base:
         lines = [
-            "item_id,title,description,categories,image_uri,year",
+            "item_id,title,description,categories,image_uri,reason",  # an extra column named like ours
             'a,"  Tom &amp; Jerry\n  show ",<b>x</b>  y,x| y |x|,img/a.jpg,2000',  # 1 ok, cleaned
             ",Nameless,,,img/a.jpg,",  # 2 missing_item_id
             'a,"  Tom &amp; Jerry\n  show ",<b>x</b>  y,x| y |x|,img/a.jpg,2000',  # 3 exact duplicate of 1
@@ -70,8 +70,8 @@ def test_text_is_normalised_and_extra_columns_become_attributes(built):
     assert a["title"] == "Tom & Jerry show"
     assert a["description"] == "<b>x</b> y"
     assert a["categories"] == ["x", "y"]  # trimmed, de-duplicated, empties dropped
-    assert dict(a["attributes"]) == {"year": "2000"}
-    assert a["text_sha256"] == text_sha256("Tom & Jerry show", "<b>x</b> y", ["x", "y"], {"year": "2000"})
+    assert dict(a["attributes"]) == {"reason": "2000"}  # kept as an attribute, not confused with ours
+    assert a["text_sha256"] == text_sha256("Tom & Jerry show", "<b>x</b> y", ["x", "y"], {"reason": "2000"})
     b = built.items.to_pylist()[1]
     assert dict(b["attributes"]) == {}  # empty CSV field = missing, not an attribute
 

@@ -68,32 +68,38 @@ def build_interactions(
     require_columns(source, ("user_id", "item_id", "timestamp"), what="interactions")
     columns = source.table.column_names
     df = common.to_spark(spark, source.table)
-    for name in ("rating", "event"):
-        if name not in columns:
-            df = df.withColumn(name, F.lit(None).cast("string"))
-    df = df.withColumn("raw_row", common.raw_row_column(columns))
-    df = df.withColumn("user_id", F.trim("user_id")).withColumn("item_id", F.trim("item_id"))
-    df = df.withColumn("_ts", timestamp_column("timestamp"))
-    df = df.withColumn("_rating_text", F.trim("rating"))
-    df = df.withColumn("_rating", F.expr("try_cast(_rating_text AS DOUBLE)"))
-    df = df.withColumn("event", F.when(F.length(F.trim("event")) > 0, F.trim("event")))
+    # derived columns get a "__" prefix so the input columns stay as given (for raw_row) and cannot clash
+    opt = {name: (F.col(name) if name in columns else F.lit(None).cast("string")) for name in ("rating", "event")}
+    df = df.select(
+        "*",
+        F.trim("user_id").alias("__user"),
+        F.trim("item_id").alias("__item"),
+        timestamp_column("timestamp").alias("__ts"),
+        F.trim(opt["rating"]).alias("__rating_text"),
+        F.when(F.length(F.trim(opt["event"])) > 0, F.trim(opt["event"])).alias("__event"),
+    ).withColumn("__rating", F.expr("try_cast(__rating_text AS DOUBLE)"))
 
-    known_ids = pa.table({"_known_id": pa.array(item_ids, pa.string())}).group_by("_known_id").aggregate([])
-    known = spark.createDataFrame(known_ids)
-    df = df.join(F.broadcast(known), df["item_id"] == known["_known_id"], "left")
+    known_ids = pa.table({"__known": pa.array(item_ids, pa.string())}).group_by("__known").aggregate([])
+    df = df.join(F.broadcast(spark.createDataFrame(known_ids)), F.col("__item") == F.col("__known"), "left")
     blank = lambda c: F.col(c).isNull() | (F.length(c) == 0)  # noqa: E731
-    bad_rating = F.col("_rating_text").isNotNull() & (F.length("_rating_text") > 0) & (
-        F.col("_rating").isNull() | F.isnan("_rating") | (F.abs("_rating") == float("inf"))
+    bad_rating = F.col("__rating_text").isNotNull() & (F.length("__rating_text") > 0) & (
+        F.col("__rating").isNull() | F.isnan("__rating") | (F.abs("__rating") == float("inf"))
     )
     df = df.withColumn(
-        "reason",
-        F.when(blank("user_id"), F.lit(common.MISSING_USER_ID))
-        .when(blank("item_id"), F.lit(common.MISSING_ITEM_ID))
-        .when(F.col("_known_id").isNull(), F.lit(common.UNKNOWN_ITEM_ID))
-        .when(F.col("_ts").isNull(), F.lit(common.UNPARSEABLE_TIMESTAMP))
+        "__reason",
+        F.when(blank("__user"), F.lit(common.MISSING_USER_ID))
+        .when(blank("__item"), F.lit(common.MISSING_ITEM_ID))
+        .when(F.col("__known").isNull(), F.lit(common.UNKNOWN_ITEM_ID))
+        .when(F.col("__ts").isNull(), F.lit(common.UNPARSEABLE_TIMESTAMP))
         .when(bad_rating, F.lit(common.INVALID_RATING)),
     )
-    df = df.withColumn("timestamp", F.col("_ts")).withColumn("rating", F.col("_rating"))
+    # the raw row (as JSON) only for rows going to quarantine: building it for every row costs the most CPU here
+    df = df.withColumn("__raw", F.when(F.col("__reason").isNotNull(), common.raw_row_column(columns)))
+    df = df.select(
+        F.col("__user").alias("user_id"), F.col("__item").alias("item_id"), F.col("__ts").alias("timestamp"),
+        F.col("__rating").alias("rating"), F.col("__event").alias("event"), SOURCE_ROW,
+        F.col("__reason").alias("reason"), F.col("__raw").alias("raw_row"),
+    )
 
     # rank rows equal on KEY among the valid ones (invalid rows get their own partitions via the reason)
     w = Window.partitionBy("reason", *KEY).orderBy(SOURCE_ROW)
@@ -101,9 +107,10 @@ def build_interactions(
     offset = 0
     if existing is not None and existing.num_rows:
         offset = int(pc.max(existing.column(SOURCE_ROW)).as_py() or 0)
-        old = spark.createDataFrame(existing.select(list(KEY))).dropDuplicates(list(KEY)).withColumn("_old", F.lit(True))
-        cond = [df[k].eqNullSafe(old[k]) for k in KEY]
-        df = df.join(old, cond, "left").select(df["*"], old["_old"])
+        old = spark.createDataFrame(existing.select(list(KEY))).dropDuplicates(list(KEY))
+        old = old.select(*[F.col(k).alias(f"__old_{k}") for k in KEY], F.lit(True).alias("_old"))
+        cond = [F.col(k).eqNullSafe(F.col(f"__old_{k}")) for k in KEY]
+        df = df.join(old, cond, "left")
     else:
         df = df.withColumn("_old", F.lit(None).cast("boolean"))
     df = df.withColumn("_dup", F.col("reason").isNull() & ((F.col("_rank") > 1) | F.col("_old").isNotNull()))

@@ -118,19 +118,20 @@ def build_item_table(
     for name in CONTRACT_COLUMNS:
         if name not in columns:
             df = df.withColumn(name, F.lit(None).cast("array<string>" if name == "categories" else "string"))
-    df = df.withColumn("raw_row", common.raw_row_column(columns))
+    # derived columns get a "__" prefix so they cannot clash with input columns (which become attributes)
+    df = df.withColumn("__raw", common.raw_row_column(columns))
     df = df.withColumn("item_id", F.trim(F.col("item_id")))
     has_id = F.col("item_id").isNotNull() & (F.length("item_id") > 0)
     # content = the input row as given (its raw_row JSON), row number aside
     w = Window.partitionBy("item_id").orderBy(SOURCE_ROW)
-    df = df.withColumn("_first_raw", F.when(has_id, F.first("raw_row").over(w)))
-    df = df.withColumn("_rank", F.when(has_id, F.row_number().over(w)))
+    df = df.withColumn("__first_raw", F.when(has_id, F.first("__raw").over(w)))
+    df = df.withColumn("__rank", F.when(has_id, F.row_number().over(w)))
     df = df.withColumn(
-        "reason",
+        "__reason",
         F.when(~has_id, F.lit(common.MISSING_ITEM_ID))
-        .when((F.col("_rank") > 1) & (F.col("raw_row") != F.col("_first_raw")), F.lit(common.CONFLICTING_DUPLICATE)),
+        .when((F.col("__rank") > 1) & (F.col("__raw") != F.col("__first_raw")), F.lit(common.CONFLICTING_DUPLICATE)),
     )
-    df = df.withColumn("_dup", F.col("reason").isNull() & (F.col("_rank") > 1))
+    df = df.withColumn("__dup", F.col("__reason").isNull() & (F.col("__rank") > 1))
 
     attr_cols = [c for c in columns if c not in (*CONTRACT_COLUMNS, SOURCE_ROW)]
     if attr_cols:
@@ -139,7 +140,8 @@ def build_item_table(
     else:
         attributes = F.create_map().cast("map<string,string>")
     flagged = df.select("item_id", "title", "description", "categories", attributes.alias("attributes"),
-                        "image_uri", SOURCE_ROW, "reason", "raw_row", "_dup")
+                        "image_uri", SOURCE_ROW, F.col("__reason").alias("reason"),
+                        F.col("__raw").alias("raw_row"), F.col("__dup").alias("_dup"))
     cfg = ImageConfig(base_dir=source.base_dir, max_side=max_image_side, timeout_s=image_timeout_s,
                       retries=image_retries)
     # one Spark job: every row goes through; only rows to keep load their image. The explicit repartition
