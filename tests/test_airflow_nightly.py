@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+
 import pytest
 
 from mmsrarec_lib.orchestration import ENV_FAIL_ONCE, JobFailed, run_job
@@ -58,3 +59,166 @@ def test_env_reaches_the_job_but_values_never_reach_the_log(tmp_path, caplog):
     assert "DEBUG mmsrarec: failed" in caplog.text, "the child saw MMSRAREC_LOG_LEVEL from env"
     assert "AWS_SECRET_ACCESS_KEY" in caplog.text, "the variable's name is logged"
     assert secret not in caplog.text
+
+
+# --------------------------------------------------------------------------- dag.test() of mmsrarec_nightly
+DATASET = "tiny"
+RUN_DATE = "1998-04-10"  # after every interaction of the tiny data (1998-04-01 .. 04-07)
+GENRES = ["space", "war", "robots", "drama", "comedy", "love", "crime", "horror"]
+N_ITEMS, N_USERS, PER_USER = 60, 16, 10
+DAG_TEST_SCRIPT = """
+import json, sys, pathlib, pendulum
+from airflow.dag_processing.dagbag import BundleDagBag
+p = pathlib.Path(sys.argv[1])
+dag = BundleDagBag(dag_folder=p, bundle_path=p, bundle_name="dags-folder").dags["mmsrarec_nightly"]
+dr = dag.test(logical_date=pendulum.parse(sys.argv[2]), run_conf=json.loads(sys.argv[3]))
+tis = {ti.task_id: [str(ti.state), ti.try_number] for ti in dr.get_task_instances()}
+print("DAG_TEST_RESULT " + json.dumps({"state": str(dr.state), "tis": tis}))
+"""
+
+
+def _write_tiny_inputs(root):
+    """60 items (title, description, genres, a local JPEG) and 16 users x 10 interactions in April 1998."""
+    import csv
+    import datetime as dt
+    import random
+
+    from PIL import Image
+
+    (root / "img").mkdir(parents=True)
+    with open(root / "items.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "title", "description", "categories", "image_uri"])
+        for k in range(N_ITEMS):
+            Image.new("RGB", (24, 36), (k * 37 % 255, k * 91 % 255, 120)).save(root / "img" / f"{k}.jpg")
+            g1, g2 = GENRES[k % 8], GENRES[(3 * k + 1) % 8]
+            w.writerow([f"i{k}", f"Movie {k}", f"A {g1} film about {g2}.", f"{g1}|{g2}", f"img/{k}.jpg"])
+    rng, t0 = random.Random(0), dt.datetime(1998, 4, 1, tzinfo=dt.timezone.utc)
+    rows = []
+    for u in range(N_USERS):
+        start = rng.randrange(N_ITEMS)
+        for j in range(PER_USER):
+            item = f"i{(start + 2 * j + rng.randrange(2)) % N_ITEMS}"
+            rows.append([f"u{u}", item, (t0 + dt.timedelta(hours=u * 10 + j)).isoformat(), 4])
+    with open(root / "interactions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["user_id", "item_id", "timestamp", "rating"], *rows])
+    # the day's feed: 3 new interactions plus 2 rows that are already in the table (a re-delivered file)
+    new = [["u0", "i5", "1998-04-09T10:00:00+00:00", 5], ["u1", "i7", "1998-04-09T11:00:00+00:00", 3],
+           ["u2", "i9", "1998-04-09T12:00:00+00:00", 4]]
+    with open(root / f"incoming-{RUN_DATE}.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["user_id", "item_id", "timestamp", "rating"], *new, *rows[:2]])
+    return len(rows), len(new)
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(tmp_path_factory):
+    """A tiny warehouse with everything the nightly DAG needs, built by the real jobs: ingest, SASRec,
+    collaborative index (raw keywords) and a 2-step recommender fine-tuning."""
+    root = tmp_path_factory.mktemp("nightly")
+    n_base, n_new = _write_tiny_inputs(root)
+    wh = ["--dataset", DATASET, "--warehouse", str(root / "warehouse")]
+    run_job("ingest", wh + ["--items", str(root / "items.csv"), "--interactions", str(root / "interactions.csv"),
+                            "--k-core", "0", "--spark-master", "local[1]"])
+    run_job("train-baseline", wh + ["--model", "sasrec", "--protocol", "paper", "--run-id", "sasrec-t", "--epochs",
+                                    "1", "--dim", "16", "--layers", "1", "--no-progress"])
+    run_job("build-collab", wh + ["--sasrec-run", "sasrec-t", "--summarizer-version", "raw"])
+    run_job("train", wh + ["--keywords", "raw", "--generator-run", "sasrec-t", "--protocol", "paper",
+                           "--run-id", "mmsrarec-t", "--steps", "2", "--no-progress"])
+    return {"root": root, "warehouse": str(root / "warehouse"), "n_base": n_base, "n_new": n_new}
+
+
+def _dag_test(home, run_date: str, conf: dict, *, extra_env: dict | None = None) -> dict:
+    """``dag.test()`` of mmsrarec_nightly in a fresh process with its own AIRFLOW_HOME (SQLite)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dags = Path(__file__).resolve().parent.parent / "dags"
+    env = {k: v for k, v in os.environ.items() if k != ENV_FAIL_ONCE}
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MMSRAREC_RETRY_DELAY_S": "1", **(extra_env or {})})
+    if not (Path(home) / "airflow.db").exists():
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                       capture_output=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", DAG_TEST_SCRIPT, str(dags), run_date, json.dumps(conf)],
+                         env=env, capture_output=True, text=True, timeout=900)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("DAG_TEST_RESULT ")]
+    assert out.returncode == 0 and lines, (out.stdout + out.stderr)[-4000:]
+    return json.loads(lines[-1][len("DAG_TEST_RESULT "):])
+
+
+def _read(warehouse_uri: str, table: str):
+    from mmsrarec_lib.storage import Warehouse
+
+    return Warehouse.from_uri(warehouse_uri).read_table(DATASET, table)
+
+
+def _snapshot(warehouse: str, run_date: str):
+    """Interactions row count, the date's recommendation rows, and the date's evaluation metrics."""
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    inter = _read(warehouse, "interactions")
+    recs = _read(warehouse, "recommendations")
+    day = recs.filter(pc.equal(recs["run_date"], dt.date.fromisoformat(run_date)))
+    evals = _read(warehouse, "evaluation_runs")
+    evals = evals.filter(pc.equal(evals["run_id"], f"eval-nightly-{run_date}"))
+    rec_rows = sorted(zip(*(day[c].to_pylist() for c in ("user_id", "rank", "item_id", "score"))))
+    return inter.num_rows, rec_rows, sorted(zip(evals["metric"].to_pylist(), evals["k"].to_pylist()))
+
+
+@pytest.mark.slow
+def test_nightly_dag_test_retry_and_rerun_of_a_date_leave_no_duplicates(tiny_trained, tmp_path):
+    conf = {
+        "dataset": DATASET,
+        "warehouse": tiny_trained["warehouse"],
+        "incoming_interactions": "",  # no feed: nothing new (the append path is tested below)
+        "users": "all",
+        "top_k": 5,
+        "recommend_args": "--top-m 8 --batch-size 64 --limit-users 4 --no-progress",
+        "evaluate_args": "--no-progress",
+    }
+    flag = tmp_path / "flags" / "recommend"
+    # first run: recommend fails once AFTER committing its partition, and is retried by Airflow
+    first = _dag_test(tmp_path / "home", RUN_DATE, conf, extra_env={ENV_FAIL_ONCE: f"recommend:after:{flag}"})
+    assert first["state"] == "success", first
+    assert {t: s for t, (s, _) in first["tis"].items()} == dict.fromkeys(
+        ["append_interactions", "refresh_collab", "recommend", "evaluate", "publish"], "success"
+    ), "every task ran (a logical date before start_date would run none)"
+    assert first["tis"]["recommend"][1] == 2 and flag.exists(), "recommend failed once and was retried"
+    assert first["tis"]["evaluate"][1] == 1
+
+    n_inter, recs, evals = _snapshot(tiny_trained["warehouse"], RUN_DATE)
+    assert n_inter == tiny_trained["n_base"]
+    assert len(recs) == 4 * 5, "one top-5 for each of the 4 users, written once despite the retry"
+    assert len({(u, r) for u, r, _, _ in recs}) == len(recs)
+    assert sorted({r for _, r, _, _ in recs}) == [1, 2, 3, 4, 5]
+    assert evals == [("auc", None), ("hr", 5), ("ndcg", 5)], "one evaluation run per date, no duplicate metrics"
+
+    # the same logical date again: one partition with the same rows, the same evaluation rows
+    second = _dag_test(tmp_path / "home", RUN_DATE, conf)
+    assert second["state"] == "success", second
+    assert all(try_number == 1 for _, try_number in second["tis"].values())
+    assert _snapshot(tiny_trained["warehouse"], RUN_DATE) == (n_inter, recs, evals)
+
+
+@pytest.mark.slow
+def test_a_retried_append_adds_the_new_interactions_once(tiny_trained, tmp_path, monkeypatch):
+    """What ``append_interactions`` runs: the append commits, the task fails, the retry appends nothing again."""
+    feed = str(tiny_trained["root"] / f"incoming-{RUN_DATE}.csv")
+    argv = ["--dataset", DATASET, "--warehouse", tiny_trained["warehouse"], "--mode", "append",
+            "--interactions", feed, "--items", str(tiny_trained["root"] / "items.csv"), "--k-core", "0",
+            "--spark-master", "local[1]"]
+    before = _read(tiny_trained["warehouse"], "interactions").num_rows
+    monkeypatch.setenv(ENV_FAIL_ONCE, f"ingest:after:{tmp_path / 'flag'}")
+    with pytest.raises(JobFailed, match="injected one-time failure after"):
+        run_job("ingest", argv)
+    assert _read(tiny_trained["warehouse"], "interactions").num_rows == before + tiny_trained["n_new"]
+    run_job("ingest", argv)  # Airflow's retry
+    inter = _read(tiny_trained["warehouse"], "interactions")
+    assert inter.num_rows == before + tiny_trained["n_new"], "re-delivered and retried rows are not duplicated"
+    keys = list(zip(inter["user_id"].to_pylist(), inter["item_id"].to_pylist(), inter["timestamp"].to_pylist()))
+    assert len(set(keys)) == len(keys)
