@@ -1,5 +1,5 @@
-"""The whole chain on S3: ingest -> train-baseline -> summarize -> build-collab -> train -> recommend -> sql, every
-job pointed at ``--warehouse s3://bucket/prefix`` on moto's S3 server (127.0.0.1, random port), credentials only in
+"""The whole chain on S3: ingest -> train-baseline -> evaluate -> train-summarizer -> summarize -> build-collab ->
+train -> recommend -> report -> sql, every job pointed at ``--warehouse s3://bucket/prefix`` on moto's S3 server (127.0.0.1, random port), credentials only in
 the environment. Then: nothing was written locally, and the secret key is in no output, log, table or object.
 """
 
@@ -42,6 +42,8 @@ def test_ingest_summarize_recommend_sql_on_s3(tmp_path, monkeypatch, capfd, capl
              "--spark-master", "local[2]"],
             ["train-baseline", *base, "--model", "sasrec", "--protocol", "full", "--epochs", "1",
              "--run-id", "sasrec-s3", "--no-progress"],
+            ["evaluate", *base, "--model", "sasrec-s3", "--protocol", "full", "--run-id", "eval-s3", "--no-progress"],
+            ["train-summarizer", *base, "--backend", "extractive", "--encoder", "hashing", "--steps", "2"],
             ["summarize", *base, "--summarizer-version", "v1", "--backend", "extractive", "--encoder", "hashing",
              "--no-progress"],
             ["build-collab", *base, "--summarizer-version", "v1", "--sasrec-run", "sasrec-s3"],
@@ -49,6 +51,7 @@ def test_ingest_summarize_recommend_sql_on_s3(tmp_path, monkeypatch, capfd, capl
              "--steps", "1", "--batch-size", "2", "--run-id", "mm-s3", "--no-progress"],
             ["recommend", *base, "--model-run", "mm-s3", "--top-k", str(TOP_K), "--top-m", "5",
              "--run-date", RUN_DATE, "--users", "all", "--no-progress"],
+            ["report", *base],
         ]
         for argv in steps:
             assert main(argv) == 0, argv[0]
@@ -64,6 +67,8 @@ def test_ingest_summarize_recommend_sql_on_s3(tmp_path, monkeypatch, capfd, capl
         prefix = s3.prefix + "/tiny/"
         assert any(k.startswith(prefix + "models/sasrec-s3/") for k in keys)  # plain objects on S3 too
         assert any(k.startswith(prefix + "models/mm-s3/") for k in keys)
+        assert wh.read_table("tiny", "evaluation_runs").num_rows > 0
+        assert {k.rsplit(".", 1)[-1] for k in keys if k.startswith(prefix + "reports/")} >= {"md", "png"}
 
         # the analyst command, as a real process with the credentials in its environment only
         env = {**os.environ, **s3.env}
