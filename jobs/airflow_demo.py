@@ -41,20 +41,20 @@ DEMO_CONF: dict[str, dict[str, object]] = {
         "summarizer_version": "demo",
         "summarizer_backend": "extractive",
         "protocol": "paper",
-        "baseline_args": "",
-        "summarizer_args": "",
-        "summarize_args": "",
+        "baseline_args": "--epochs 5 --no-progress",
+        "summarizer_args": "--steps 10 --limit 256",
+        "summarize_args": "--no-progress",
         "collab_args": "",
-        "train_args": "",
-        "evaluate_args": "",
+        "train_args": "--steps 30 --no-progress",
+        "evaluate_args": "--no-progress",
         "report_args": "",
     },
     "mmsrarec_nightly": {
         "top_k": 10,
         "users": "all",
         "protocol": "paper",
-        "recommend_args": "",
-        "evaluate_args": "",
+        "recommend_args": "--limit-users 3 --top-m 20 --no-progress",
+        "evaluate_args": "--no-progress",
     },
 }
 
@@ -163,13 +163,17 @@ def run_dag_test(cfg: DemoConfig, dag_id: str, *, logical_date: str | None, env:
 
 # --------------------------------------------------------------------------- results
 def evaluation_sql() -> str:
-    """The latest evaluation run of each (model, protocol), one row per model, metrics x100 as columns."""
+    """The latest evaluation run of each (model, protocol): one row per model, its metrics x100 in one column
+    (mean over the run's seeds). One plain SELECT: ``mmsrarec sql`` refuses PIVOT (several statements)."""
     return (
-        "WITH latest AS (SELECT arg_max(run_id, created_at) AS run_id FROM evaluation_runs"
-        " GROUP BY model, protocol) "
-        "PIVOT (SELECT model, protocol, n_users, upper(metric) || coalesce('@' || k, '') AS metric,"
-        " round(100 * value, 2) AS value FROM evaluation_runs WHERE run_id IN (SELECT run_id FROM latest))"
-        " ON metric USING first(value) ORDER BY protocol, model"
+        "WITH latest AS (SELECT model, protocol, arg_max(run_id, created_at) AS run_id FROM evaluation_runs"
+        " GROUP BY model, protocol), "
+        "m AS (SELECT e.protocol, e.model, e.metric, e.k, avg(e.value) AS value, max(e.n_users) AS n_users,"
+        " any_value(e.model_version) AS model_version"
+        " FROM evaluation_runs e JOIN latest USING (model, protocol, run_id) GROUP BY ALL) "
+        "SELECT protocol, model, any_value(model_version) AS model_version, max(n_users) AS n_users,"
+        " string_agg(upper(metric) || coalesce('@' || k, '') || ' ' || printf('%.2f', 100 * value), '  '"
+        " ORDER BY metric, k) AS metrics_x100 FROM m GROUP BY protocol, model ORDER BY protocol, model"
     )
 
 
@@ -187,12 +191,13 @@ def recommendations_sql(*, run_date: str, users: int) -> str:
     )
 
 
-def run_query(cfg: DemoConfig, sql: str, *, env: dict[str, str]) -> None:
-    """Print a query's result with ``mmsrarec sql``; DuckDB over the warehouse if that job is not installed."""
+def run_query(cfg: DemoConfig, sql: str, *, env: dict[str, str], fmt: str = "table") -> None:
+    """Print a query's result with ``mmsrarec sql`` (``fmt``: its --format); DuckDB if that job is absent."""
     import importlib.util
 
     if importlib.util.find_spec("jobs.sql") is not None:
-        cmd = [sys.executable, "-m", "jobs.cli", "sql", "--dataset", cfg.dataset, "--warehouse", cfg.warehouse, sql]
+        cmd = [sys.executable, "-m", "jobs.cli", "sql", "--dataset", cfg.dataset, "--warehouse", cfg.warehouse,
+               "--format", fmt, sql]
         out = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, text=True, capture_output=True)
         if out.returncode == 0:
             print(out.stdout.rstrip(), flush=True)

@@ -222,3 +222,53 @@ def test_a_retried_append_adds_the_new_interactions_once(tiny_trained, tmp_path,
     assert inter.num_rows == before + tiny_trained["n_new"], "re-delivered and retried rows are not duplicated"
     keys = list(zip(inter["user_id"].to_pylist(), inter["item_id"].to_pylist(), inter["timestamp"].to_pylist()))
     assert len(set(keys)) == len(keys)
+
+
+# --------------------------------------------------------------------------- what the demo prints
+def test_demo_prints_the_latest_evaluation_and_three_users_top5(warehouse, capsys):
+    import csv
+    import datetime as dt
+    import io
+    import os
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from jobs.airflow_demo import DemoConfig, evaluation_sql, recommendations_sql, run_query
+    from mmsrarec_lib import schemas
+
+    def ts(minute: int) -> dt.datetime:
+        return dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc)
+
+    def ev(run_id, model, metric, k, value, minute):
+        return {"run_id": run_id, "dataset": "d", "model": model, "model_version": model + "-1", "protocol": "paper",
+                "metric": metric, "k": k, "value": value, "n_users": 94, "seed": 0, "config_json": "{}",
+                "code_version": "x", "created_at": ts(minute)}
+
+    evals = [ev("e-old", "sasrec", "hr", 5, 0.1, 1), ev("e-old", "sasrec", "ndcg", 5, 0.05, 1),
+             ev("e-new", "sasrec", "hr", 5, 0.25, 2), ev("e-new", "sasrec", "ndcg", 5, 0.125, 2),
+             ev("e-mm", "mmsrarec", "hr", 5, 0.5, 3), ev("e-mm", "mmsrarec", "ndcg", 5, 0.3333, 3)]
+    warehouse.write_table("d", "evaluation_runs", pa.Table.from_pylist(evals, schema=schemas.EVALUATION_RUNS))
+    day, other = dt.date(1998, 4, 23), dt.date(1998, 4, 22)
+    recs = [{"run_date": d, "user_id": u, "rank": r, "item_id": f"i{r}", "score": 1.0 / r, "model_version": "m",
+             "explanation": {"history_keywords": ["space", "war", "robots", "drama", "extra"],
+                             "neighbor_keywords": ["love"], "neighbor_ids": ["u9"]}, "created_at": ts(0)}
+            for d, users in ((day, ("u1", "u2", "u3", "u4")), (other, ("u0",))) for u in users for r in range(1, 7)]
+    warehouse.write_table("d", "recommendations", pa.Table.from_pylist(recs, schema=schemas.RECOMMENDATIONS))
+    items = pa.Table.from_pylist([{"item_id": f"i{r}", "title": f"Movie {r}"} for r in range(1, 7)])
+    warehouse.write_table("d", "items", items)
+
+    cfg = DemoConfig(dataset="d", warehouse=warehouse.root, airflow_home=Path("unused"), run_date="1998-04-23",
+                     skip_item_tables=True, users_shown=3, port=8080)
+    run_query(cfg, evaluation_sql(), env=dict(os.environ), fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["model"], r["model_version"], r["metrics_x100"]) for r in rows] == [
+        ("mmsrarec", "mmsrarec-1", "HR@5 50.00  NDCG@5 33.33"), ("sasrec", "sasrec-1", "HR@5 25.00  NDCG@5 12.50")
+    ], "only each model's latest run, x100"
+
+    run_query(cfg, recommendations_sql(run_date="1998-04-23", users=3), env=dict(os.environ), fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["user_id"], r["rank"]) for r in rows] == [(u, str(k)) for u in ("u1", "u2", "u3") for k in range(1, 6)]
+    assert rows[0]["title"] == "Movie 1"
+    assert rows[0]["history_keywords"] == "space, war, robots, drama", "the first four keywords"
+    assert (rows[0]["neighbor_keywords"], rows[0]["neighbors"]) == ("love", "u9")
