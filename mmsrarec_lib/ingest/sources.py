@@ -3,8 +3,9 @@
 Every column comes back as a string (the validation in Spark decides what is valid, and the raw row quarantined
 is what the file said), except ``categories`` which becomes a list of strings (``|``-separated in CSV/TSV, a list
 or a ``|``-separated string in JSONL/Parquet). A 1-based ``source_row`` (the data row number, header not counted)
-is added. Rows that cannot be read as a row at all (wrong field count in CSV/TSV, a JSONL line that is not a JSON
-object) are returned separately as ``malformed`` so the caller can quarantine them: nothing is dropped silently.
+is added; blank lines are not rows. Rows that cannot be read as a row at all (wrong field count in CSV/TSV, a
+JSONL line that is not a JSON object) are returned separately as ``malformed`` so the caller can quarantine them:
+nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -88,27 +89,24 @@ def to_categories(value: object) -> list[str] | None:
     return [part for part in text.split("|")] if text != "" else []
 
 
-def _columns_to_table(columns: list[str], rows: list[dict], source_rows: list[int]) -> pa.Table:
+def _columns_to_table(columns: dict[str, list], source_rows: list[int]) -> pa.Table:
+    """Arrow table from column name -> values: strings, ``categories`` a list, plus ``source_row``."""
     arrays, names = [], []
-    for name in columns:
+    for name, values in columns.items():
         if name == SOURCE_ROW:
-            continue  # a user column of that name would clash with ours; it is kept under another name
-        values = [r.get(name) for r in rows]
+            name = "input_source_row"  # a user column of that name would clash with ours: kept renamed
         if name == CATEGORIES:
             arrays.append(pa.array([to_categories(v) for v in values], type=pa.list_(pa.string())))
         else:
             arrays.append(pa.array([to_text(v) for v in values], type=pa.string()))
         names.append(name)
-    if SOURCE_ROW in columns:
-        arrays.append(pa.array([to_text(r.get(SOURCE_ROW)) for r in rows], type=pa.string()))
-        names.append("input_source_row")
     arrays.append(pa.array(source_rows, type=pa.int64()))
     names.append(SOURCE_ROW)
     return pa.Table.from_arrays(arrays, names=names)
 
 
 def _read_delimited(path: Path, delimiter: str) -> tuple[pa.Table, list[Malformed]]:
-    rows, source_rows, malformed = [], [], []
+    source_rows, malformed = [], []
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
@@ -117,18 +115,20 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[pa.Table, list[Malforme
             raise ValueError(f"{path}: empty file (no header row)") from None
         if len(set(header)) != len(header):
             raise ValueError(f"{path}: duplicate column names in header {header}")
-        for n, fields in enumerate(reader, start=1):
+        cols: list[list] = [[] for _ in header]
+        n = 0
+        for fields in reader:
             if not fields:
-                malformed.append(Malformed(n, "", "empty line"))
-                continue
+                continue  # a blank line is not a row (as in JSONL)
+            n += 1
             if len(fields) != len(header):
                 raw = delimiter.join(fields)
                 malformed.append(Malformed(n, raw, f"{len(fields)} fields, header has {len(header)}"))
                 continue
-            # an empty CSV field is a missing value
-            rows.append({h: (v if v != "" else None) for h, v in zip(header, fields)})
+            for col, v in zip(cols, fields):
+                col.append(v if v != "" else None)  # an empty CSV field is a missing value
             source_rows.append(n)
-    return _columns_to_table(header, rows, source_rows), malformed
+    return _columns_to_table(dict(zip(header, cols)), source_rows), malformed
 
 
 def _read_jsonl(path: Path) -> tuple[pa.Table, list[Malformed]]:
@@ -150,13 +150,13 @@ def _read_jsonl(path: Path) -> tuple[pa.Table, list[Malformed]]:
             columns.update(dict.fromkeys(obj))
             rows.append(obj)
             source_rows.append(n)
-    return _columns_to_table(list(columns), rows, source_rows), malformed
+    return _columns_to_table({c: [r.get(c) for r in rows] for c in columns}, source_rows), malformed
 
 
 def _read_parquet(path: Path) -> pa.Table:
     table = pq.read_table(path)
-    rows = table.to_pylist()
-    return _columns_to_table(table.column_names, rows, list(range(1, len(rows) + 1)))
+    return _columns_to_table({c: table.column(c).to_pylist() for c in table.column_names},
+                             list(range(1, table.num_rows + 1)))
 
 
 def read_source(path: str | Path) -> SourceTable:
