@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow.compute as pc
 import pytest
 
@@ -35,26 +37,28 @@ def _files(folder, *, n_users: int = N_USERS, extra: list[dict] | None = None):
 
 @pytest.fixture(scope="module")
 def runs(spark, tmp_path_factory):
-    """Run 1 and an identical run 2 (overwrite), then run 3 in append mode with one old and one new row."""
+    """Run 1 and an identical run 2 (overwrite); run 3 appends one old and one new row; run 4 overwrites with
+    changed (smaller) inputs. Returns the warehouse, the four summaries and the tables after each run."""
     from mmsrarec_lib.storage import Warehouse
 
     root = tmp_path_factory.mktemp("pipe")
     wh = Warehouse.from_uri(str(root / "wh"))
     items, inter = _files(root / "in")
-    first = run_ingest(warehouse=wh, items=items, interactions=inter, config=CFG, spark=spark)
-    snap1 = {t: wh.read_table(DS, t) for t in TABLES}
-    second = run_ingest(warehouse=wh, items=items, interactions=inter, config=CFG, spark=spark)
-    snap2 = {t: wh.read_table(DS, t) for t in TABLES}
     new = [{"user_id": "u1", "item_id": "i07", "timestamp": "1000000", "rating": "4"},  # already present
            {"user_id": "u1", "item_id": "i00", "timestamp": "2000000", "rating": "5"}]  # new, latest for u1
     items3, inter3 = _files(root / "in3", n_users=0, extra=new)
-    third = run_ingest(warehouse=wh, items=items3, interactions=inter3,
-                       config=IngestConfig(**{**CFG.__dict__, "mode": "append"}), spark=spark)
-    return wh, (first, second, third), snap1, snap2
+    items4, inter4 = _files(root / "in4", n_users=4)
+    inputs = [(items, inter, CFG), (items, inter, CFG), (items3, inter3, dataclasses.replace(CFG, mode="append")),
+              (items4, inter4, CFG)]
+    results, snaps = [], []
+    for it, ia, cfg in inputs:
+        results.append(run_ingest(warehouse=wh, items=it, interactions=ia, config=cfg, spark=spark))
+        snaps.append({t: wh.read_table(DS, t) for t in TABLES})
+    return wh, results, snaps
 
 
 def test_tables_and_counts(runs):
-    wh, (first, *_), snap1, _ = runs
+    wh, (first, *_), (snap1, *_) = runs
     assert first.counts["items"] == N_ITEMS and first.counts["items_quarantine"] == 1
     assert first.counts["interactions"] == N_USERS * 8
     assert first.counts["interactions_duplicate"] == 1 and first.counts["interactions_quarantine"] == 1
@@ -67,42 +71,47 @@ def test_tables_and_counts(runs):
 
 
 def test_ingest_runs_invariant_for_every_table_and_run(runs):
-    wh, results, *_ = runs
+    wh, results, _ = runs
     log = wh.read_table(DS, "ingest_runs").to_pylist()
-    assert len(log) == 3 * 5  # five tables per run
+    assert len(log) == 4 * 5  # five tables per run
     assert {r["run_id"] for r in log} == {r.run_id for r in results}
     for r in log:
         assert r["rows_in"] == r["rows_written"] + r["rows_quarantined"] + r["rows_duplicate"], r
         assert r["started_at"] <= r["finished_at"] and r["code_version"]
-    items_row = next(r for r in log if r["run_id"] == results[0].run_id and r["table"] == "interactions")
-    assert (items_row["rows_in"], items_row["rows_written"], items_row["rows_quarantined"],
-            items_row["rows_duplicate"]) == (N_USERS * 8 + 2, N_USERS * 8, 1, 1)
+    row = next(r for r in log if r["run_id"] == results[0].run_id and r["table"] == "interactions")
+    assert (row["rows_in"], row["rows_written"], row["rows_quarantined"], row["rows_duplicate"]) == (
+        N_USERS * 8 + 2, N_USERS * 8, 1, 1)
 
 
-def test_rerun_leaves_identical_tables_and_old_versions_readable(runs):
-    wh, _, snap1, snap2 = runs
+def test_rerun_leaves_identical_tables(runs):
+    _, _, (snap1, snap2, *_) = runs
     for t in TABLES:
         a, b = snap1[t], snap2[t]
         if t.endswith("_quarantine"):  # run_id / created_at name the run; the rows are the same
             a, b = a.drop(["run_id", "created_at"]), b.drop(["run_id", "created_at"])
         assert a.equals(b), t
-    assert wh.read_table(DS, "items", version=0).equals(snap1["items"])  # time travel
-    assert wh.table_version(DS, "items") == 2
 
 
 def test_append_adds_only_new_interactions_and_rebuilds_sequences(runs):
-    wh, (first, _, third), _, snap2 = runs
+    _, (_, second, third, _), (_, _, snap3, _) = runs
     assert third.counts["interactions"] == N_USERS * 8 + 1
     assert third.counts["interactions_duplicate"] == 1
-    inter = wh.read_table(DS, "interactions")
+    inter = snap3["interactions"]
     assert inter.num_rows == N_USERS * 8 + 1
     assert pc.max(inter.column("source_row")).as_py() == N_USERS * 8 + 3  # file row 3, offset by the old max 80
-    seq = {r["user_id"]: r for r in wh.read_table(DS, "user_sequences").to_pylist()}
+    seq = {r["user_id"]: r for r in snap3["user_sequences"].to_pylist()}
     assert seq["u1"]["item_ids"][-1] == "i00" and seq["u1"]["length"] == 9
-    test_row = next(r for r in wh.read_table(DS, "split_loo").to_pylist() if r["user_id"] == "u1" and
-                    r["split"] == "test")
+    test_row = next(r for r in snap3["split_loo"].to_pylist() if r["user_id"] == "u1" and r["split"] == "test")
     assert test_row["target_item_id"] == "i00"
-    q = wh.read_table(DS, "interactions_quarantine")
-    assert q.num_rows == 2 and set(q.column("run_id").to_pylist()) == {snap2["interactions_quarantine"].column(
-        "run_id")[0].as_py(), third.run_id}  # appended, the second run's rows kept
-    assert wh.read_table(DS, "items").num_rows == N_ITEMS  # upsert by item_id, no duplicates
+    q = snap3["interactions_quarantine"]
+    assert sorted(q.column("run_id").to_pylist()) == sorted([second.run_id, third.run_id])  # appended
+    assert snap3["items"].num_rows == N_ITEMS  # upsert by item_id, no duplicates
+
+
+def test_changed_inputs_replace_rows_and_old_versions_stay_readable(runs):
+    wh, _, (snap1, _, snap3, snap4) = runs
+    assert snap4["interactions"].num_rows == 4 * 8
+    assert sorted(snap4["user_sequences"].column("user_id").to_pylist()) == ["u0", "u1", "u2", "u3"]
+    assert wh.table_version(DS, "interactions") == 3  # one commit per run
+    assert wh.read_table(DS, "interactions", version=2).equals(snap3["interactions"])  # the appended version
+    assert wh.read_table(DS, "items", version=0).equals(snap1["items"])  # time travel to run 1
