@@ -82,6 +82,15 @@ def test_evaluate_pop_two_seeds_in_process(warehouse, capsys):
     assert cli(["evaluate", "--dataset", "toy", "--warehouse", warehouse.root, "--model", "nope",
                 "--protocol", "full"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+    saved = rows.model_version.iloc[0]  # a saved run is one fixed model: extra seeds would only repeat it
+    assert cli(["evaluate", "--dataset", "toy", "--warehouse", warehouse.root, "--model", saved,
+                "--protocol", "paper", "--seeds", "2"]) == 2
+    assert "--seeds > 1 needs a model name" in capsys.readouterr().err
+    assert cli(["evaluate", "--dataset", "toy", "--warehouse", warehouse.root, "--model", saved,
+                "--protocol", "paper", "--run-id", "e2"]) == 0
+    again = pd.DataFrame(warehouse.read_table("toy", "evaluation_runs").to_pylist()).query("run_id == 'e2'")
+    first = rows[(rows.model_version == saved)].set_index("metric").value
+    assert again.set_index("metric").value.to_dict() == first.to_dict()  # same model, same numbers
 
 
 def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
