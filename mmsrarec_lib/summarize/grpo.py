@@ -112,10 +112,11 @@ class MllmGrpoConfig:
 
 
 def add_lora(model, *, r: int, alpha: int):
-    """Wrap ``model`` with a LoRA adapter on the language model's attention projections."""
+    """Wrap ``model`` with a LoRA adapter on the language model's attention and MLP projections (not the vision
+    tower). The MLP's down projection writes straight into the residual stream, which makes small models steerable."""
     from peft import LoraConfig, get_peft_model
 
-    target = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+    target = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target))
 
 
@@ -129,11 +130,13 @@ def train_mllm_grpo(
     config: MllmGrpoConfig,
     system: str | None = None,
     on_step: Callable[[dict], None] | None = None,
+    reward_on_token_ids: bool = False,
 ) -> list[dict]:
     """Compact GRPO with a LoRA-wrapped MLLM: sample G completions per prompt, reward, one policy-gradient step.
 
     ``reward_fn(prompt_index, completions)`` returns one dict per completion (reward and its terms).
-    ``images`` (PIL, aligned with ``prompts``) or None for text-only prompts.
+    ``images`` (PIL, aligned with ``prompts``) or None for text-only prompts. With ``reward_on_token_ids`` the
+    reward function gets each completion's token ids (up to its first EOS) instead of its text.
     """
     from mmsrarec_lib.mllm.chat import build_inputs, suppressed_token_ids
 
@@ -169,7 +172,12 @@ def train_mllm_grpo(
         terms: list[dict] = []
         rewards = []
         for g0 in range(0, len(rep), config.group_size):
-            scored = reward_fn(rep[g0], texts[g0 : g0 + config.group_size])
+            group = slice(g0, g0 + config.group_size)
+            if reward_on_token_ids:
+                ids = [c[mk].tolist() for c, mk in zip(completion[group], comp_mask[group])]
+                scored = reward_fn(rep[g0], ids)
+            else:
+                scored = reward_fn(rep[g0], texts[group])
             terms.extend(scored)
             rewards.append([s["reward"] for s in scored])
         adv = group_advantages(torch.tensor(rewards, dtype=torch.float32)).reshape(-1).to(dev)  # [B*G]

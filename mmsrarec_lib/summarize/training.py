@@ -98,6 +98,7 @@ def train_extractive(
     cand_train = extract_candidates(train, encoder=encoder)
     cand_held = extract_candidates(held, encoder=encoder)
     policy = SelectionPolicy(PolicyConfig(n_max=reward_config.n_max, seed=grpo.seed))
+    encoder.encode([it.reference for it in items])  # one batched call; the rewards then hit the cache
 
     def evaluate() -> dict:
         chosen = [policy.select(c.phrases, c.features)[0] for c in cand_held]
