@@ -161,18 +161,38 @@ def user_split_rows(user_id: str, items: list[str], timestamps: list, all_items:
 
 
 def _split_batches(batches, pool: list[str], cfg: SplitConfig):
-    """mapInArrow body: per user (all events sorted, each flagged k-core or not) -> SPLIT_ROWS."""
+    """mapInArrow body: per user (all events sorted, each flagged k-core or not) -> SPLIT_ROWS.
+
+    Columnar: the ``seq`` rows reuse the Arrow lists as they are; only the split rows are built in Python.
+    """
     pool_set = frozenset(pool)
     for batch in batches:
+        users = batch.column("user_id").to_pylist()
+        events = batch.column("events")  # list<struct<timestamp, source_row, item_id, _keep>>, one per user
+        offsets = np.asarray(events.offsets) - events.offsets[0].as_py()  # (users + 1,)
+        flat = events.flatten()
+        item_arr, ts_arr = flat.field("item_id"), flat.field("timestamp")
+        items, stamps = item_arr.to_pylist(), ts_arr.to_pylist()
+        keep = np.asarray(flat.field("_keep").to_numpy(zero_copy_only=False), dtype=bool)  # (events,)
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])  # (events + 1,)
+        core_len = kept_before[offsets[1:]] - kept_before[offsets[:-1]]  # (users,) k-core length per user
+        n = len(users)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(["seq"] * n), pa.array(users, pa.string()), pa.nulls(n, pa.string()),
+             pa.nulls(n, schemas.STR_LIST), pa.nulls(n, pa.string()), pa.nulls(n, schemas.TS),
+             pa.nulls(n, schemas.STR_LIST), pa.nulls(n, pa.string()), pa.array(core_len, pa.int64()),
+             pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), item_arr),
+             pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), ts_arr)],
+            schema=SPLIT_ROWS,
+        )
         out: list[dict] = []
-        for row in batch.to_pylist():
-            events = row["events"]
-            core = [e for e in events if e["_keep"]]
-            out.append({"_kind": "seq", "user_id": row["user_id"], "_length": len(core),
-                        "item_ids": [e["item_id"] for e in events], "timestamps": [e["timestamp"] for e in events]})
-            if core:  # else every row of this user was removed by k-core
-                out += user_split_rows(row["user_id"], [e["item_id"] for e in core], [e["timestamp"] for e in core],
-                                       {e["item_id"] for e in events}, pool, pool_set, cfg)
+        for u, user in enumerate(users):
+            if not core_len[u]:
+                continue  # every row of this user was removed by k-core
+            span = range(offsets[u], offsets[u + 1])
+            core = [j for j in span if keep[j]]
+            out += user_split_rows(user, [items[j] for j in core], [stamps[j] for j in core],
+                                   {items[j] for j in span}, pool, pool_set, cfg)
         yield pa.RecordBatch.from_pylist(out, schema=SPLIT_ROWS)
 
 
