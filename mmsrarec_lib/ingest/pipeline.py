@@ -89,6 +89,10 @@ def run_ingest(
         from mmsrarec_lib.spark import get_spark
 
         spark = get_spark(spark_master, app_name=f"mmsrarec-ingest-{config.dataset}")
+    if spark.conf.get("spark.sql.session.timeZone") != "UTC":
+        # naive ISO datetimes are read in the session time zone; the contract says UTC
+        log.warning("setting spark.sql.session.timeZone to UTC for the ingest")
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
     ds, append = config.dataset, config.mode == "append"
     run_id, seconds, runs = new_run_id("ingest"), {}, []
     created = utcnow()
