@@ -115,3 +115,32 @@ def test_changed_inputs_replace_rows_and_old_versions_stay_readable(runs):
     assert wh.table_version(DS, "interactions") == 3  # one commit per run
     assert wh.read_table(DS, "interactions", version=2).equals(snap3["interactions"])  # the appended version
     assert wh.read_table(DS, "items", version=0).equals(snap1["items"])  # time travel to run 1
+
+
+@pytest.mark.slow
+def test_ingest_into_an_s3_warehouse_on_a_moto_server(spark, tmp_path):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from mmsrarec_lib.storage import Warehouse
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        opts = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+        boto3.client("s3", endpoint_url=opts["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket="lake")
+        wh = Warehouse.from_uri("s3://lake/wh", storage_options=opts)
+        items, inter = _files(tmp_path / "in", n_users=3)
+        cfg = dataclasses.replace(CFG, splits=SplitConfig(k_core=0, n_negatives=5))
+        run_ingest(warehouse=wh, items=items, interactions=inter, config=cfg, spark=spark)
+        again = run_ingest(warehouse=wh, items=items, interactions=inter,
+                           config=dataclasses.replace(cfg, mode="append"), spark=spark)
+        assert again.counts["interactions"] == 3 * 8 and again.runs[1].rows_duplicate == 3 * 8 + 1
+        assert wh.read_table(DS, "items").num_rows == N_ITEMS
+        assert wh.read_table(DS, "user_sequences").num_rows == 3
+        assert len(wh.read_table(DS, "ingest_runs").to_pylist()) == 2 * 5
+    finally:
+        server.stop()
