@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -120,6 +121,9 @@ def _read_s3(uri: str, cfg: ImageConfig) -> bytes:
     return obj["Body"].read()
 
 
+_OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def fetch(uri: str, cfg: ImageConfig) -> bytes:
     """The raw bytes behind ``uri`` (raises _Refused / _Missing)."""
     scheme = urllib.parse.urlparse(uri).scheme.lower()
@@ -159,5 +163,8 @@ def load_image(uri: str | None, cfg: ImageConfig) -> ImageResult:
     try:
         data, width, height = encode(raw, cfg.max_side)
     except Exception as exc:  # noqa: BLE001 (Pillow raises many types for bad input; all mean "undecodable")
-        return ImageResult(UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500])
+        # Pillow names in-memory objects by address ("<_io.BytesIO object at 0x7f..>"): drop it, so reruns
+        # store the same error text
+        message = _OBJECT_ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
+        return ImageResult(UNDECODABLE, message[:500])
     return ImageResult(OK, None, data, hashlib.sha256(data).hexdigest(), width, height)
