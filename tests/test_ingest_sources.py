@@ -78,7 +78,8 @@ def test_movielens_folder_maps_plot_genres_poster_and_details(tmp_path):
     (d / "posters" / "1.jpg").write_bytes(b"x")  # only item 1 has a poster
     (d / movielens.DETAILS_FILE).write_text(json.dumps(
         [{"movie_id": 1, "description": "Toys come alive.", "director": ["John Lasseter"],
-          "cast": ["Tom Hanks", "Tim Allen"], "rating": 8.3, "age_rating": None}]))
+          "cast": ["Tom Hanks", "Tim Allen"], "rating": 8.3, "age_rating": None},
+         {"movie_id": 2, "description": "It looks like we don't have any Plot Summaries for this title yet."}]))
     items, inter = movielens.load_movielens(data_dir=d)
     rows = items.table.to_pylist()
     assert [r["item_id"] for r in rows] == ["1", "2"]

@@ -96,6 +96,15 @@ def _details_by_id(data_dir: Path) -> dict[str, dict]:
     return {str(d["movie_id"]): d for d in json.loads(path.read_text(encoding="utf-8"))}
 
 
+# IMDb's text for a title with no plot (51 ML-100K items): not a description, so it is stored as missing
+_NO_PLOT_PREFIX = "It looks like we don't have any Plot Summaries"
+
+
+def _plot(value: object) -> str | None:
+    text = value if isinstance(value, str) else None
+    return None if not text or text.startswith(_NO_PLOT_PREFIX) else text
+
+
 def _attr_value(value: object) -> str | None:
     if isinstance(value, list):
         value = "|".join(str(v) for v in value if v is not None)
@@ -116,7 +125,7 @@ def build_items(item_text: str, *, data_dir: Path | None) -> pa.Table:
         poster = f"posters/{item_id}.jpg"
         out["item_id"].append(item_id)
         out["title"].append(row[col["movie_title"]])
-        out["description"].append(d.get("description") or None)
+        out["description"].append(_plot(d.get("description")))
         out["categories"].append([g for g in row[col["class"]].split(" ") if g])
         out["image_uri"].append(poster if data_dir and (data_dir / poster).is_file() else None)
         out["release_year"].append(row[col["release_year"]] or None)
