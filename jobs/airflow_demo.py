@@ -54,7 +54,7 @@ DEMO_CONF: dict[str, dict[str, object]] = {
         "top_k": 10,
         "users": "all",
         "protocol": "paper",
-        "recommend_args": "--limit-users 3 --top-m 20 --no-progress",
+        "recommend_args": "--limit-users 50 --top-m 20 --no-progress",  # 3 are shown
         "evaluate_args": "--no-progress",
     },
 }
@@ -179,10 +179,13 @@ def evaluation_sql() -> str:
 
 
 def recommendations_sql(*, run_date: str, users: int) -> str:
-    """Top-5 of the first ``users`` users of ``run_date``, with titles and the keywords that explain them."""
+    """Top-5 of ``users`` users of ``run_date``, with titles and the keywords that explain them: the users whose
+    top-5 carry the most explanation terms (keyword overlaps are rare with short keyword lists), then by id."""
     return (
         f"WITH day AS (SELECT * FROM recommendations WHERE run_date = DATE '{run_date}'), "
-        f"shown AS (SELECT DISTINCT user_id FROM day ORDER BY user_id LIMIT {int(users)}) "
+        "shown AS (SELECT user_id FROM day WHERE rank <= 5 GROUP BY user_id ORDER BY"
+        " sum(len(explanation.history_keywords) + len(explanation.neighbor_keywords)"
+        f" + len(explanation.neighbor_ids)) DESC, user_id LIMIT {int(users)}) "
         "SELECT d.user_id, d.rank, d.item_id, i.title, round(d.score, 3) AS score, "
         "array_to_string(d.explanation.history_keywords[1:4], ', ') AS history_keywords, "
         "array_to_string(d.explanation.neighbor_keywords[1:4], ', ') AS neighbor_keywords, "
