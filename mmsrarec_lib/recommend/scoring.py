@@ -54,6 +54,21 @@ def _forward(model: Any, **kwargs: Any) -> Any:
     return model(**{k: v for k, v in kwargs.items() if v is not None}, return_dict=True)
 
 
+def _placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Where the backbone's weights live (inputs follow them: CPU here, CUDA on a GPU worker)."""
+    tensors = [*model.parameters(), *model.buffers()] if isinstance(model, torch.nn.Module) else []
+    if not tensors:
+        return torch.device("cpu"), torch.float32
+    return tensors[0].device, tensors[0].dtype
+
+
+def _pixels(pixel_values: torch.Tensor | None, model: Any) -> torch.Tensor | None:
+    if pixel_values is None:
+        return None
+    device, dtype = _placement(model)
+    return pixel_values.to(device=device, dtype=dtype if dtype.is_floating_point else pixel_values.dtype)
+
+
 def _cache_of(out: Any) -> Any:
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
@@ -66,8 +81,8 @@ def score_naive(
     """One full pass per candidate. prefix_ids [P]; returns scores [N]."""
     scores = []
     for suf in suffixes:
-        ids = torch.cat([prefix_ids, suf.input_ids])[None]  # [1, P+S]
-        pv = suf.pixel_values[None] if suf.pixel_values is not None else None  # [1, 3, H, W]
+        ids = torch.cat([prefix_ids, suf.input_ids])[None].to(_placement(model)[0])  # [1, P+S]
+        pv = _pixels(suf.pixel_values[None] if suf.pixel_values is not None else None, model)  # [1, 3, H, W]
         logits = _forward(model, input_ids=ids, pixel_values=pv, use_cache=False).logits  # [1, P+S, V]
         scores.append(yes_probability(logits[:, -1], yes_id=yes_id, no_id=no_id))
     return torch.cat(scores).cpu().numpy() if scores else np.zeros(0, dtype=np.float32)
@@ -76,7 +91,7 @@ def score_naive(
 @torch.inference_mode()
 def prefix_cache(model: Any, prefix_ids: torch.Tensor) -> Any:
     """Run the prefix [P] once and return its KV cache (batch 1)."""
-    out = _forward(model, input_ids=prefix_ids[None], use_cache=True)
+    out = _forward(model, input_ids=prefix_ids[None].to(_placement(model)[0]), use_cache=True)
     cache = _cache_of(out)
     if cache is None:
         raise ValueError("the backbone returned no KV cache: shared-prefix scoring needs use_cache support")
@@ -112,12 +127,13 @@ def score_shared_prefix(
             ids[i, : lens[i]] = s.input_ids
             mask[i, p_len : p_len + lens[i]] = 1
         images = [s.pixel_values for s in batch if s.pixel_values is not None]
-        pv = torch.stack(images) if images else None  # [n_images, 3, H, W]
+        pv = _pixels(torch.stack(images) if images else None, model)  # [n_images, 3, H, W]
         cache = copy.deepcopy(base)
         cache.batch_repeat_interleave(b)
-        logits = _forward(model, input_ids=ids, attention_mask=mask, cache=cache, pixel_values=pv,
-                          use_cache=True).logits  # [B, S, V]
-        last = logits[torch.arange(b), lens - 1]  # [B, V]
+        device = _placement(model)[0]
+        logits = _forward(model, input_ids=ids.to(device), attention_mask=mask.to(device), cache=cache,
+                          pixel_values=pv, use_cache=True).logits  # [B, S, V]
+        last = logits[torch.arange(b, device=device), (lens - 1).to(device)]  # [B, V]
         scores.append(yes_probability(last, yes_id=yes_id, no_id=no_id))
     return torch.cat(scores).cpu().numpy()
 
