@@ -9,7 +9,11 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-slow venv bench clean eval airflow
+MMSRAREC := $(VENV)/bin/mmsrarec
+DATASET ?= movielens-100k
+SEEDS ?= 3
+
+.PHONY: demo test test-fast test-slow venv bench clean eval airflow airflow-stop
 
 venv: $(STAMP)
 
@@ -22,8 +26,28 @@ $(STAMP): requirements.txt constraints.txt setup.cfg
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The whole chain through Airflow (item tables -> train -> one nightly date), then the evaluation table and
+# explained top-5s (see docs/airflow.md). One seed, no ablations, sized for a 2-core machine.
 demo: venv
-	$(PY) -m jobs.demo
+	$(PY) -m jobs.airflow_demo
+
+# The full comparison on real data, one run: Pop, SASRec, MMSRARec and its three ablations, $(SEEDS) seeds, both
+# protocols, into evaluation_runs; then the report (table + PNGs). Builds its prerequisites first.
+eval: venv
+	$(MMSRAREC) ingest --source $(DATASET)
+	$(MMSRAREC) train-summarizer --dataset $(DATASET) --backend extractive --steps 30
+	$(MMSRAREC) summarize --dataset $(DATASET) --summarizer-version extractive-v1 --backend extractive --backfill
+	$(MMSRAREC) train-baseline --dataset $(DATASET) --model sasrec --protocol paper
+	$(MMSRAREC) build-collab --dataset $(DATASET)
+	$(MMSRAREC) compare --dataset $(DATASET) --seeds $(SEEDS)
+	$(MMSRAREC) report --dataset $(DATASET)
+
+# A local Airflow UI on 127.0.0.1:8080 with these DAGs (stop it with `make airflow-stop`).
+airflow: venv
+	$(PY) -m jobs.airflow_demo --standalone
+
+airflow-stop:
+	$(PY) -m jobs.airflow_demo --stop
 
 test: venv
 	$(PY) -m pytest -q tests
