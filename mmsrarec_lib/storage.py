@@ -111,6 +111,38 @@ def _s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def _is_view(type_: pa.DataType) -> bool:
+    return pa.types.is_string_view(type_) or pa.types.is_binary_view(type_)
+
+
+def _plain(type_: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(type_):
+        return pa.string()
+    return pa.binary() if pa.types.is_binary_view(type_) else type_
+
+
+def _declare_view_columns(data: pads.FileSystemDataset) -> pads.FileSystemDataset:
+    """delta-rs' MERGE writes string columns as Arrow ``string_view``; files of one table then disagree with the
+    log's ``string``, and a filtered scan fails ("no kernel matching (string, string_view)"). Declare such columns
+    as view types, so every file reads (plain strings are cast up); :meth:`Warehouse.read_table` casts back."""
+    fragments = list(data.get_fragments())
+    views = {f.name for frag in fragments for f in frag.physical_schema if _is_view(f.type)}
+    if not views:
+        return data
+    schema = pa.schema(
+        [f.with_type(pa.string_view() if pa.types.is_string(f.type) else pa.binary_view())
+         if f.name in views and (pa.types.is_string(f.type) or pa.types.is_binary(f.type)) else f
+         for f in data.schema]
+    )
+    return pads.FileSystemDataset.from_paths(
+        [frag.path for frag in fragments],
+        schema=schema,
+        format=data.format,
+        filesystem=data.filesystem,
+        partitions=[frag.partition_expression for frag in fragments],
+    )
+
+
 @dataclass(frozen=True)
 class Warehouse:
     """A warehouse root (local path or ``s3://bucket/prefix``) plus the storage options used for every access."""
@@ -174,7 +206,7 @@ class Warehouse:
         """
         dt = self.delta_table(dataset, table, version=version)
         fs, path = self._fs_path(self.table_uri(dataset, table))
-        return dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs))
+        return _declare_view_columns(dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs)))
 
     def read_table(
         self,
@@ -185,7 +217,15 @@ class Warehouse:
         columns: Sequence[str] | None = None,
         filter: pads.Expression | None = None,
     ) -> pa.Table:
-        return self.dataset(dataset, table, version=version).to_table(columns=columns, filter=filter)
+        data = self.dataset(dataset, table, version=version)
+        if not any(_is_view(f.type) for f in data.schema):
+            return data.to_table(columns=columns, filter=filter)
+        # pyarrow has no comparison kernels between string and string_view: filter after casting back
+        table_ = data.to_table()
+        table_ = table_.cast(pa.schema([f.with_type(_plain(f.type)) for f in table_.schema]))
+        if filter is not None:
+            table_ = table_.filter(filter)
+        return table_.select(list(columns)) if columns is not None else table_
 
     def write_table(
         self,

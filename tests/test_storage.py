@@ -70,3 +70,20 @@ def test_objects_round_trip_and_missing_table(warehouse, tmp_path):
         warehouse.read_table("ds", "nope")
     assert warehouse.write_table("ds", "empty", schemas.empty(schemas.ITEMS)) == 0
     assert warehouse.read_table("ds", "empty").schema.names == schemas.ITEMS.names
+
+
+def test_filtered_reads_after_merge(warehouse):
+    """delta-rs' MERGE writes string_view files beside plain-string ones; filtered reads must still work."""
+    import pyarrow.dataset as pads
+
+    from mmsrarec_lib.sql.engine import SqlEngine
+
+    warehouse.write_table("ds", "kw", pa.table({"k": ["a", "b"], "p": ["x", "x"], "v": [1, 2]}), partition_by=["p"])
+    warehouse.merge_table("ds", "kw", pa.table({"k": ["b", "c"], "p": ["x", "y"], "v": [5, 6]}), keys=["k"])
+    got = warehouse.read_table("ds", "kw", filter=pads.field("k").isin(["b", "c"]), columns=["k", "v"])
+    assert got.sort_by("k").to_pylist() == [{"k": "b", "v": 5}, {"k": "c", "v": 6}]
+    assert got.schema.field("k").type == pa.string()
+    assert warehouse.read_table("ds", "kw", filter=pads.field("p") == "y").column("k").to_pylist() == ["c"]
+    with SqlEngine(warehouse=warehouse, dataset="ds") as engine:
+        rows = engine.query("SELECT k, v FROM kw WHERE k = 'b'").to_pylist()
+    assert rows == [{"k": "b", "v": 5}]
