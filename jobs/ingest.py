@@ -31,8 +31,9 @@ class IngestArgs:
         if args.source:
             if args.items or args.interactions:
                 raise ValueError("give either --source or --items/--interactions, not both")
-        elif not (args.items and args.interactions):
-            raise ValueError("--items and --interactions are both required (or use --source movielens-100k)")
+        elif not args.interactions or not (args.items or args.mode == "append"):
+            raise ValueError("--items and --interactions are both required (or use --source movielens-100k); "
+                             "--mode append takes --interactions alone")
         if args.data_dir and not args.source:
             raise ValueError("--data-dir only applies with --source")
         dataset = args.dataset or args.source
@@ -72,7 +73,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         from mmsrarec_lib.ingest.sources import read_source
 
-        items, interactions = read_source(cfg.items), read_source(cfg.interactions)
+        items = read_source(cfg.items) if cfg.items else None
+        interactions = read_source(cfg.interactions)
     warehouse = warehouse_from_args(args)
     summary = run_ingest(
         warehouse=warehouse, items=items, interactions=interactions, spark_master=cfg.spark_master,

@@ -144,3 +144,25 @@ def test_ingest_into_an_s3_warehouse_on_a_moto_server(spark, tmp_path):
         assert len(wh.read_table(DS, "ingest_runs").to_pylist()) == 2 * 5
     finally:
         server.stop()
+
+
+def test_interactions_only_append_keeps_the_catalogue(spark, tmp_path):
+    """The nightly feed may hold interactions alone: append them without an items file."""
+    from mmsrarec_lib.storage import Warehouse
+
+    wh = Warehouse.from_uri(str(tmp_path / "wh"))
+    items, inter = _files(tmp_path / "in", n_users=4)
+    with pytest.raises(ValueError, match="items file is required"):
+        run_ingest(warehouse=wh, items=None, interactions=inter, config=dataclasses.replace(CFG, mode="append"),
+                   spark=spark)
+    run_ingest(warehouse=wh, items=items, interactions=inter, config=CFG, spark=spark)
+    items_before = wh.read_table(DS, "items")
+    _, feed = _files(tmp_path / "feed", n_users=0, extra=[
+        {"user_id": "u2", "item_id": "i05", "timestamp": "3000000", "rating": "5"}])
+    summary = run_ingest(warehouse=wh, items=None, interactions=feed,
+                         config=dataclasses.replace(CFG, mode="append"), spark=spark)
+    assert wh.read_table(DS, "items").equals(items_before)
+    assert summary.counts["interactions"] == 4 * 8 + 1
+    assert "items" not in {r.table for r in summary.runs}  # no items were read, so no items accounting row
+    seq = {r["user_id"]: r["item_ids"] for r in wh.read_table(DS, "user_sequences").to_pylist()}
+    assert seq["u2"][-1] == "i05"

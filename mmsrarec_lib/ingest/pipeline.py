@@ -81,10 +81,15 @@ def _upsert_items(warehouse: Warehouse, dataset: str, new: pa.Table) -> pa.Table
 
 
 def run_ingest(
-    *, warehouse: Warehouse, items: SourceTable, interactions: SourceTable, config: IngestConfig, spark=None,
-    spark_master: str | None = None,
+    *, warehouse: Warehouse, items: SourceTable | None, interactions: SourceTable, config: IngestConfig,
+    spark=None, spark_master: str | None = None,
 ) -> IngestSummary:
-    """Run the whole ingest for one dataset; returns counts and the ingest_runs rows it recorded."""
+    """Run the whole ingest for one dataset; returns counts and the ingest_runs rows it recorded.
+
+    ``items=None`` is allowed in append mode only (a feed of new interactions): the stored items table is kept.
+    """
+    if items is None and not (config.mode == "append" and warehouse.has_table(config.dataset, ITEMS)):
+        raise ValueError("an items file is required, except when appending interactions to an ingested dataset")
     if spark is None:
         from mmsrarec_lib.spark import get_spark
 
@@ -98,15 +103,20 @@ def run_ingest(
     created = utcnow()
 
     t0, started = time.perf_counter(), utcnow()
-    item_res = build_item_table(
-        spark, source=items, run_id=run_id, created_at=created, max_image_side=config.max_image_side,
-        image_timeout_s=config.image_timeout_s, image_retries=config.image_retries,
-    )
-    all_items = _upsert_items(warehouse, ds, item_res.items) if append else item_res.items
-    warehouse.write_table(ds, ITEMS, all_items, mode="overwrite")
-    warehouse.write_table(ds, ITEMS_Q, item_res.quarantine, mode="append" if append else "overwrite")
-    runs.append(IngestRun(run_id, ds, ITEMS, item_res.rows_in, item_res.items.num_rows,
-                          item_res.quarantine.num_rows, item_res.rows_duplicate, started, utcnow()))
+    if items is None:  # interactions-only feed: the catalogue stays as stored
+        all_items = warehouse.read_table(ds, ITEMS, columns=["item_id", "image_status"])
+        items_quarantined = items_duplicate = 0
+    else:
+        item_res = build_item_table(
+            spark, source=items, run_id=run_id, created_at=created, max_image_side=config.max_image_side,
+            image_timeout_s=config.image_timeout_s, image_retries=config.image_retries,
+        )
+        all_items = _upsert_items(warehouse, ds, item_res.items) if append else item_res.items
+        warehouse.write_table(ds, ITEMS, all_items, mode="overwrite")
+        warehouse.write_table(ds, ITEMS_Q, item_res.quarantine, mode="append" if append else "overwrite")
+        runs.append(IngestRun(run_id, ds, ITEMS, item_res.rows_in, item_res.items.num_rows,
+                              item_res.quarantine.num_rows, item_res.rows_duplicate, started, utcnow()))
+        items_quarantined, items_duplicate = item_res.quarantine.num_rows, item_res.rows_duplicate
     seconds["items"] = time.perf_counter() - t0
 
     t0, started = time.perf_counter(), utcnow()
@@ -142,9 +152,9 @@ def run_ingest(
 
     record_ingest_runs(warehouse, runs)
     counts = {
-        ITEMS: all_items.num_rows, ITEMS_Q: item_res.quarantine.num_rows, INTERACTIONS: full.num_rows,
+        ITEMS: all_items.num_rows, ITEMS_Q: items_quarantined, INTERACTIONS: full.num_rows,
         INTERACTIONS_Q: inter_res.quarantine.num_rows, "interactions_duplicate": inter_res.rows_duplicate,
-        "items_duplicate": item_res.rows_duplicate, USER_SEQUENCES: sequences.num_rows,
+        "items_duplicate": items_duplicate, USER_SEQUENCES: sequences.num_rows,
         "users": sequences.num_rows, SPLIT_LOO: split_res.split_loo.num_rows,
         EVAL_CANDIDATES: split_res.eval_candidates.num_rows, "kcore_users": split_res.kcore_users,
         "kcore_items": split_res.kcore_items, "kcore_interactions": split_res.kcore_interactions,
