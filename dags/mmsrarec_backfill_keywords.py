@@ -3,7 +3,8 @@
 Runs `mmsrarec summarize --backfill` for `summarizer_version`: items whose keywords for that version are missing or
 whose input (text/image hash) changed are summarized; items already done are skipped, so the backfill is resumable
 (a failed or interrupted run picks up where it stopped when retried or re-triggered) and a repeat adds nothing.
-`limit` (optional) restricts the backfill to the first N items by item_id (the job has no id-list filter);
+`item_ids` (optional: a comma list, or `@FILE` with one id per line) restricts the backfill to those items, `limit`
+to the first N of them by item_id;
 `policy_run` picks the trained summarizer (default: the latest). Then `publish` emits an Asset event for
 `mmsrarec.item_keywords` with the table's Delta version and row count.
 
@@ -29,6 +30,8 @@ with DAG(
         **common.warehouse_params(),
         "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
         "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
+        "item_ids": Param("", type="string",
+                          description="only these items: a comma list or @FILE (one id per line); empty = all"),
         "limit": Param(0, type="integer", minimum=0, description="only the first N items by item_id; 0 = all"),
         "policy_run": Param("", type="string", description="train-summarizer run; empty = the latest"),
         "summarize_args": common.args_param("mmsrarec summarize"),
@@ -39,6 +42,8 @@ with DAG(
     def backfill(params=None) -> None:
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
         argv += ["--backend", params["summarizer_backend"], "--backfill"]
+        if params["item_ids"]:
+            argv += ["--item-ids", params["item_ids"]]
         if params["limit"]:
             argv += ["--limit", str(params["limit"])]
         if params["policy_run"]:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from jobs._common import add_warehouse_args, warehouse_from_args
 
@@ -27,6 +28,7 @@ class SummarizeConfig:
     chunk_size: int
     batch_size: int
     limit: int | None
+    item_ids: tuple[str, ...] | None
     device: str | None
     progress: bool
 
@@ -36,7 +38,18 @@ class SummarizeConfig:
             raise ValueError(f"--summarizer-version must be a non-empty name without '/', got {args.summarizer_version!r}")
         return cls(args.dataset, args.summarizer_version, args.backend, args.model, args.image_model,
                    args.policy_run, args.encoder, args.backfill, args.chunk_size, args.batch_size, args.limit,
-                   args.device, not args.no_progress)
+                   _item_ids(args.item_ids), args.device, not args.no_progress)
+
+
+def _item_ids(spec: str | None) -> tuple[str, ...] | None:
+    """``a,b,c`` or ``@file`` (one id per line) -> ids; None when not given."""
+    if not spec:
+        return None
+    text = Path(spec[1:]).read_text(encoding="utf-8") if spec.startswith("@") else spec.replace(",", "\n")
+    ids = tuple(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    if not ids:
+        raise ValueError(f"--item-ids {spec!r} names no item")
+    return ids
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=128, help="items per MERGE commit (default 128)")
     parser.add_argument("--batch-size", type=int, default=16, help="MLLM generation batch (default 16)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N items (by item_id)")
+    parser.add_argument("--item-ids", default=None,
+                        help="only these items: a comma list, or @FILE with one item_id per line")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:0 (default: cuda when present)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -66,7 +81,15 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.summarize.table import existing_hashes, plan_work, write_chunks
 
     catalogue = load_items(warehouse, cfg.dataset)
-    items = catalogue[: cfg.limit] if cfg.limit else catalogue
+    items = catalogue
+    if cfg.item_ids is not None:
+        known = {i.item_id for i in catalogue}
+        unknown = [i for i in cfg.item_ids if i not in known]
+        if unknown:
+            raise ValueError(f"--item-ids: {len(unknown)} unknown item(s), e.g. {unknown[:5]}")
+        wanted = set(cfg.item_ids)
+        items = [i for i in catalogue if i.item_id in wanted]
+    items = items[: cfg.limit] if cfg.limit else items
     summarizer = build_summarizer(
         warehouse, cfg.dataset, backend=cfg.backend, items=items, catalogue=catalogue, model=cfg.model,
         image_model=cfg.image_model, policy_run=cfg.policy_run, encoder_name=cfg.encoder,

@@ -104,6 +104,7 @@ def test_params_have_defaults(dagbag):
     assert (nightly["top_k"], nightly["users"], nightly["incoming_interactions"]) == (10, "changed", "")
     backfill = dagbag.dags["mmsrarec_backfill_keywords"].params.dump()
     assert (backfill["summarizer_version"], backfill["limit"], backfill["policy_run"]) == ("v1", 0, "")
+    assert backfill["item_ids"] == ""
     train = dagbag.dags["mmsrarec_train"].params.dump()
     assert (train["seed"], train["summarizer_version"], train["protocol"]) == (42, "v1", "paper")
 

@@ -120,3 +120,17 @@ def test_image_keywords_from_the_tiny_mllm_only_for_items_with_images(warehouse)
     assert {(r["item_id"], r["modality"]) for r in m_rows} == {("1", "text"), ("1", "image")}
     for r in m_rows:  # random weights: keywords may be noise or empty, but the terms stay in range
         assert len(r["keywords"]) <= 10 and -1.0 <= r["r_recon"] <= 0.0
+
+
+def test_item_filter_summarizes_only_the_named_items(warehouse, tmp_path, capsys):
+    warehouse.write_table(DS, "items", items_table(5))
+    assert _run(warehouse, "--summarizer-version", "v1", "--item-ids", "2,4") == 0
+    assert sorted(r["item_id"] for r in _rows(warehouse, "v1")) == ["2", "4"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("5\n\n1\n")
+    assert _run(warehouse, "--summarizer-version", "v1", "--item-ids", f"@{ids}", "--backfill") == 0
+    assert sorted(r["item_id"] for r in _rows(warehouse, "v1")) == ["1", "2", "4", "5"]
+    capsys.readouterr()
+    assert _run(warehouse, "--summarizer-version", "v1", "--item-ids", "2,99") == 2
+    err = capsys.readouterr().err
+    assert "1 unknown item" in err and "99" in err
