@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
@@ -44,27 +43,13 @@ def merge_keywords(per_modality: Mapping[str, Sequence[str]] | Sequence[str] | N
     return list(seen)
 
 
-def _raw_title_keywords(warehouse: Warehouse, dataset: str) -> dict[str, list[str]]:
-    """Fallback for ``raw`` while the summarizer's lookup is missing: lower-cased title words of 3+ letters."""
-    items = warehouse.read_table(dataset, "items", columns=["item_id", "title"]).to_pylist()
-    return {r["item_id"]: merge_keywords(re.findall(r"[a-z0-9']{3,}", (r["title"] or "").lower())) for r in items}
-
-
 def load_keywords(warehouse: Warehouse, dataset: str, version: str | None = None) -> tuple[dict[str, list[str]], str]:
     """Item keywords (item_id -> words) and the ``keyword_source`` they come from.
 
-    ``version=None`` picks the latest summarizer version, else ``raw``. Reads through
-    ``mmsrarec_lib.summarize.lookup`` (the summarizer's own lookup) when it is installed.
+    ``version=None`` picks the latest summarizer version, else ``raw``; read through the summarizer's own lookup.
     """
-    try:
-        from mmsrarec_lib.summarize import lookup
-    except ImportError:
-        lookup = None
-    if lookup is None:
-        if version not in (None, RAW):
-            raise ValueError(f"keyword version {version!r} needs mmsrarec_lib.summarize.lookup, which is missing")
-        log.warning("mmsrarec_lib.summarize.lookup missing: using raw title words as keywords")
-        return _raw_title_keywords(warehouse, dataset), RAW
+    from mmsrarec_lib.summarize import lookup
+
     if version is None:
         try:
             version = lookup.latest_summarizer_version(warehouse, dataset) or RAW
