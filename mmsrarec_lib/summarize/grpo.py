@@ -77,15 +77,20 @@ def train_selection_policy(
         r = torch.tensor(rewards, dtype=torch.float32)  # [B, G]
         adv = group_advantages(r)  # [B, G]
         loss = -(adv * torch.stack(logps)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        row = _log_row(step, terms, loss.item())
-        history.append(row)
-        if on_step:
-            on_step(row)
+        history.append(_update(opt, loss, step=step, terms=terms, on_step=on_step))
     policy.eval()
     return history
+
+
+def _update(opt, loss, *, step, terms, on_step):
+    """One policy-gradient update; returns (and reports) the step's log row."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    row = _log_row(step, terms, loss.item())
+    if on_step:
+        on_step(row)
+    return row
 
 
 def _log_row(step: int, terms: list[dict], loss: float) -> dict:
@@ -191,13 +196,7 @@ def train_mllm_grpo(
         m = comp_mask.float()
         seq_lp = (tok_lp * m).sum(1) / m.sum(1).clamp(min=1)  # [B*G] mean token log-prob
         loss = -(adv * seq_lp).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        row = _log_row(step, terms, loss.item())
-        history.append(row)
-        if on_step:
-            on_step(row)
+        history.append(_update(opt, loss, step=step, terms=terms, on_step=on_step))
     peft_model.eval()
     return history
 
