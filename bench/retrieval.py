@@ -5,10 +5,11 @@ Synthetic part (d=64, clustered unit vectors like trained user embeddings), per 
   and HNSW, recall@3 of IVF/HNSW against exact; then, at ``--refresh-size``, the cost of refreshing 1% of users
   (load index, remove_ids + add, neighbours of the changed users, save) against a full build (build, neighbours
   of every user, save), as a ratio.
-ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build-collab with SASRec, then checks
-  every user has k neighbours, the genre-share ratio of neighbours' next items vs random training users, and the
-  wall time of a real refresh after 1% of users get a new interaction (on a scratch copy of the dataset) against
-  the full build.
+ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build-collab four ways side by side
+  (SASRec or SASRec+content, last window or all windows), each with the neighbour count, the genre-share ratio of
+  neighbours' next items vs random training users (95% bootstrap interval), and vs the same lists shuffled across
+  users; then the wall time of a real refresh after 1% of users get a new interaction (on a scratch copy of the
+  dataset) against the full build.
 
     .venv/bin/python bench/retrieval.py                  # 10k, 100k; refresh at 100k (a few minutes)
     .venv/bin/python bench/retrieval.py --full           # + 1M (exact and IVF; HNSW only up to 100k)
@@ -160,14 +161,49 @@ def _simulate_new_interactions(wh: Warehouse, ds: str, frac: float, seed: int = 
     return changed
 
 
+def _quality(wh: Warehouse, ds: str, genres: dict, targets: dict) -> dict:
+    """Genre share of the built table's paper rows (all users, and valid+test users only) against random training
+    users (their final next item, and any entry's next item) and against shuffled lists."""
+    from mmsrarec_lib.collab.quality import genre_share
+    from mmsrarec_lib.collab.table import TABLE
+
+    rows = [r for r in wh.read_table(ds, TABLE).to_pylist() if r["protocol"] == "paper"]
+    idx = load_index(wh, ds)
+    last_next: dict[str, str] = {}
+    any_next: dict[str, list[str]] = {}
+    for u, n, pos in sorted(zip(idx.user_ids, idx.next_item_ids, idx.positions), key=lambda t: (t[0], t[2] or 0)):
+        last_next[u] = n
+        any_next.setdefault(u, []).append(n)
+    queries = [(r["user_id"], targets[r["user_id"]].item_id, [n["next_item_id"] for n in r["neighbors"]])
+               for r in rows]
+    out = {"min_neighbors": min(len(q[2]) for q in queries), "entries": idx.ntotal}
+    for name, qs in (("all", queries), ("eval_users", [q for q in queries if targets[q[0]].split != "train"])):
+        g = genre_share(qs, training_next=last_next, genres=genres, bootstrap=1000)
+        g_any = genre_share(qs, training_next=any_next, genres=genres)
+        out[name] = {"queries": g.n_queries, "neighbors": round(g.neighbor_share, 4),
+                     "random": round(g.random_share, 4), "ratio": round(g.ratio, 3),
+                     "ratio_ci95": [round(v, 3) for v in g.ratio_ci],
+                     "random_any_entry": round(g_any.random_share, 4), "ratio_any_entry": round(g_any.ratio, 3),
+                     "shuffled": round(g.shuffled_share, 4), "ratio_to_shuffled": round(g.ratio_to_shuffled, 3)}
+    return out
+
+
 def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01) -> dict:
+    """Side by side in one run: the paper's reading (SASRec, one last window per user), all windows, content
+    joined, and both (the default); then a real refresh of the default after ``frac`` of users change."""
+    from mmsrarec_lib.collab.content import EmbedderConfig
     from mmsrarec_lib.collab.embed import sasrec_embedder
     from mmsrarec_lib.collab.pipeline import CollabConfig, build_collab
-    from mmsrarec_lib.collab.quality import genre_share
     from mmsrarec_lib.collab.refresh import refresh_collab
-    from mmsrarec_lib.collab.table import TABLE, load_keywords
-    from mmsrarec_lib.collab.windows import load_targets
+    from mmsrarec_lib.collab.table import load_keywords
+    from mmsrarec_lib.collab.windows import WindowConfig, load_targets
 
+    variants = [
+        ("sasrec, last window (paper)", WindowConfig(entries="last"), EmbedderConfig(kind="sasrec")),
+        ("sasrec, all windows", WindowConfig(), EmbedderConfig(kind="sasrec")),
+        ("hybrid, last window", WindowConfig(entries="last"), EmbedderConfig()),
+        ("hybrid, all windows (default)", WindowConfig(), EmbedderConfig()),
+    ]
     src = Warehouse.from_uri(warehouse)
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("interactions", "eval_candidates", "items", "models"):
@@ -175,38 +211,29 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01) -> dict:
         wh = Warehouse.from_uri(tmp)
         embedder, run_id = sasrec_embedder(wh, ds)
         keywords, source = load_keywords(wh, ds, None)
-        res, build_s, build_cpu = timed(lambda: build_collab(
-            wh, config=CollabConfig(dataset=ds), embedder=embedder, embedder_info={"type": "sasrec", "run_id": run_id},
-            keywords=keywords, keyword_source=source))
-        rows = wh.read_table(ds, TABLE).to_pylist()
-        targets = load_targets(wh, ds)
-        idx = load_index(wh, ds)
-        training_next = dict(zip(idx.user_ids, idx.next_item_ids))
-        genres = _genres(wh, ds)
-        paper = [r for r in rows if r["protocol"] == "paper"]
-        queries = [(r["user_id"], targets[r["user_id"]].item_id, [n["next_item_id"] for n in r["neighbors"]])
-                   for r in paper]
-        eval_q = [q for q in queries if targets[q[0]].split != "train"]
-        all_share, eval_share = (genre_share(qs, training_next=training_next, genres=genres) for qs in (queries, eval_q))
-        changed = _simulate_new_interactions(wh, ds, frac)
+        genres, targets = _genres(wh, ds), load_targets(wh, ds)
+        results = []
+        for label, window, emb_cfg in variants:
+            config = CollabConfig(dataset=ds, window=window, embedder=emb_cfg)
+            res, build_s, build_cpu = timed(lambda: build_collab(
+                wh, config=config, embedder=embedder, embedder_info={"type": "sasrec", "run_id": run_id},
+                keywords=keywords, keyword_source=source))
+            row = {"variant": label, "sasrec_run": run_id, "build_s": round(build_s, 2),
+                   "build_cpu_s": round(build_cpu, 2), "rows_with_fewer_than_3": res.n_short,
+                   **_quality(wh, ds, genres, targets)}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+        changed = _simulate_new_interactions(wh, ds, frac)  # the default variant was built last
         ref, refresh_s, refresh_cpu = timed(lambda: refresh_collab(wh, dataset=ds, embedder=embedder,
                                                                    keywords=keywords))
     out = {
-        "dataset": ds, "sasrec_run": run_id, "keyword_source": source, "training_users": res.n_indexed,
-        "rows": len(rows), "users_paper": len(paper), "min_neighbors": min(len(r["neighbors"]) for r in rows),
-        "rows_with_fewer_than_3": res.n_short,
-        "genre_share_all": {"neighbors": round(all_share.neighbor_share, 4), "random": round(all_share.random_share, 4),
-                            "ratio": round(all_share.ratio, 3), "queries": all_share.n_queries},
-        "genre_share_eval_users": {"neighbors": round(eval_share.neighbor_share, 4),
-                                   "random": round(eval_share.random_share, 4), "ratio": round(eval_share.ratio, 3),
-                                   "queries": eval_share.n_queries},
-        "full_build_s": round(build_s, 2), "refresh_changed_users": len(changed),
-        "refresh_index_entries": ref.n_indexed, "refresh_s": round(refresh_s, 2),
-        "refresh_over_full": round(refresh_s / build_s, 4), "full_build_cpu_s": round(build_cpu, 2),
-        "refresh_cpu_s": round(refresh_cpu, 2), "refresh_over_full_cpu": round(refresh_cpu / build_cpu, 4),
+        "dataset": ds, "refresh_changed_users": len(changed), "refresh_training_users": ref.n_indexed,
+        "refresh_index_entries": ref.n_entries, "refresh_s": round(refresh_s, 2),
+        "refresh_over_full": round(refresh_s / build_s, 4), "refresh_cpu_s": round(refresh_cpu, 2),
+        "refresh_over_full_cpu": round(refresh_cpu / build_cpu, 4),
     }
     print(json.dumps(out), flush=True)
-    return out
+    return {"variants": results, "refresh": out}
 
 
 def main(argv: list[str] | None = None) -> int:

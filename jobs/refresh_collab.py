@@ -19,10 +19,12 @@ class RefreshCollabArgs:
     dataset: str
     sasrec_run: str | None
     run_date: str | None
+    keep_index_versions: int
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RefreshCollabArgs:
-        return cls(dataset=args.dataset, sasrec_run=args.sasrec_run, run_date=args.run_date)
+        return cls(dataset=args.dataset, sasrec_run=args.sasrec_run, run_date=args.run_date,
+                   keep_index_versions=args.keep_index_versions)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "(default: that one, from the index metadata)")
     parser.add_argument("--run-date", help="the scheduler's run date (YYYY-MM-DD), logged only: the watermark, "
                                            "not the date, decides which users are refreshed")
+    parser.add_argument("--keep-index-versions", type=int, default=5,
+                        help="index versions kept after the refresh; older ones are deleted (default 5)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,9 +58,11 @@ def main(args: argparse.Namespace) -> int:
                          f"two models cannot share an index; run build-collab for a new model")
     embedder, run_id = sasrec_embedder(warehouse, cfg.dataset, cfg.sasrec_run or built_with)
     keywords, _ = load_keywords(warehouse, cfg.dataset, meta["keyword_source"])
-    result = refresh_collab(warehouse, dataset=cfg.dataset, embedder=embedder, keywords=keywords)
+    result = refresh_collab(warehouse, dataset=cfg.dataset, embedder=embedder, keywords=keywords,
+                            keep_index_versions=cfg.keep_index_versions)
     log.info("run date %s: refreshed %d users", cfg.run_date, len(result.changed_users))
     print(json.dumps({"changed_users": len(result.changed_users), "index_version": result.index_version,
-                      "table_version": result.table_version, "index_entries_updated": result.n_indexed,
+                      "table_version": result.table_version, "training_users_updated": result.n_indexed,
+                      "index_entries_written": result.n_entries,
                       "rows_merged": result.n_rows, "sasrec_run": run_id}))
     return 0

@@ -309,6 +309,12 @@ class Warehouse:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         return sorted(posixpath.basename(i.path) for i in infos)
 
+    def delete_dir(self, uri: str) -> None:
+        """Delete ``uri`` and everything below it (nothing happens when it does not exist)."""
+        fs, path = self._fs_path(uri)
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
+
     def upload_dir(self, local_dir: str | Path, uri: str) -> None:
         """Copy a local folder (e.g. a model checkpoint) to ``uri``; a local warehouse gets a plain copy."""
         local_dir = Path(local_dir)

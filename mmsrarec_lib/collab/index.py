@@ -1,16 +1,20 @@
-"""The similar-user index: faiss inner product over L2-normalised training-user vectors, with its id map.
+"""The similar-user index: faiss inner product over L2-normalised training-user window vectors, with its id map.
 
-Kinds: ``flat`` (exact, ``IndexIDMap2(IndexFlatIP)``) below ``exact_threshold`` vectors, else ``ivf``
+Kinds: ``flat`` (exact, ``IndexIDMap2(IndexFlatIP)``) below ``exact_threshold`` entries, else ``ivf``
 (``IndexIVFFlat``, inner product) or ``hnsw`` (``IndexIDMap2(IndexHNSWFlat)``). faiss-gpu is used for search when
 ``faiss.get_num_gpus() > 0``; what is stored is always the CPU index.
 
-A faiss id is the row of the user in the id map (``entries``): ids are dense, stable across refreshes (a changed
-user keeps its id; a new training user gets the next one), so an update is ``remove_ids`` + ``add_with_ids``.
+An entry is one window of a training user (a user has one entry per indexed position, see ``windows``). Its faiss
+id is stable across refreshes: an update removes the changed users' entries and adds their new windows under fresh
+ids (``meta["next_faiss_id"]`` onwards). Flat and IVF remove for real (``remove_ids``); HNSW cannot, so removed
+ids stay in the graph as *tombstones* that searches skip, until they outnumber ``hnsw_rebuild_dead_fraction`` of
+the live entries and the graph is rebuilt from the live vectors.
 
 Persisted under ``<warehouse>/<dataset>/indexes/collab/<version>/`` through ``Warehouse.write_bytes`` (so local
 and ``s3://`` behave alike): ``index.faiss`` (``faiss.serialize_index``), ``entries.parquet`` (faiss_id, user_id,
-next_item_id, next_timestamp, as_of) and ``meta.json`` (written last: a version without it is incomplete).
-``indexes/collab/LATEST`` holds the newest complete version.
+position, next_item_id, next_timestamp, as_of), any extra files of the embedder (``content.npz``) and
+``meta.json`` (written last: a version without it is incomplete). ``indexes/collab/LATEST`` holds the newest
+complete version; ``prune_index_versions`` deletes all but the newest few.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ ENTRIES_SCHEMA = pa.schema(
     [
         ("faiss_id", pa.int64()),
         ("user_id", pa.string()),
+        ("position", pa.int32()),  # index of next_item_id in the user's sequence
         ("next_item_id", pa.string()),
         ("next_timestamp", pa.timestamp("us", tz="UTC")),
         ("as_of", pa.timestamp("us", tz="UTC")),
@@ -47,15 +52,16 @@ ENTRIES_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How to index: exact below ``exact_threshold`` vectors, else ``approx`` (ivf | hnsw)."""
+    """How to index: exact below ``exact_threshold`` entries, else ``approx`` (ivf | hnsw)."""
 
-    exact_threshold: int = 50_000
+    exact_threshold: int = 200_000
     approx: Literal["ivf", "hnsw"] = "ivf"
     nlist: int | None = None  # IVF lists; default 4*sqrt(n), at most n/39 (faiss wants >= 39 points a list)
     nprobe: int = 16
     train_per_list: int = 40  # IVF k-means trains on at most nlist * this many sampled vectors
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
+    hnsw_rebuild_dead_fraction: float = 0.25  # rebuild the HNSW graph once tombstones exceed this share
     use_gpu: bool | None = None  # None: use a GPU for search when faiss sees one
     seed: int = 0
 
@@ -69,17 +75,26 @@ class IndexConfig:
 
 @dataclass
 class CollabIndex:
-    """A faiss index plus its id map (row i = faiss id i) and build metadata."""
+    """A faiss index plus its entries (position i has faiss id ``faiss_ids[i]``), extra files and metadata."""
 
     index: object  # faiss.Index (CPU)
+    faiss_ids: np.ndarray  # (n,) int64, unique
     user_ids: list[str]
+    positions: list[int | None]
     next_item_ids: list[str]
     next_ts_us: list[int | None]
     as_of_us: list[int | None]
     meta: dict = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # stored next to the index (the embedder's content)
 
     def __post_init__(self) -> None:
-        self._row = {u: i for i, u in enumerate(self.user_ids)}
+        self.faiss_ids = np.asarray(self.faiss_ids, dtype=np.int64)
+        self._pos = {int(i): p for p, i in enumerate(self.faiss_ids)}
+        if len(self._pos) != len(self.faiss_ids):
+            raise ValueError("duplicate faiss ids among index entries")
+        self._rows: dict[str, list[int]] = {}
+        for p, u in enumerate(self.user_ids):
+            self._rows.setdefault(u, []).append(p)
         self._gpu_index = None
 
     @property
@@ -92,23 +107,36 @@ class CollabIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        """Live entries (HNSW tombstones excluded)."""
+        return len(self.faiss_ids)
 
-    def row_of(self, user_id: str) -> int | None:
-        return self._row.get(user_id)
+    @property
+    def n_users(self) -> int:
+        return len(self._rows)
+
+    def rows_of(self, user_id: str) -> list[int]:
+        """Entry positions of a training user (oldest window first); empty when it has none."""
+        return list(self._rows.get(user_id, ()))
 
     def contains(self, user_id: str) -> bool:
-        return user_id in self._row
+        return user_id in self._rows
 
-    def vector(self, user_id: str) -> np.ndarray:
-        """The stored vector of a training user: (d,). Flat and HNSW only (IVF keeps no direct map)."""
-        return self.index.reconstruct(int(self._row[user_id]))
+    def vectors_of(self, user_id: str) -> np.ndarray:
+        """The stored vectors of a training user's entries: (m, d). Flat and HNSW only (IVF keeps no direct map)."""
+        return np.stack([self.index.reconstruct(int(self.faiss_ids[p])) for p in self._rows[user_id]])
+
+    @property
+    def capacity(self) -> int:
+        """Vectors in the faiss index: live entries plus HNSW tombstones (the most one search can return)."""
+        return int(self.index.ntotal)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries: (m, d) float32 normalised -> scores (m, k) float32, faiss ids (m, k) int64 (-1 = none)."""
-        k = max(1, min(k, self.ntotal))
-        index = self._search_index()
-        return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        """queries: (m, d) float32 normalised -> scores (m, k) float32, entry positions (m, k) int64 (-1: none, or
+        an HNSW tombstone: ask for more to fill up)."""
+        k = max(1, min(k, self.capacity))
+        scores, ids = self._search_index().search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        rows = np.fromiter((self._pos.get(int(i), -1) for i in ids.ravel()), np.int64, ids.size).reshape(ids.shape)
+        return scores, rows
 
     def _search_index(self):
         import faiss
@@ -159,12 +187,18 @@ def _new_faiss_index(kind: str, d: int, n: int, config: IndexConfig, train: np.n
     return ivf
 
 
+def _entry_lists(windows: list[UserWindow]) -> tuple[list, list, list, list, list]:
+    return ([w.user_id for w in windows], [w.position for w in windows], [w.next_item_id for w in windows],
+            [w.next_timestamp_us for w in windows], [w.as_of_us for w in windows])
+
+
 def build_index(
     windows: list[UserWindow],
     vectors: np.ndarray,
     *,
     config: IndexConfig,
     extra_meta: dict | None = None,
+    files: dict[str, bytes] | None = None,
     version: str | None = None,
 ) -> CollabIndex:
     """A new index over training windows. vectors: (n, d) float32, L2-normalised, row i = windows[i]."""
@@ -172,21 +206,21 @@ def build_index(
         raise ValueError(f"{len(windows)} windows but {len(vectors)} vectors")
     if not windows:
         raise ValueError("no training users to index")
-    users = [w.user_id for w in windows]
-    if len(set(users)) != len(users):
-        raise ValueError("duplicate user ids among training windows")
     n, d = vectors.shape
     kind = config.kind_for(n)
     started = time.perf_counter()
     x = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
     index = _new_faiss_index(kind, d, n, config, x)
     index.add_with_ids(x, np.arange(n, dtype=np.int64))
+    users, positions, nexts, next_ts, as_of = _entry_lists(windows)
     meta = {
         "version": version or new_run_id("collab"),
         "parent_version": None,
         "kind": kind,
         "dim": int(d),
         "ntotal": int(n),
+        "n_users": len(set(users)),
+        "next_faiss_id": int(n),
         "config": asdict(config),
         "use_gpu": config.use_gpu,
         "faiss_version": _faiss_version(),
@@ -195,68 +229,60 @@ def build_index(
         "build_seconds": round(time.perf_counter() - started, 4),
         **(extra_meta or {}),
     }
-    log.info("built %s index over %d training users (d=%d) in %.2fs", kind, n, d, meta["build_seconds"])
-    return CollabIndex(
-        index,
-        users,
-        [w.next_item_id for w in windows],
-        [w.next_timestamp_us for w in windows],
-        [w.as_of_us for w in windows],
-        meta,
-    )
+    log.info("built %s index over %d entries of %d training users (d=%d) in %.2fs", kind, n, meta["n_users"], d,
+             meta["build_seconds"])
+    return CollabIndex(index, np.arange(n), users, positions, nexts, next_ts, as_of, meta, dict(files or {}))
 
 
 def update_index(
     base: CollabIndex, windows: list[UserWindow], vectors: np.ndarray, *, version: str | None = None
 ) -> CollabIndex:
-    """Replace (or add) the entries of ``windows``' users: ``remove_ids`` + ``add_with_ids``, in place on ``base``'s
-    faiss index (load a fresh copy to keep the old one); returns the index under a new version."""
-    import faiss
-
+    """Replace the entries of ``windows``' users (all of each user's old entries go, its new windows come in under
+    fresh ids), in place on ``base``'s faiss index (load a fresh copy to keep the old one); returns the index under
+    a new version. HNSW keeps removed ids as tombstones until they pass the configured share, then rebuilds."""
     if len(windows) != len(vectors):
         raise ValueError(f"{len(windows)} windows but {len(vectors)} vectors")
     started = time.perf_counter()
-    users, nexts = list(base.user_ids), list(base.next_item_ids)
-    next_ts, as_of = list(base.next_ts_us), list(base.as_of_us)
-    ids = np.empty(len(windows), dtype=np.int64)
-    for j, w in enumerate(windows):
-        row = base.row_of(w.user_id)
-        if row is None:
-            row = len(users)
-            users.append(w.user_id)
-            nexts.append(w.next_item_id)
-            next_ts.append(w.next_timestamp_us)
-            as_of.append(w.as_of_us)
-        else:
-            nexts[row], next_ts[row], as_of[row] = w.next_item_id, w.next_timestamp_us, w.as_of_us
-        ids[j] = row
+    changed = {w.user_id for w in windows}
+    keep = [p for p, u in enumerate(base.user_ids) if u not in changed]
+    removed = base.faiss_ids[[p for p, u in enumerate(base.user_ids) if u in changed]]  # (r,)
+    first = int(base.meta.get("next_faiss_id", int(base.faiss_ids.max(initial=-1)) + 1))
+    new_ids = np.arange(first, first + len(windows), dtype=np.int64)  # (m,)
+    cols = [[col[p] for p in keep] + new for col, new in zip(
+        (base.user_ids, base.positions, base.next_item_ids, base.next_ts_us, base.as_of_us), _entry_lists(windows))]
+    ids = np.concatenate([base.faiss_ids[keep], new_ids])  # (n',)
     x = np.ascontiguousarray(vectors, dtype=np.float32)  # (m, d)
-    index = base.index
-    if base.kind == "hnsw":
-        # HNSW cannot remove: rebuild the graph from the stored vectors with the changed rows replaced.
-        inner = faiss.downcast_index(index.index)
-        all_x = np.zeros((len(users), x.shape[1]), dtype=np.float32)  # (n', d)
-        old_ids = faiss.vector_to_array(index.id_map)
-        all_x[old_ids] = inner.reconstruct_n(0, inner.ntotal)
-        all_x[ids] = x
+    index, rebuilt = base.index, False
+    if base.kind == "hnsw":  # HNSW cannot remove: removed ids become tombstones
         cfg = IndexConfig(**base.meta["config"])
-        index = _new_faiss_index("hnsw", x.shape[1], len(users), cfg, all_x)
-        index.add_with_ids(all_x, np.arange(len(users), dtype=np.int64))
+        dead = index.ntotal + len(new_ids) - len(ids)
+        if dead > cfg.hnsw_rebuild_dead_fraction * len(ids):
+            live = np.stack([index.reconstruct(int(i)) for i in base.faiss_ids[keep]]) if keep else x[:0]
+            index = _new_faiss_index("hnsw", x.shape[1], len(ids), cfg, x)
+            index.add_with_ids(np.ascontiguousarray(np.vstack([live, x]), dtype=np.float32), ids)
+            rebuilt = True
+        else:
+            index.add_with_ids(x, new_ids)
     else:
-        index.remove_ids(ids[ids < len(base.user_ids)])  # rows that exist already
-        index.add_with_ids(x, ids)
+        index.remove_ids(removed)
+        index.add_with_ids(x, new_ids)
     meta = {
         **base.meta,
         "version": version or new_run_id("collab"),
         "parent_version": base.version,
-        "ntotal": int(index.ntotal),
+        "ntotal": len(ids),
+        "n_users": len(set(cols[0])),
+        "next_faiss_id": int(first + len(windows)),
+        "tombstones": int(index.ntotal) - len(ids),
         "created_at": utcnow().isoformat(),
-        "updated_users": len(windows),
+        "updated_users": len(changed),
         "update_seconds": round(time.perf_counter() - started, 4),
+        "hnsw_rebuilt": rebuilt,
         "code_version": code_version(),
     }
-    log.info("updated %d entries of index %s -> %s", len(windows), base.version, meta["version"])
-    return CollabIndex(index, users, nexts, next_ts, as_of, meta)
+    log.info("index %s -> %s: %d users' %d entries replaced by %d%s", base.version, meta["version"], len(changed),
+             len(removed), len(windows), " (HNSW graph rebuilt)" if rebuilt else "")
+    return CollabIndex(index, ids, *cols, meta=meta, files=dict(base.files))
 
 
 def _faiss_version() -> str:
@@ -277,8 +303,9 @@ def save_index(warehouse: Warehouse, dataset: str, idx: CollabIndex, *, set_late
     version = idx.version
     entries = pa.table(
         {
-            "faiss_id": np.arange(len(idx.user_ids), dtype=np.int64),
+            "faiss_id": idx.faiss_ids,
             "user_id": idx.user_ids,
+            "position": pa.array(idx.positions, pa.int32()),
             "next_item_id": idx.next_item_ids,
             "next_timestamp": pa.array(idx.next_ts_us, pa.int64()).cast(ENTRIES_SCHEMA.field("next_timestamp").type),
             "as_of": pa.array(idx.as_of_us, pa.int64()).cast(ENTRIES_SCHEMA.field("as_of").type),
@@ -290,12 +317,15 @@ def save_index(warehouse: Warehouse, dataset: str, idx: CollabIndex, *, set_late
     raw = faiss.serialize_index(idx.index).tobytes()
     warehouse.write_bytes(index_uri(warehouse, dataset, version, "index.faiss"), raw)
     warehouse.write_bytes(index_uri(warehouse, dataset, version, "entries.parquet"), buf.getvalue())
+    for name, data in sorted(idx.files.items()):
+        warehouse.write_bytes(index_uri(warehouse, dataset, version, name), data)
+    meta = {**idx.meta, "files": sorted(idx.files)}
     warehouse.write_bytes(
-        index_uri(warehouse, dataset, version, "meta.json"), json.dumps(idx.meta, indent=2, sort_keys=True).encode()
+        index_uri(warehouse, dataset, version, "meta.json"), json.dumps(meta, indent=2, sort_keys=True).encode()
     )
     if set_latest:
         warehouse.write_bytes(index_uri(warehouse, dataset, LATEST), version.encode())
-    log.info("saved collab index %s (%d users) to %s", version, idx.ntotal, index_uri(warehouse, dataset, version))
+    log.info("saved collab index %s (%d entries) to %s", version, idx.ntotal, index_uri(warehouse, dataset, version))
     return version
 
 
@@ -331,17 +361,39 @@ def load_index(warehouse: Warehouse, dataset: str, version: str = "latest") -> C
         faiss.downcast_index(index.index).hnsw.efSearch = meta["config"]["hnsw_ef_search"]
     raw_entries = warehouse.read_bytes(index_uri(warehouse, dataset, version, "entries.parquet"))
     entries = pq.read_table(io.BytesIO(raw_entries))
-    ids = entries.column("faiss_id").to_pylist()
-    if ids != list(range(len(ids))):
-        raise ValueError(f"collab index {version}: entries.parquet faiss ids are not 0..n-1")
+    n = entries.num_rows
+    positions = entries.column("position").to_pylist() if "position" in entries.column_names else [None] * n
+    files = {name: warehouse.read_bytes(index_uri(warehouse, dataset, version, name)) for name in meta.get("files", [])}
     return CollabIndex(
         index,
+        entries.column("faiss_id").to_numpy(),
         entries.column("user_id").to_pylist(),
+        positions,
         entries.column("next_item_id").to_pylist(),
         entries.column("next_timestamp").cast(pa.int64()).to_pylist(),  # microseconds, exact
         entries.column("as_of").cast(pa.int64()).to_pylist(),
         meta,
+        files,
     )
+
+
+def prune_index_versions(warehouse: Warehouse, dataset: str, *, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
+    """Delete all but the newest ``keep`` complete versions (never ``LATEST`` or ``protect``), and incomplete
+    versions older than the newest complete one (a crashed write). Returns the deleted versions."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    complete = list_index_versions(warehouse, dataset)
+    if not complete:
+        return []
+    keep_set = set(complete[-keep:]) | {latest_index_version(warehouse, dataset), *protect}
+    base = index_uri(warehouse, dataset)
+    every = [v for v in warehouse.list_dir(base) if v not in (LATEST, "WATERMARK.json")]
+    doomed = [v for v in every if v not in keep_set and v <= complete[-1]]
+    for v in doomed:
+        warehouse.delete_dir(index_uri(warehouse, dataset, v))
+    if doomed:
+        log.info("pruned %d old collab index versions of %s (kept %d)", len(doomed), dataset, len(keep_set))
+    return doomed
 
 
 __all__ = [
@@ -353,4 +405,5 @@ __all__ = [
     "load_index",
     "latest_index_version",
     "list_index_versions",
+    "prune_index_versions",
 ]

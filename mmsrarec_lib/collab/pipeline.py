@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from mmsrarec_lib.collab.content import CONTENT_FILE, EmbedderConfig, ItemContent, hybrid_embedder, load_item_texts
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
 from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index, save_index
 from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
@@ -39,6 +40,7 @@ class CollabConfig:
 
     dataset: str
     window: WindowConfig = field(default_factory=WindowConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     protocols: tuple[str, ...] = PROTOCOLS
@@ -52,6 +54,7 @@ class CollabConfig:
     def to_meta(self) -> dict:
         return {
             "window": asdict(self.window),
+            "embedding": asdict(self.embedder),
             "retrieval": asdict(self.retrieval),
             "protocols": list(self.protocols),
             "batch_size": self.batch_size,
@@ -59,9 +62,11 @@ class CollabConfig:
 
     @classmethod
     def from_meta(cls, dataset: str, meta: Mapping) -> CollabConfig:
+        # indexes built before multi-window entries and content had one SASRec entry per user
         return cls(
             dataset=dataset,
-            window=WindowConfig(**meta["window"]),
+            window=WindowConfig(**{"entries": "last", **meta["window"]}),
+            embedder=EmbedderConfig(**meta.get("embedding", {"kind": "sasrec"})),
             index=IndexConfig(**meta["config"]),
             retrieval=RetrievalConfig(**meta["retrieval"]),
             protocols=tuple(meta["protocols"]),
@@ -73,10 +78,30 @@ class CollabConfig:
 class CollabResult:
     index_version: str
     table_version: int | None
-    n_indexed: int  # training users whose index entry was (re)written
+    n_indexed: int  # training users whose index entries were (re)written
     n_rows: int  # table rows written or merged
     n_short: int  # rows with fewer than k neighbours
     changed_users: tuple[str, ...] = ()
+    n_entries: int = 0  # index entries (windows) written
+    pruned_versions: tuple[str, ...] = ()
+
+
+def collab_embedder(
+    warehouse: Warehouse,
+    dataset: str,
+    ids: Embedder,
+    config: EmbedderConfig,
+    *,
+    files: Mapping[str, bytes] | None = None,
+) -> tuple[Embedder, dict[str, bytes]]:
+    """The embedder ``config`` asks for around the ID embedder ``ids`` (SASRec), and the files to store with the
+    index: for ``hybrid``, the item content, fitted on the catalogue (a build) or loaded from ``files`` (a
+    refresh: the same projection as the index, extended with items added since)."""
+    if config.kind == "sasrec":
+        return ids, {}
+    stored = ItemContent.from_bytes(files[CONTENT_FILE]) if files and CONTENT_FILE in files else None
+    hybrid = hybrid_embedder(ids, config, load_item_texts(warehouse, dataset), content=stored)
+    return hybrid, {CONTENT_FILE: hybrid.content.to_bytes()}
 
 
 def query_rows(
@@ -140,8 +165,12 @@ def build_collab(
     embedder_info: Mapping,
     keywords: Mapping[str, Sequence[str]],
     keyword_source: str,
+    keep_index_versions: int = 5,
 ) -> CollabResult:
-    """Build everything from scratch: a new index version, all table rows (one overwrite), the watermark."""
+    """Build everything from scratch: a new index version, all table rows (one overwrite), the watermark.
+    ``embedder`` is the ID embedder (SASRec); ``config.embedder`` decides what is built around it. Afterwards all
+    but the newest ``keep_index_versions`` index versions are deleted."""
+    from mmsrarec_lib.collab.index import prune_index_versions
     from mmsrarec_lib.collab.refresh import Watermark, write_watermark
 
     ds = config.dataset
@@ -152,9 +181,10 @@ def build_collab(
     train = training_windows(sequences, targets, config.window)
     if not train:
         raise ValueError(f"dataset {ds!r}: no training users (split == 'train' in eval_candidates) to index")
+    embedder, files = collab_embedder(warehouse, ds, embedder, config.embedder)
     vectors = embed_histories(embedder, [w.items for w in train], batch_size=config.batch_size, desc="embed training")
     meta = {**config.to_meta(), "embedder": dict(embedder_info), "keyword_source": keyword_source, "dataset": ds}
-    idx = build_index(train, vectors, config=config.index, extra_meta=meta)
+    idx = build_index(train, vectors, config=config.index, extra_meta=meta, files=files)
     save_index(warehouse, ds, idx)
 
     rows = query_rows(
@@ -172,9 +202,11 @@ def build_collab(
     write_watermark(
         warehouse, ds, Watermark(max_interaction_us=max_ts, index_version=idx.version, table_version=version)
     )
+    pruned = prune_index_versions(warehouse, ds, keep=keep_index_versions)
     short = count_short(rows, config.retrieval.k)
     log.info(
-        "build-collab %s: %d training users indexed (%s), %d rows (table version %s), %d with < %d neighbours",
-        ds, len(train), idx.kind, rows.num_rows, version, short, config.retrieval.k,
+        "build-collab %s: %d entries of %d training users indexed (%s), %d rows (table version %s), %d with < %d neighbours",
+        ds, idx.ntotal, idx.n_users, idx.kind, rows.num_rows, version, short, config.retrieval.k,
     )
-    return CollabResult(idx.version, version, len(train), rows.num_rows, short)
+    return CollabResult(idx.version, version, idx.n_users, rows.num_rows, short, n_entries=idx.ntotal,
+                        pruned_versions=tuple(pruned))

@@ -9,7 +9,7 @@ was written with. A refresh:
 2. re-embeds those of them that are training users and replaces their index entries (``remove_ids`` +
    ``add_with_ids``) in a new index version (``LATEST`` moves to it);
 3. recomputes the rows of the changed users only and MERGEs them into ``user_collab_keywords`` (one commit);
-4. advances the watermark **last**. A crash anywhere before leaves the old watermark, so the next run picks up the
+4. advances the watermark **last**, then deletes index versions beyond the newest few (``keep_index_versions``). A crash anywhere before leaves the old watermark, so the next run picks up the
    same users again; replacing index entries and merging rows are idempotent, so nothing is skipped or duplicated.
 
 Rows of *unchanged* users keep the neighbours they had (and the index version they name) until the next full
@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
-from mmsrarec_lib.collab.index import index_uri, load_index, save_index, update_index
-from mmsrarec_lib.collab.pipeline import CollabConfig, CollabResult, count_short, query_rows
+from mmsrarec_lib.collab.index import index_uri, load_index, prune_index_versions, save_index, update_index
+from mmsrarec_lib.collab.pipeline import CollabConfig, CollabResult, collab_embedder, count_short, query_rows
 from mmsrarec_lib.collab.table import KEYS, TABLE
 from mmsrarec_lib.collab.windows import (
     EVAL_CANDIDATES_TABLE,
@@ -95,8 +95,10 @@ def refresh_collab(
     dataset: str,
     embedder: Embedder,
     keywords: Mapping[str, Sequence[str]],
+    keep_index_versions: int = 5,
 ) -> CollabResult:
-    """Bring the index and table up to date with interactions newer than the watermark (see module doc)."""
+    """Bring the index and table up to date with interactions newer than the watermark (see module doc); then
+    delete all but the newest ``keep_index_versions`` index versions."""
     wm = read_watermark(warehouse, dataset)
     users, new_max = changed_users(warehouse, dataset, wm.max_interaction_us)
     if not users:
@@ -111,6 +113,8 @@ def refresh_collab(
     has_targets = warehouse.has_table(dataset, EVAL_CANDIDATES_TABLE)
     targets = load_targets(warehouse, dataset, users=users) if has_targets else {}
 
+    embedder, files = collab_embedder(warehouse, dataset, embedder, config.embedder, files=idx.files)
+    idx.files.update(files)  # the item content, extended with any new items
     train = training_windows(sequences, targets, config.window)
     if train:
         vectors = embed_histories(embedder, [w.items for w in train], batch_size=config.batch_size, desc="re-embed")
@@ -135,6 +139,8 @@ def refresh_collab(
             max_interaction_us=max(new_max, wm.max_interaction_us), index_version=idx.version, table_version=version
         ),
     )
+    pruned = prune_index_versions(warehouse, dataset, keep=keep_index_versions)
     return CollabResult(
-        idx.version, version, len(train), rows.num_rows, count_short(rows, config.retrieval.k), tuple(users)
+        idx.version, version, len({w.user_id for w in train}), rows.num_rows, count_short(rows, config.retrieval.k),
+        tuple(users), n_entries=len(train), pruned_versions=tuple(pruned),
     )

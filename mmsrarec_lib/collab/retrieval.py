@@ -1,7 +1,8 @@
 """Nearest training users for a batch of query users, with the leakage rules applied.
 
-For each query: the ``k`` most similar *training* users by cosine (inner product of L2-normalised vectors), never
-the query user itself, never a neighbour whose next item is the query's held-out target (paper protocol), and with
+For each query: the ``k`` most similar *training* users by cosine (inner product of L2-normalised vectors), each
+user counted once, at its best-matching entry (window), whose next item is the one reported; never the query user
+itself, never a neighbour whose next item is the query's held-out target (paper protocol), and with
 ``no_future`` never a neighbour whose next item happened after the end of the query window. faiss is asked for
 more than ``k`` (``k + overfetch``) and the filtered lists are refilled with a doubled request until ``k`` remain
 or the index is exhausted.
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RetrievalConfig:
     k: int = 3
-    overfetch: int = 8
+    overfetch: int = 32  # users have many entries: fetch well past k before de-duplicating
     no_future: bool = False  # drop neighbours whose next item is later than the query's as_of
 
     def __post_init__(self) -> None:
@@ -70,12 +71,13 @@ def find_neighbors(
 ) -> list[list[Neighbor]]:
     """Neighbours of each query, best first. vectors: (m, d) float32 L2-normalised, row i = queries[i].
 
-    Every index entry is a training user (only training windows are indexed), so neighbours are training users.
-    A query ends with fewer than ``k`` only when the whole index holds fewer eligible users.
+    Every index entry is a training user's window (only training windows are indexed), so neighbours are training
+    users; a user with several entries counts once, at its best-scoring eligible entry. A query ends with fewer
+    than ``k`` only when the whole index holds fewer eligible users.
     """
     if len(queries) != len(vectors):
         raise ValueError(f"{len(queries)} queries but {len(vectors)} vectors")
-    n = idx.ntotal
+    n = idx.capacity
     out: list[list[Neighbor]] = []
     for s in range(0, len(queries), batch_size):
         qs = queries[s : s + batch_size]
@@ -88,10 +90,12 @@ def find_neighbors(
             still: list[int] = []
             for j, qi in enumerate(pending):
                 picked: list[Neighbor] = []
+                seen: set[str] = set()
                 for score, row in zip(scores[j], ids[j]):
-                    if row < 0 or not _allowed(idx, qs[qi], int(row), config):
+                    if row < 0 or idx.user_ids[row] in seen or not _allowed(idx, qs[qi], int(row), config):
                         continue
                     r = int(row)
+                    seen.add(idx.user_ids[r])
                     picked.append(Neighbor(idx.user_ids[r], float(score), idx.next_item_ids[r], idx.next_ts_us[r]))
                     if len(picked) == config.k:
                         break

@@ -3,12 +3,15 @@
 All windows are cut from the user's interaction sequence, ordered by ``(timestamp, source_row)`` exactly like
 ``user_sequences`` (ties inside one second are frequent in MovieLens; the input row order breaks them).
 
-* **Training entry** (what goes into the index), for a user with ``split == "train"`` in ``eval_candidates``:
-  the user's *held-out part* is its ``eval_candidates`` target (its last item). The embedded window is the last
-  ``n`` items of ``eval_candidates.history`` (exactly what the evaluation sees, after the ingest's k-core filter);
+* **Training entries** (what goes into the index), for a user with ``split == "train"`` in ``eval_candidates``:
+  the user's *held-out part* is its ``eval_candidates`` target (its last item). Its last entry embeds the last
+  ``n`` items of ``eval_candidates.history`` (exactly what the evaluation sees, after the ingest's k-core filter;
   for ``n`` longer than that history, or ``whole_history``, the items before the target in the interactions
-  sequence (target found by item id and timestamp). The neighbour's **next item** is the target itself, i.e. the
-  item right after the window: a known interaction of a *training* user, never an item of an evaluation user.
+  sequence, target found by item id and timestamp), and its **next item** is the target itself. With
+  ``entries="all"`` (the default) every earlier position of the sequence is an entry too: the ``n`` items before
+  position ``p`` with the item at ``p`` as next item, so a query meets the moment of a training user's history
+  that looks most like its own, not only that user's final window (``max_entries_per_user`` keeps the latest
+  ones). Every next item is a known interaction of a *training* user, never an item of an evaluation user.
 * **Paper query** (any split): the same window (``eval_candidates.history`` for ``n=5``) with the target held
   out; retrieval drops every neighbour whose next item equals that target.
 * **Latest query** (production recommendations): the user's latest ``n`` items; nothing is held out.
@@ -20,6 +23,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,14 +41,23 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """``n`` items per window (the paper uses 5); ``whole_history`` embeds everything before the cut instead."""
+    """``n`` items per window (the paper uses 5); ``whole_history`` embeds everything before the cut instead.
+    ``entries``: index ``all`` positions of a training user's sequence, or only its ``last`` window (one entry
+    per user, the paper's reading); ``max_entries_per_user`` > 0 keeps only that many latest positions."""
 
     n: int = 5
     whole_history: bool = False
+    entries: Literal["all", "last"] = "all"
+    max_entries_per_user: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"window length must be >= 1, got {self.n}")
+        if self.entries not in ("all", "last") or self.max_entries_per_user < 0:
+            raise ValueError(
+                f"entries must be 'all' or 'last' and max_entries_per_user >= 0, got {self.entries!r}, "
+                f"{self.max_entries_per_user}"
+            )
 
     def cut(self, items: list[str]) -> list[str]:
         return list(items) if self.whole_history else list(items[-self.n :])
@@ -80,6 +93,7 @@ class UserWindow:
     as_of_us: int | None
     next_item_id: str | None = None
     next_timestamp_us: int | None = None
+    position: int | None = None  # index of next_item_id in the user's sequence (training entries)
 
 
 def to_us(value: dt.datetime | None) -> int | None:
@@ -180,7 +194,7 @@ def held_out_window(seq: UserSequence, target: Target, config: WindowConfig) -> 
         items = config.cut(list(seq.items[:pos]))
         last = pos - 1
     as_of = seq.timestamps[last] if last >= 0 else None
-    return UserWindow(seq.user_id, tuple(items), as_of, seq.items[pos], seq.timestamps[pos])
+    return UserWindow(seq.user_id, tuple(items), as_of, seq.items[pos], seq.timestamps[pos], pos)
 
 
 def latest_window(seq: UserSequence, config: WindowConfig) -> UserWindow:
@@ -188,10 +202,21 @@ def latest_window(seq: UserSequence, config: WindowConfig) -> UserWindow:
     return UserWindow(seq.user_id, tuple(config.cut(list(seq.items))), seq.timestamps[-1] if seq.items else None)
 
 
+def earlier_windows(seq: UserSequence, last: UserWindow, config: WindowConfig) -> list[UserWindow]:
+    """Entries at the positions before ``last`` (oldest first): the window before each item, that item next."""
+    assert last.position is not None
+    first = 1 if config.max_entries_per_user == 0 else max(1, last.position + 1 - config.max_entries_per_user)
+    return [
+        UserWindow(seq.user_id, tuple(config.cut(list(seq.items[:p]))), seq.timestamps[p - 1], seq.items[p],
+                   seq.timestamps[p], p)
+        for p in range(first, last.position)
+    ]
+
+
 def training_windows(
     sequences: Mapping[str, UserSequence], targets: Mapping[str, Target], config: WindowConfig
 ) -> list[UserWindow]:
-    """Index entries: one per training user with a non-empty window, sorted by user id."""
+    """Index entries of training users with a non-empty window, by user id then position (see module doc)."""
     out: list[UserWindow] = []
     skipped = 0
     for uid in sorted(targets):
@@ -203,6 +228,8 @@ def training_windows(
         if not w.items:
             skipped += 1
             continue
+        if config.entries == "all":
+            out.extend(earlier_windows(sequences[uid], w, config))
         out.append(w)
     if skipped:
         log.warning("%d training users have no interactions before their target and are not indexed", skipped)
