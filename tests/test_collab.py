@@ -64,20 +64,30 @@ def test_sequences_and_targets_from_tables(warehouse):
     assert seqs["X1"].items == ("d", "a", "b", "z")
     assert load_sequences(warehouse, "tiny", users=["T2"]).keys() == {"T2"}
     targets = load_targets(warehouse, "tiny")
-    train = training_windows(seqs, targets, WindowConfig(n=2))
-    assert {w.user_id for w in train} == TRAIN  # valid/test users are never indexed
+    train = training_windows(seqs, targets, WindowConfig(n=2, entries="last"))
+    assert {w.user_id for w in train} == TRAIN and len(train) == len(TRAIN)  # valid/test users are never indexed
     t1 = next(w for w in train if w.user_id == "T1")
-    assert t1.items == ("a", "b") and t1.next_item_id == "z"
+    assert t1.items == ("a", "b") and t1.next_item_id == "z" and t1.position == 3
     assert t1.next_timestamp_us == int(times["T1"][-1].timestamp() * 1e6)
+    # entries="all" (the default): every position of a training user's sequence, oldest first, the last = above
+    every = [w for w in training_windows(seqs, targets, WindowConfig(n=2)) if w.user_id == "T1"]
+    assert [(w.items, w.next_item_id, w.position) for w in every] == [
+        (("e",), "a", 1), (("e", "a"), "b", 2), (("a", "b"), "z", 3)]
+    assert [w.as_of_us for w in every] == [int(t.timestamp() * 1e6) for t in times["T1"][:3]]
+    assert {w.user_id for w in training_windows(seqs, targets, WindowConfig(n=2))} == TRAIN
+    capped = training_windows(seqs, targets, WindowConfig(n=2, max_entries_per_user=2))
+    assert [w.position for w in capped if w.user_id == "T1"] == [2, 3] and len(capped) == 2 * len(TRAIN)
+    with pytest.raises(ValueError, match="entries must be"):
+        WindowConfig(entries="some")
     paper = {w.user_id: w for w in paper_windows(seqs, targets, WindowConfig(n=5))}
     assert paper["X1"].items == ("d", "a", "b")  # = eval_candidates.history
 
 
-def _tiny_index(warehouse, *, config=None):
+def _tiny_index(warehouse, *, config=None, entries="last"):
     write_tiny(warehouse)
     seqs, targets = load_sequences(warehouse, "tiny"), load_targets(warehouse, "tiny")
     emb = ToyEmbedder(ITEMS)
-    train = training_windows(seqs, targets, WindowConfig(n=2))
+    train = training_windows(seqs, targets, WindowConfig(n=2, entries=entries))
     idx = build_index(train, l2_normalize(emb([list(w.items) for w in train])), config=config or IndexConfig())
     return idx, seqs, targets, emb
 
@@ -102,6 +112,23 @@ def test_neighbours_exclude_self_leakage_and_non_training_users(warehouse):
     x1_vec = vecs[[w.user_id for w in windows].index("X1")][None]  # (1, d)
     latest = find_neighbors(idx, [Query("X1")], x1_vec, config=RetrievalConfig(k=2))
     assert {n.user_id for n in latest[0]} == {"T1", "T2"}
+
+
+def test_all_windows_count_each_user_once_at_its_best_allowed_entry(warehouse):
+    idx, seqs, targets, emb = _tiny_index(warehouse, entries="all")
+    assert idx.ntotal == 3 * len(TRAIN) and idx.n_users == len(TRAIN)  # 3 positions per training user
+    vec = l2_normalize(emb([["a", "b"]]))  # X1's window; its held-out target is z
+    cfg = RetrievalConfig(k=3, overfetch=0)  # forces refills past duplicate users
+    got = find_neighbors(idx, [Query("X1", "z")], vec, config=cfg)[0]
+    # T2's window [a, b] -> y (cos 1); then T5's [a] -> e and T6's [b] -> e (cos 1/sqrt 2): earlier positions count
+    assert [n.user_id for n in got][0] == "T2" and {n.user_id for n in got[1:]} == {"T5", "T6"}
+    assert [n.next_item_id for n in got] == ["y", "e", "e"]
+    assert [n.score for n in got] == pytest.approx([1.0, 2**-0.5, 2**-0.5])
+    every = find_neighbors(idx, [Query("X1", "z")], vec, config=RetrievalConfig(k=10))[0]
+    assert sorted(n.user_id for n in every) == sorted(TRAIN)  # each user once
+    t1 = next(n for n in every if n.user_id == "T1")
+    # T1's best entry [a, b] -> z would leak the target: T1 comes back at its next-best entry [e, a] -> b
+    assert t1.next_item_id == "b" and t1.score == pytest.approx(0.5)
 
 
 def test_refill_when_filters_remove_more_than_the_overfetch(warehouse):
@@ -137,33 +164,79 @@ def test_update_replaces_only_given_users_and_round_trips(warehouse, approx):
     rng = np.random.default_rng(1)
     n = 400
     x = l2_normalize(rng.normal(size=(n, 8)))
-    windows = [UserWindow(f"u{i}", ("a",), i, f"i{i}", i) for i in range(n)]
-    cfg = IndexConfig(exact_threshold=10**9 if approx == "flat" else 100, approx="ivf" if approx == "flat" else approx)
+    # u0..u199 have one entry each; u200..u399 are 100 users with two entries (positions 1 and 2)
+    windows = [UserWindow(f"u{i}", ("a",), i, f"i{i}", i, 1) for i in range(200)]
+    windows += [UserWindow(f"u{200 + i // 2}", ("a",), i, f"i{200 + i}", i, 1 + i % 2) for i in range(200)]
+    cfg = IndexConfig(exact_threshold=10**9 if approx == "flat" else 100, approx="ivf" if approx == "flat" else approx,
+                      hnsw_rebuild_dead_fraction=0.01)
     idx = build_index(windows, x, config=cfg)
+    assert idx.n_users == 300 and idx.rows_of("u201") == [202, 203]
     v0 = save_index(warehouse, "ds", idx)
     loaded = load_index(warehouse, "ds", v0)
-    new_x = l2_normalize(rng.normal(size=(3, 8)))
+    new_x = l2_normalize(rng.normal(size=(4, 8)))
     changed = [
-        UserWindow("u5", ("b",), 9, "new5", 9),
-        UserWindow("u7", ("b",), 9, "new7", 9),
-        UserWindow("fresh", ("c",), 9, "nf", 9),
+        UserWindow("u5", ("b",), 9, "new5", 9, 1),
+        UserWindow("u201", ("b",), 9, "new201a", 9, 1),  # had 2 entries: both go, 2 new come
+        UserWindow("u201", ("b",), 9, "new201b", 9, 2),
+        UserWindow("fresh", ("c",), 9, "nf", 9, 1),
     ]
     upd = update_index(loaded, changed, new_x)
-    assert upd.ntotal == n + 1 and upd.meta["parent_version"] == v0 and upd.version != v0
-    assert upd.row_of("fresh") == n and upd.row_of("u5") == 5
-    assert upd.next_item_ids[5] == "new5" and upd.next_item_ids[6] == "i6"
-    _, ids = upd.search(new_x, 1)
-    assert ids[:, 0].tolist() == [5, 7, n]
-    _, ids_old = upd.search(x[[0, 6, 100]], 1)
-    assert ids_old[:, 0].tolist() == [0, 6, 100]  # unchanged users still find themselves
+    assert upd.ntotal == n + 1 and upd.n_users == 301 and upd.meta["parent_version"] == v0 and upd.version != v0
+    assert upd.meta["tombstones"] == (3 if approx == "hnsw" and not upd.meta["hnsw_rebuilt"] else 0)
+    assert [upd.next_item_ids[p] for p in upd.rows_of("u201")] == ["new201a", "new201b"]
+    assert [upd.faiss_ids[p] for p in upd.rows_of("fresh")] == [n + 3]  # fresh ids after the last one
+    assert upd.faiss_ids[upd.rows_of("u6")[0]] == 6 and upd.next_item_ids[upd.rows_of("u6")[0]] == "i6"
+    _, rows = upd.search(new_x, 1)
+    assert [upd.user_ids[r] for r in rows[:, 0]] == ["u5", "u201", "u201", "fresh"]
+    _, rows_old = upd.search(x[[0, 6, 100, 5]], 1)
+    # unchanged users still find themselves; u5's old vector no longer leads to u5 (removed or a tombstone)
+    assert [upd.user_ids[r] for r in rows_old[:3, 0]] == ["u0", "u6", "u100"]
+    assert rows_old[3, 0] == -1 or upd.user_ids[rows_old[3, 0]] != "u5" or upd.next_item_ids[rows_old[3, 0]] == "new5"
     v1 = save_index(warehouse, "ds", upd)
     back = load_index(warehouse, "ds")  # LATEST
     assert back.version == v1 and back.user_ids == upd.user_ids and back.next_item_ids == upd.next_item_ids
+    assert back.positions == upd.positions and np.array_equal(back.faiss_ids, upd.faiss_ids)
     assert np.array_equal(back.search(x[:20], 3)[1], upd.search(x[:20], 3)[1])
     assert load_index(warehouse, "ds", v0).ntotal == n  # the old version is still loadable
     assert list_index_versions(warehouse, "ds") == sorted([v0, v1])
     with pytest.raises(FileNotFoundError, match="version 'nope' not found"):
         load_index(warehouse, "ds", "nope")
+
+
+def test_hnsw_tombstones_are_skipped_then_rebuilt_past_the_threshold():
+    rng = np.random.default_rng(2)
+    x = l2_normalize(rng.normal(size=(300, 8)))
+    windows = [UserWindow(f"u{i}", ("a",), i, f"i{i}", i, 1) for i in range(300)]
+    idx = build_index(windows, x, config=IndexConfig(exact_threshold=10, approx="hnsw"))  # rebuild past 25%
+    for step in range(3):  # 3 x 30 users replaced: 30, 60 tombstones, then 90 > 0.25 * 300 -> rebuild
+        users = [f"u{30 * step + j}" for j in range(30)]
+        new = l2_normalize(rng.normal(size=(30, 8)))
+        idx = update_index(idx, [UserWindow(u, ("b",), 0, f"n-{u}", 0, 2) for u in users], new)
+        assert idx.ntotal == 300 and idx.capacity == 300 + idx.meta["tombstones"]
+        assert idx.meta["hnsw_rebuilt"] == (step == 2) and idx.meta["tombstones"] == (30 * (step + 1) if step < 2 else 0)
+        _, rows = idx.search(x[:60], 5)
+        assert all(r == -1 or idx.user_ids[r] not in users or idx.positions[r] == 2 for r in rows.ravel())
+        _, own = idx.search(new, 1)
+        assert [idx.user_ids[r] for r in own[:, 0]] == users
+    assert idx.faiss_ids.min() == 90 and idx.faiss_ids.max() == 389  # ids stay stable through the rebuild
+
+
+def test_prune_keeps_the_newest_versions_and_latest(warehouse):
+    from mmsrarec_lib.collab.index import index_uri, prune_index_versions
+
+    x = l2_normalize(np.random.default_rng(0).normal(size=(5, 4)))
+    windows = [UserWindow(f"u{i}", ("a",), i, "i", i, 1) for i in range(5)]
+    versions = [save_index(warehouse, "ds", build_index(windows, x, config=IndexConfig(),
+                                                       version=f"collab-2026010{d}")) for d in range(1, 6)]
+    warehouse.write_bytes(index_uri(warehouse, "ds", "collab-20260101T1", "index.faiss"), b"crashed write")
+    warehouse.write_bytes(index_uri(warehouse, "ds", "collab-20260109", "index.faiss"), b"a build in progress")
+    gone = prune_index_versions(warehouse, "ds", keep=2, protect=("collab-20260102",))
+    assert gone == ["collab-20260101", "collab-20260101T1", "collab-20260103"]
+    assert list_index_versions(warehouse, "ds") == ["collab-20260102", *versions[3:]]
+    assert warehouse.exists(index_uri(warehouse, "ds", "collab-20260109", "index.faiss"))  # newer: untouched
+    assert load_index(warehouse, "ds").version == versions[-1]
+    with pytest.raises(ValueError, match="keep must be"):
+        prune_index_versions(warehouse, "ds", keep=0)
 
 
 def test_rows_carry_keywords_of_next_items(warehouse):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmsrarec_lib.collab.content import EmbedderConfig
 from mmsrarec_lib.collab.index import IndexConfig, build_index, latest_index_version, load_index, save_index
 from mmsrarec_lib.collab.pipeline import CollabConfig, build_collab
 from mmsrarec_lib.collab.refresh import read_watermark, refresh_collab
@@ -50,10 +51,11 @@ def test_index_round_trip_on_s3(s3, kind):
 def test_build_and_refresh_on_s3(s3):
     wh = _s3_warehouse(s3, "pipeline")
     write_tiny(wh)
-    cfg = CollabConfig(dataset="tiny", window=WindowConfig(n=2))
+    cfg = CollabConfig(dataset="tiny", window=WindowConfig(n=2), embedder=EmbedderConfig(content_encoder="hashing"))
     res = build_collab(wh, config=cfg, embedder=ToyEmbedder(ITEMS), embedder_info={"type": "toy"},
                        keywords=KEYWORDS, keyword_source="raw")
     assert wh.read_table("tiny", TABLE).num_rows == 16 and read_watermark(wh, "tiny").index_version == res.index_version
+    assert load_index(wh, "tiny").files.keys() == {"content.npz"}  # the item content travels with the index
     wh.write_table("tiny", "interactions", interactions_table([("X1", "n3", ts(9_000))], first_source_row=500),
                    mode="append")
     out = refresh_collab(wh, dataset="tiny", embedder=ToyEmbedder(ITEMS), keywords=KEYWORDS)

@@ -363,7 +363,8 @@ def load_index(warehouse: Warehouse, dataset: str, version: str = "latest") -> C
     entries = pq.read_table(io.BytesIO(raw_entries))
     n = entries.num_rows
     positions = entries.column("position").to_pylist() if "position" in entries.column_names else [None] * n
-    files = {name: warehouse.read_bytes(index_uri(warehouse, dataset, version, name)) for name in meta.get("files", [])}
+    names = meta.pop("files", [])  # saved by save_index from CollabIndex.files
+    files = {name: warehouse.read_bytes(index_uri(warehouse, dataset, version, name)) for name in names}
     return CollabIndex(
         index,
         entries.column("faiss_id").to_numpy(),
