@@ -1,10 +1,10 @@
 """Stage-2 retrieval bench: faiss index kinds on synthetic users, refresh vs full build, and ML-100K quality.
 
 Synthetic part (d=64, clustered unit vectors like trained user embeddings), per size:
-  build seconds and queries/s (1,000 held-out users, k=12 = k + overfetch + self) for exact (IndexFlatIP), IVF
-  and HNSW, recall@3 of IVF/HNSW against exact; then, at ``--refresh-size``, the cost of refreshing 1% of users
-  (load index, remove_ids + add, neighbours of the changed users, save) against a full build (build, neighbours
-  of every user, save), as a ratio.
+  build seconds and queries/s (1,000 held-out users, k=12) for exact (IndexFlatIP), IVF and HNSW, recall@3 of
+  IVF/HNSW against exact; then, at ``--refresh-size``, for IVF and HNSW, the cost of refreshing 1% of users (load
+  index, replace their entries, neighbours of the changed users, save) against a full build (build, neighbours of
+  every user, save), as a ratio.
 ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build-collab four ways side by side
   (SASRec or SASRec+content, last window or all windows), each with the neighbour count, the genre-share ratio of
   neighbours' next items vs random training users (95% bootstrap interval), and vs the same lists shuffled across
@@ -85,12 +85,13 @@ def bench_size(n: int, *, hnsw_max: int) -> list[dict]:
     return rows
 
 
-def bench_refresh(n: int, *, frac: float = 0.01) -> dict:
+def bench_refresh(n: int, *, approx: str = "ivf", frac: float = 0.01) -> dict:
     """Full build (build + neighbours of all n + save) vs refresh of frac*n users (load + update + their
-    neighbours + save), index kind chosen by the default threshold."""
+    neighbours + save) on an ``approx`` index. HNSW refreshes add the new vectors and leave tombstones (no
+    rebuild below the threshold)."""
     x = synthetic(n, seed=2)
     wins = windows_for(n)
-    cfg = IndexConfig()
+    cfg = IndexConfig(exact_threshold=0, approx=approx)
     with tempfile.TemporaryDirectory() as tmp:
         wh = Warehouse.from_uri(tmp)
         def full():
@@ -109,9 +110,10 @@ def bench_refresh(n: int, *, frac: float = 0.01) -> dict:
             upd = update_index(load_index(wh, "bench"), [wins[i] for i in changed], new_x)
             upd.search(new_x, FETCH)
             save_index(wh, "bench", upd)
+            return upd.meta
 
-        _, refresh_s, refresh_cpu = timed(refresh)
-    out = {"refresh_users": n, "changed": len(changed), "index": idx.kind, "full_build_s": round(full_s, 3),
+        upd_meta, refresh_s, refresh_cpu = timed(refresh)
+    out = {"refresh_users": n, "changed": len(changed), "index": idx.kind, "rebuilt": upd_meta.get("hnsw_rebuilt"), "full_build_s": round(full_s, 3),
            "refresh_s": round(refresh_s, 3), "refresh_over_full": round(refresh_s / full_s, 4),
            "full_build_cpu_s": round(full_cpu, 3), "refresh_cpu_s": round(refresh_cpu, 3),
            "refresh_over_full_cpu": round(refresh_cpu / full_cpu, 4)}
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             bench_size(n, hnsw_max=args.hnsw_max)
         if refresh_size > 0:
-            bench_refresh(refresh_size)
+            for approx in ("ivf", "hnsw") if refresh_size <= args.hnsw_max else ("ivf",):
+                bench_refresh(refresh_size, approx=approx)
     if args.warehouse:
         bench_ml100k(args.warehouse, args.dataset)
     return 0
