@@ -113,7 +113,8 @@ def bench_refresh(n: int, *, approx: str = "ivf", frac: float = 0.01) -> dict:
             return upd.meta
 
         upd_meta, refresh_s, refresh_cpu = timed(refresh)
-    out = {"refresh_users": n, "changed": len(changed), "index": idx.kind, "rebuilt": upd_meta.get("hnsw_rebuilt"), "full_build_s": round(full_s, 3),
+    out = {"refresh_users": n, "changed": len(changed), "index": idx.kind, "rebuilt": upd_meta.get("hnsw_rebuilt"),
+           "full_build_s": round(full_s, 3),
            "refresh_s": round(refresh_s, 3), "refresh_over_full": round(refresh_s / full_s, 4),
            "full_build_cpu_s": round(full_cpu, 3), "refresh_cpu_s": round(refresh_cpu, 3),
            "refresh_over_full_cpu": round(refresh_cpu / full_cpu, 4)}

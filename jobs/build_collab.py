@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from jobs._common import add_warehouse_args, warehouse_from_args
 
 COMMAND = "build-collab"
-HELP = "embed training users' windows (SASRec + item content), index them (faiss), write every user's neighbours' keywords"
+HELP = "embed training users' windows (SASRec + item content), index them (faiss), write neighbours' keywords"
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class BuildCollabArgs:
             dataset=args.dataset, sasrec_run=args.sasrec_run, summarizer_version=args.summarizer_version,
             window=args.window, whole_history=args.whole_history, entries=args.entries,
             max_entries_per_user=args.max_entries_per_user, embedder=args.embedder, content_weight=args.content_weight,
-            content_dims=args.content_dims, content_decay=args.content_decay, content_encoder=args.content_encoder, k=args.k, overfetch=args.overfetch,
+            content_dims=args.content_dims, content_decay=args.content_decay, content_encoder=args.content_encoder,
+            k=args.k, overfetch=args.overfetch,
             no_future=args.no_future, protocols=protocols, exact_threshold=args.exact_threshold, approx=args.approx,
             nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, faiss_gpu=gpu, batch_size=args.batch_size,
             keep_index_versions=args.keep_index_versions,

@@ -109,7 +109,8 @@ def test_default_build_indexes_all_windows_with_content_and_refresh_reuses_it(wa
                           mode="append")
     users = dict(USERS)
     users["T3"] = ("train", USERS["T3"][1] + ["n1"])
-    warehouse.write_table("tiny", "eval_candidates", eval_candidates_table(users, {**times, "T3": times["T3"] + [late]}))
+    times = {**times, "T3": times["T3"] + [late]}
+    warehouse.write_table("tiny", "eval_candidates", eval_candidates_table(users, times))
     out = refresh_collab(warehouse, dataset="tiny", embedder=ToyEmbedder(ITEMS), keywords=KEYWORDS)
     idx1 = load_index(warehouse, "tiny")
     assert out.n_indexed == 1 and out.n_entries == 4  # T3 now has 4 positions, all re-embedded

@@ -205,7 +205,8 @@ def build_collab(
     pruned = prune_index_versions(warehouse, ds, keep=keep_index_versions)
     short = count_short(rows, config.retrieval.k)
     log.info(
-        "build-collab %s: %d entries of %d training users indexed (%s), %d rows (table version %s), %d with < %d neighbours",
+        "build-collab %s: %d entries of %d training users indexed (%s), %d rows (table version %s), "
+        "%d with < %d neighbours",
         ds, idx.ntotal, idx.n_users, idx.kind, rows.num_rows, version, short, config.retrieval.k,
     )
     return CollabResult(idx.version, version, idx.n_users, rows.num_rows, short, n_entries=idx.ntotal,

@@ -6,11 +6,13 @@ was written with. A refresh:
 
 1. finds the users with interactions newer than the watermark (nothing new: returns without writing anything, so
    no new index version, no new table version);
-2. re-embeds those of them that are training users and replaces their index entries (``remove_ids`` +
-   ``add_with_ids``) in a new index version (``LATEST`` moves to it);
+2. re-embeds those of them that are training users and replaces all their index entries (``update_index``) in a
+   new index version (``LATEST`` moves to it), with the embedder the index was built with (for ``hybrid``, the
+   item content stored with the index);
 3. recomputes the rows of the changed users only and MERGEs them into ``user_collab_keywords`` (one commit);
-4. advances the watermark **last**, then deletes index versions beyond the newest few (``keep_index_versions``). A crash anywhere before leaves the old watermark, so the next run picks up the
+4. advances the watermark **last**. A crash anywhere before leaves the old watermark, so the next run picks up the
    same users again; replacing index entries and merging rows are idempotent, so nothing is skipped or duplicated.
+   Then index versions beyond the newest ``keep_index_versions`` are deleted.
 
 Rows of *unchanged* users keep the neighbours they had (and the index version they name) until the next full
 build, even when one of their neighbours changed: the refresh rewrites only changed users' rows.
