@@ -2,7 +2,7 @@
 
 Synthetic part (d=64, clustered unit vectors like trained user embeddings), per size:
   build seconds and queries/s (1,000 held-out users, k=12) for exact (IndexFlatIP), IVF and HNSW, recall@3 of
-  IVF/HNSW against exact; then, at ``--refresh-size``, for IVF and HNSW, the cost of refreshing 1% of users (load
+  IVF/HNSW against exact; then, at each ``--refresh-sizes``, for IVF and HNSW, the cost of refreshing 1% of users (load
   index, replace their entries, neighbours of the changed users, save) against a full build (build, neighbours of
   every user, save), as a ratio.
 ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build-collab four ways side by side
@@ -12,7 +12,7 @@ ML-100K part (``--warehouse W --dataset D``, needs ingest + a SASRec run): build
   dataset) against the full build.
 
     .venv/bin/python bench/retrieval.py                  # 10k, 100k; refresh at 100k (a few minutes)
-    .venv/bin/python bench/retrieval.py --full           # + 1M (exact and IVF; HNSW only up to 100k)
+    .venv/bin/python bench/retrieval.py --full           # + 1M users, refresh at 100k and 1M
     .venv/bin/python bench/retrieval.py --quick          # 10k; refresh at 20k (under a minute)
     .venv/bin/python bench/retrieval.py --only-dataset --warehouse /tmp/wh --dataset movielens-100k
 """
@@ -244,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="10k users only, refresh at 20k (a smoke run)")
     p.add_argument("--full", action="store_true", help="also 1M users (minutes of k-means on 2 cores)")
     p.add_argument("--sizes", default=None, help="comma-separated user counts (default 10000,100000)")
-    p.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (slow to build)")
-    p.add_argument("--refresh-size", type=int, default=None,
-                   help="users in the refresh-vs-full comparison (default 100000, 20000 with --quick; 0: skip)")
+    p.add_argument("--hnsw-max", type=int, default=1_000_000, help="skip HNSW above this many users")
+    p.add_argument("--refresh-sizes", default=None,
+                   help="comma-separated user counts for the refresh-vs-full comparison (default 100000; with "
+                        "--full 100000,1000000; with --quick 20000; 0: skip)")
     p.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     p.add_argument("--warehouse", help="also run the ML-100K part on this warehouse")
     p.add_argument("--dataset", default="movielens-100k")
@@ -258,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(args.threads)
     default_sizes = "10000" if args.quick else "10000,100000,1000000" if args.full else "10000,100000"
     sizes = [int(s) for s in (args.sizes or default_sizes).split(",")]
-    refresh_size = args.refresh_size if args.refresh_size is not None else 20_000 if args.quick else 100_000
+    default_refresh = "20000" if args.quick else "100000,1000000" if args.full else "100000"
+    refresh_sizes = [int(v) for v in (args.refresh_sizes or default_refresh).split(",") if int(v) > 0]
     if not args.only_dataset:
         for n in sizes:
             bench_size(n, hnsw_max=args.hnsw_max)
-        if refresh_size > 0:
+        for refresh_size in refresh_sizes:
             for approx in ("ivf", "hnsw") if refresh_size <= args.hnsw_max else ("ivf",):
                 bench_refresh(refresh_size, approx=approx)
     if args.warehouse:

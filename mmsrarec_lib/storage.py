@@ -286,7 +286,7 @@ class Warehouse:
         return version
 
     # ------------------------------------------------------------------ plain objects
-    def write_bytes(self, uri: str, data: bytes) -> None:
+    def write_bytes(self, uri: str, data: bytes | memoryview) -> None:
         fs, path = self._fs_path(uri)
         fs.create_dir(posixpath.dirname(path), recursive=True)
         tmp = path + ".tmp"

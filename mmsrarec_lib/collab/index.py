@@ -89,13 +89,27 @@ class CollabIndex:
 
     def __post_init__(self) -> None:
         self.faiss_ids = np.asarray(self.faiss_ids, dtype=np.int64)
-        self._pos = {int(i): p for p, i in enumerate(self.faiss_ids)}
-        if len(self._pos) != len(self.faiss_ids):
+        self._order = np.argsort(self.faiss_ids, kind="stable")  # (n,): positions by ascending faiss id
+        self._sorted_ids = self.faiss_ids[self._order]  # (n,)
+        if np.any(self._sorted_ids[1:] == self._sorted_ids[:-1]):
             raise ValueError("duplicate faiss ids among index entries")
-        self._rows: dict[str, list[int]] = {}
-        for p, u in enumerate(self.user_ids):
-            self._rows.setdefault(u, []).append(p)
+        self._rows: dict[str, list[int]] | None = None  # user -> positions, built on first use
         self._gpu_index = None
+
+    def _by_user(self) -> dict[str, list[int]]:
+        if self._rows is None:
+            self._rows = {}
+            for p, u in enumerate(self.user_ids):
+                self._rows.setdefault(u, []).append(p)
+        return self._rows
+
+    def positions_of_ids(self, ids: np.ndarray) -> np.ndarray:
+        """faiss ids (any shape) -> entry positions, -1 for ids with no live entry (none, or a tombstone)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(self._sorted_ids):
+            return np.full(ids.shape, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+        return np.where(self._sorted_ids[at] == ids, self._order[at], -1)
 
     @property
     def version(self) -> str:
@@ -112,18 +126,18 @@ class CollabIndex:
 
     @property
     def n_users(self) -> int:
-        return len(self._rows)
+        return len(self._by_user())
 
     def rows_of(self, user_id: str) -> list[int]:
         """Entry positions of a training user (oldest window first); empty when it has none."""
-        return list(self._rows.get(user_id, ()))
+        return list(self._by_user().get(user_id, ()))
 
     def contains(self, user_id: str) -> bool:
-        return user_id in self._rows
+        return user_id in self._by_user()
 
     def vectors_of(self, user_id: str) -> np.ndarray:
         """The stored vectors of a training user's entries: (m, d). Flat and HNSW only (IVF keeps no direct map)."""
-        return np.stack([self.index.reconstruct(int(self.faiss_ids[p])) for p in self._rows[user_id]])
+        return np.stack([self.index.reconstruct(int(self.faiss_ids[p])) for p in self._by_user()[user_id]])
 
     @property
     def capacity(self) -> int:
@@ -135,8 +149,7 @@ class CollabIndex:
         an HNSW tombstone: ask for more to fill up)."""
         k = max(1, min(k, self.capacity))
         scores, ids = self._search_index().search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        rows = np.fromiter((self._pos.get(int(i), -1) for i in ids.ravel()), np.int64, ids.size).reshape(ids.shape)
-        return scores, rows
+        return scores, self.positions_of_ids(ids)
 
     def _search_index(self):
         import faiss
@@ -244,8 +257,9 @@ def update_index(
         raise ValueError(f"{len(windows)} windows but {len(vectors)} vectors")
     started = time.perf_counter()
     changed = {w.user_id for w in windows}
-    keep = [p for p, u in enumerate(base.user_ids) if u not in changed]
-    removed = base.faiss_ids[[p for p, u in enumerate(base.user_ids) if u in changed]]  # (r,)
+    hit = np.fromiter((u in changed for u in base.user_ids), dtype=bool, count=len(base.user_ids))  # (n,)
+    keep = np.flatnonzero(~hit).tolist()
+    removed = base.faiss_ids[hit]  # (r,)
     first = int(base.meta.get("next_faiss_id", int(base.faiss_ids.max(initial=-1)) + 1))
     new_ids = np.arange(first, first + len(windows), dtype=np.int64)  # (m,)
     cols = [[col[p] for p in keep] + new for col, new in zip(
@@ -314,7 +328,7 @@ def save_index(warehouse: Warehouse, dataset: str, idx: CollabIndex, *, set_late
     )
     buf = io.BytesIO()
     pq.write_table(entries, buf)
-    raw = faiss.serialize_index(idx.index).tobytes()
+    raw = memoryview(faiss.serialize_index(idx.index))  # (bytes,) uint8, written without another copy
     warehouse.write_bytes(index_uri(warehouse, dataset, version, "index.faiss"), raw)
     warehouse.write_bytes(index_uri(warehouse, dataset, version, "entries.parquet"), buf.getvalue())
     for name, data in sorted(idx.files.items()):
