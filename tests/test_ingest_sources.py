@@ -113,3 +113,18 @@ def test_movielens_falls_back_to_the_cached_recbole_wheel(tmp_path, monkeypatch,
 def test_movielens_explicit_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="lacks ml-100k.inter"):
         movielens.load_movielens(data_dir=tmp_path / "nope")
+
+
+def test_movielens_malformed_lines_are_returned_for_quarantine_with_their_row(tmp_path):
+    d = tmp_path / "ml"
+    d.mkdir()
+    (d / "ml-100k.item").write_text(ITEM_FILE + "3\tbroken line\n\n4\tCasino\t1995\tDrama\n")
+    (d / "ml-100k.inter").write_text(INTER_FILE + "7\t3\t4\n8\t2\t3\t881250950\n")
+    items, inter = movielens.load_movielens(data_dir=d)
+    assert items.table.column("item_id").to_pylist() == ["1", "2", "4"]
+    assert items.table.column("source_row").to_pylist() == [1, 2, 4]  # the blank line is not a row
+    [bad_item] = items.malformed
+    assert (bad_item.source_row, bad_item.raw) == (3, "3\tbroken line")
+    assert bad_item.error == "2 tab-separated fields, the header has 4"
+    assert inter.table.column("source_row").to_pylist() == [1, 2, 4] and inter.rows_in == 4
+    assert [(m.source_row, m.raw) for m in inter.malformed] == [(3, "7\t3\t4")]

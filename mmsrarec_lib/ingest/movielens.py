@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmsrarec_lib.ingest.sources import SourceTable, to_text
+from mmsrarec_lib.ingest.sources import Malformed, SourceTable, to_text
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,26 @@ def default_cache_dir() -> Path:
     return Path(base)
 
 
-def parse_atomic(text: str) -> tuple[list[str], list[list[str]]]:
-    """A RecBole atomic file (tab-separated, header ``name:type``) as (column names, rows of strings)."""
+def parse_atomic(text: str) -> tuple[list[str], list[tuple[int, list[str]]], tuple[Malformed, ...]]:
+    """A RecBole atomic file (tab-separated, header ``name:type``) as (column names, (source_row, fields) of each
+    good row, malformed rows). ``source_row`` is the 1-based data row (blank lines are not rows); a row whose field
+    count differs from the header's is returned as ``Malformed`` for the ingest to quarantine, not dropped."""
     lines = text.splitlines()
     if not lines:
         raise ValueError("empty RecBole atomic file")
     header = [h.split(":", 1)[0].strip() for h in lines[0].split("\t")]
-    rows = [line.split("\t") for line in lines[1:] if line.strip()]
-    for n, row in enumerate(rows, start=1):
-        if len(row) != len(header):
-            raise ValueError(f"RecBole file row {n}: {len(row)} fields, header has {len(header)}")
-    return header, rows
+    rows: list[tuple[int, list[str]]] = []
+    malformed: list[Malformed] = []
+    for n, line in enumerate((ln for ln in lines[1:] if ln.strip()), start=1):
+        fields = line.split("\t")
+        if len(fields) == len(header):
+            rows.append((n, fields))
+        else:
+            malformed.append(Malformed(n, line, f"{len(fields)} tab-separated fields, the header has {len(header)}"))
+    if malformed:
+        log.warning("RecBole file: %d malformed rows (first: row %d) go to quarantine", len(malformed),
+                    malformed[0].source_row)
+    return header, rows, tuple(malformed)
 
 
 def ensure_recbole_wheel(cache_dir: Path) -> Path:
@@ -112,14 +121,15 @@ def _attr_value(value: object) -> str | None:
     return text if text not in (None, "") else None
 
 
-def build_items(item_text: str, *, data_dir: Path | None) -> pa.Table:
-    """The items table (input contract form) from ``ml-100k.item`` plus details and posters when present."""
-    header, rows = parse_atomic(item_text)
+def build_items(item_text: str, *, data_dir: Path | None) -> tuple[pa.Table, tuple[Malformed, ...]]:
+    """The items table (input contract form) from ``ml-100k.item`` plus details and posters when present, and the
+    rows that could not be parsed."""
+    header, rows, malformed = parse_atomic(item_text)
     col = {name: i for i, name in enumerate(header)}
     details = _details_by_id(data_dir) if data_dir else {}
     out: dict[str, list] = {k: [] for k in ("item_id", "title", "description", "categories", "image_uri",
                                             "release_year", *DETAIL_ATTRIBUTES.values(), "source_row")}
-    for n, row in enumerate(rows, start=1):
+    for n, row in rows:
         item_id = row[col["item_id"]].strip()
         d = details.get(item_id, {})
         poster = f"posters/{item_id}.jpg"
@@ -133,22 +143,24 @@ def build_items(item_text: str, *, data_dir: Path | None) -> pa.Table:
             out[name].append(_attr_value(d.get(key)))
         out["source_row"].append(n)
     types = {"categories": pa.list_(pa.string()), "source_row": pa.int64()}
-    return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in out.items()})
+    return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in out.items()}), malformed
 
 
-def build_interactions(inter_text: str) -> pa.Table:
-    """The interactions table (input contract form) from ``ml-100k.inter``: user_id, item_id, rating, timestamp."""
-    header, rows = parse_atomic(inter_text)
-    cols = {name: [r[i] for r in rows] for i, name in enumerate(header)}
-    return pa.table(
+def build_interactions(inter_text: str) -> tuple[pa.Table, tuple[Malformed, ...]]:
+    """The interactions table (input contract form) from ``ml-100k.inter``: user_id, item_id, rating, timestamp;
+    and the rows that could not be parsed."""
+    header, rows, malformed = parse_atomic(inter_text)
+    cols = {name: [r[i] for _, r in rows] for i, name in enumerate(header)}
+    table = pa.table(
         {
             "user_id": pa.array(cols["user_id"], pa.string()),
             "item_id": pa.array(cols["item_id"], pa.string()),
             "timestamp": pa.array(cols["timestamp"], pa.string()),
             "rating": pa.array(cols["rating"], pa.string()),
-            "source_row": pa.array(range(1, len(rows) + 1), pa.int64()),
+            "source_row": pa.array([n for n, _ in rows], pa.int64()),
         }
     )
+    return table, malformed
 
 
 def load_movielens(
@@ -172,6 +184,7 @@ def load_movielens(
                                          errors="replace").read()
             inter_text = zf.read(WHEEL_PREFIX + "ml-100k.inter").decode("utf-8")
         base, details_dir = str(wheel.parent.resolve()), None
-    items = SourceTable(table=build_items(item_text, data_dir=details_dir), base_dir=base)
-    interactions = SourceTable(table=build_interactions(inter_text), base_dir=base)
-    return items, interactions
+    item_table, bad_items = build_items(item_text, data_dir=details_dir)
+    inter_table, bad_inter = build_interactions(inter_text)
+    return (SourceTable(table=item_table, base_dir=base, malformed=bad_items),
+            SourceTable(table=inter_table, base_dir=base, malformed=bad_inter))
