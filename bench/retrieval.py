@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from mmsrarec_lib.collab.index import IndexConfig, build_index, load_index, save_index, update_index  # noqa: E402
+from mmsrarec_lib.collab.index import IndexConfig, build_index, update_index  # noqa: E402
+from mmsrarec_lib.collab.store import load_index, save_index  # noqa: E402
 from mmsrarec_lib.collab.windows import UserWindow  # noqa: E402
 from mmsrarec_lib.storage import Warehouse  # noqa: E402
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = RefreshCollabArgs.from_args(args)
     from mmsrarec_lib.collab.embed import sasrec_embedder
-    from mmsrarec_lib.collab.index import load_index
+    from mmsrarec_lib.collab.store import load_index
     from mmsrarec_lib.collab.refresh import changed_users, read_watermark, refresh_collab
     from mmsrarec_lib.collab.table import load_keywords
 

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 from mmsrarec_lib.collab.embed import l2_normalize, latest_sasrec_run
-from mmsrarec_lib.collab.index import (
-    IndexConfig,
-    build_index,
-    list_index_versions,
-    load_index,
-    save_index,
-    update_index,
-)
+from mmsrarec_lib.collab.index import IndexConfig, build_index, update_index
+from mmsrarec_lib.collab.store import list_index_versions, load_index, save_index
 from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
 from mmsrarec_lib.collab.table import build_rows, merge_keywords
 from mmsrarec_lib.collab.windows import (
@@ -198,7 +192,7 @@ def test_update_replaces_only_given_users_and_round_trips(warehouse, approx):
     assert back.positions == upd.positions and np.array_equal(back.faiss_ids, upd.faiss_ids)
     assert np.array_equal(back.search(x[:20], 3)[1], upd.search(x[:20], 3)[1])
     assert load_index(warehouse, "ds", v0).ntotal == n  # the old version is still loadable
-    assert list_index_versions(warehouse, "ds") == sorted([v0, v1])
+    assert list_index_versions(warehouse, "ds") == [v0, v1]  # oldest first
     with pytest.raises(FileNotFoundError, match="version 'nope' not found"):
         load_index(warehouse, "ds", "nope")
 
@@ -223,7 +217,7 @@ def test_hnsw_tombstones_are_skipped_then_rebuilt_past_the_threshold():
 
 
 def test_prune_keeps_the_newest_versions_and_latest(warehouse):
-    from mmsrarec_lib.collab.index import index_uri, prune_index_versions
+    from mmsrarec_lib.collab.store import index_uri, prune_index_versions
 
     x = l2_normalize(np.random.default_rng(0).normal(size=(5, 4)))
     windows = [UserWindow(f"u{i}", ("a",), i, "i", i, 1) for i in range(5)]
@@ -274,3 +268,37 @@ def test_genre_share_ratio_hand_computed():
     got = genre_share(queries, training_next={"v1": "x", "v2": "w", "q1": "t1"}, genres=genres, seed=5)
     assert got.neighbor_share == pytest.approx(4 / 5) and got.random_share == pytest.approx(1 / 5)
     assert got.ratio == pytest.approx(4.0) and got.n_pairs == 5 and got.min_neighbors == 2
+
+
+@pytest.mark.parametrize("approx", ["flat", "ivf"])
+def test_refreshes_are_stored_as_cumulative_deltas_until_compaction(warehouse, approx):
+    from mmsrarec_lib.collab.store import index_uri, prune_index_versions
+
+    rng = np.random.default_rng(4)
+    n, d = 300, 8
+    x = l2_normalize(rng.normal(size=(n, d)))
+    windows = [UserWindow(f"u{i}", ("a",), i, f"i{i}", i, 1) for i in range(n)]
+    cfg = IndexConfig(exact_threshold=10**9 if approx == "flat" else 100, nprobe=64, delta_max_fraction=0.1)
+    v0 = save_index(warehouse, "ds", build_index(windows, x, config=cfg))
+    idx, versions = load_index(warehouse, "ds"), [v0]
+    for step, users in enumerate([range(0, 5), range(3, 8), range(100, 120)]):  # u3, u4 change twice
+        new = l2_normalize(rng.normal(size=(len(users), d)))
+        idx = update_index(idx, [UserWindow(f"u{i}", ("b",), 0, f"s{step}-{i}", 0, 2) for i in users], new)
+        versions.append(save_index(warehouse, "ds", idx))
+        back = load_index(warehouse, "ds", versions[-1])
+        assert np.array_equal(np.sort(back.faiss_ids), np.sort(idx.faiss_ids)) and back.ntotal == n
+        s_a, r_a = idx.search(x[:40], 5)
+        s_b, r_b = back.search(x[:40], 5)
+        assert np.allclose(np.sort(s_a, 1), np.sort(s_b, 1))  # same neighbours (order of ties aside)
+        assert [back.user_ids[r] for r in back.search(new, 1)[1][:, 0]] == [f"u{i}" for i in users]
+        idx = back
+    full = lambda v: warehouse.exists(index_uri(warehouse, "ds", v, "index.faiss"))  # noqa: E731
+    # 5 then 5 more changed (2 of them again: 8 removed + 10 added = 18 <= 0.1 * 305): deltas on v0; then 20 more
+    # users pass 10% of the entries and the version is stored in full again
+    assert [full(v) for v in versions] == [True, False, False, True]
+    meta1 = load_index(warehouse, "ds", versions[2]).meta
+    assert meta1["stored_as"] == "delta" and meta1["base_version"] == v0
+    assert len(load_index(warehouse, "ds", versions[2]).delta.removed_ids) == 8  # u0..u7, once each
+    # pruning keeps the base of a kept delta version
+    assert prune_index_versions(warehouse, "ds", keep=1, protect=(versions[2],)) == [versions[1]]
+    assert load_index(warehouse, "ds", versions[2]).ntotal == n  # its base v0 is still there

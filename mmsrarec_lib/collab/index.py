@@ -10,45 +10,23 @@ ids (``meta["next_faiss_id"]`` onwards). Flat and IVF remove for real (``remove_
 ids stay in the graph as *tombstones* that searches skip, until they outnumber ``hnsw_rebuild_dead_fraction`` of
 the live entries and the graph is rebuilt from the live vectors.
 
-Persisted under ``<warehouse>/<dataset>/indexes/collab/<version>/`` through ``Warehouse.write_bytes`` (so local
-and ``s3://`` behave alike): ``index.faiss`` (``faiss.serialize_index``), ``entries.parquet`` (faiss_id, user_id,
-position, next_item_id, next_timestamp, as_of), any extra files of the embedder (``content.npz``) and
-``meta.json`` (written last: a version without it is incomplete). ``indexes/collab/LATEST`` holds the newest
-complete version; ``prune_index_versions`` deletes all but the newest few.
+Flat and IVF updates also keep an ``IndexDelta`` against the last fully stored version, so that saving a refresh
+writes only what changed (``store``).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mmsrarec_lib.collab.windows import UserWindow
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
-from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-
-INDEX_DIR = ("indexes", "collab")
-LATEST = "LATEST"
-ENTRIES_SCHEMA = pa.schema(
-    [
-        ("faiss_id", pa.int64()),
-        ("user_id", pa.string()),
-        ("position", pa.int32()),  # index of next_item_id in the user's sequence
-        ("next_item_id", pa.string()),
-        ("next_timestamp", pa.timestamp("us", tz="UTC")),
-        ("as_of", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class IndexConfig:
@@ -62,6 +40,7 @@ class IndexConfig:
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     hnsw_rebuild_dead_fraction: float = 0.25  # rebuild the HNSW graph once tombstones exceed this share
+    delta_max_fraction: float = 0.2  # flat/IVF: store a refresh as a delta until it changes this share of entries
     use_gpu: bool | None = None  # None: use a GPU for search when faiss sees one
     seed: int = 0
 
@@ -71,6 +50,20 @@ class IndexConfig:
 
     def kind_for(self, n: int) -> str:
         return "flat" if n < self.exact_threshold else self.approx
+
+
+@dataclass(frozen=True)
+class IndexDelta:
+    """What changed since ``base_version``, the last version stored in full: base ids removed, entries added."""
+
+    base_version: str
+    removed_ids: np.ndarray  # (r,) int64, ids present in the base index
+    added_ids: np.ndarray  # (a,) int64
+    added_vectors: np.ndarray  # (a, d) float32
+
+    @property
+    def size(self) -> int:
+        return len(self.removed_ids) + len(self.added_ids)
 
 
 @dataclass
@@ -86,6 +79,7 @@ class CollabIndex:
     as_of_us: list[int | None]
     meta: dict = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)  # stored next to the index (the embedder's content)
+    delta: IndexDelta | None = None  # set when this index = a stored version + a small change (store saves only it)
 
     def __post_init__(self) -> None:
         self.faiss_ids = np.asarray(self.faiss_ids, dtype=np.int64)
@@ -280,6 +274,7 @@ def update_index(
     else:
         index.remove_ids(removed)
         index.add_with_ids(x, new_ids)
+    delta = _next_delta(base, removed, new_ids, x) if base.kind != "hnsw" else None
     meta = {
         **base.meta,
         "version": version or new_run_id("collab"),
@@ -294,9 +289,30 @@ def update_index(
         "hnsw_rebuilt": rebuilt,
         "code_version": code_version(),
     }
+    for key in ("stored_as", "base_version"):  # this version is not stored yet
+        meta.pop(key, None)
     log.info("index %s -> %s: %d users' %d entries replaced by %d%s", base.version, meta["version"], len(changed),
              len(removed), len(windows), " (HNSW graph rebuilt)" if rebuilt else "")
-    return CollabIndex(index, ids, *cols, meta=meta, files=dict(base.files))
+    return CollabIndex(index, ids, *cols, meta=meta, files=dict(base.files), delta=delta)
+
+
+def _next_delta(base: CollabIndex, removed: np.ndarray, new_ids: np.ndarray, x: np.ndarray) -> IndexDelta | None:
+    """The change from the last fully stored version after this update, or None when the update should be stored
+    in full (``base`` was never stored, or the accumulated change passed ``delta_max_fraction``)."""
+    stored = base.meta.get("stored_as")  # set by store.save_index / load_index: "full" or "delta"
+    if stored is None:
+        return None
+    prev = base.delta or IndexDelta(base.version, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                    np.zeros((0, x.shape[1]), np.float32))
+    again = np.isin(prev.added_ids, removed)  # entries added since the base and now replaced again
+    delta = IndexDelta(
+        prev.base_version,
+        np.union1d(prev.removed_ids, removed[~np.isin(removed, prev.added_ids)]),
+        np.concatenate([prev.added_ids[~again], new_ids]),
+        np.vstack([prev.added_vectors[~again], x]).astype(np.float32),
+    )
+    limit = IndexConfig(**base.meta["config"]).delta_max_fraction * (len(base.faiss_ids) + len(new_ids))
+    return delta if delta.size <= limit else None
 
 
 def _faiss_version() -> str:
@@ -305,120 +321,6 @@ def _faiss_version() -> str:
     return getattr(faiss, "__version__", "unknown")
 
 
-# --------------------------------------------------------------------------- persistence
-def index_uri(warehouse: Warehouse, dataset: str, *parts: str) -> str:
-    return warehouse.uri(dataset, *INDEX_DIR, *parts)
 
 
-def save_index(warehouse: Warehouse, dataset: str, idx: CollabIndex, *, set_latest: bool = True) -> str:
-    """Write the index, id map and metadata (last) under its version; then point ``LATEST`` at it."""
-    import faiss
-
-    version = idx.version
-    entries = pa.table(
-        {
-            "faiss_id": idx.faiss_ids,
-            "user_id": idx.user_ids,
-            "position": pa.array(idx.positions, pa.int32()),
-            "next_item_id": idx.next_item_ids,
-            "next_timestamp": pa.array(idx.next_ts_us, pa.int64()).cast(ENTRIES_SCHEMA.field("next_timestamp").type),
-            "as_of": pa.array(idx.as_of_us, pa.int64()).cast(ENTRIES_SCHEMA.field("as_of").type),
-        },
-        schema=ENTRIES_SCHEMA,
-    )
-    buf = io.BytesIO()
-    pq.write_table(entries, buf)
-    raw = memoryview(faiss.serialize_index(idx.index))  # (bytes,) uint8, written without another copy
-    warehouse.write_bytes(index_uri(warehouse, dataset, version, "index.faiss"), raw)
-    warehouse.write_bytes(index_uri(warehouse, dataset, version, "entries.parquet"), buf.getvalue())
-    for name, data in sorted(idx.files.items()):
-        warehouse.write_bytes(index_uri(warehouse, dataset, version, name), data)
-    meta = {**idx.meta, "files": sorted(idx.files)}
-    warehouse.write_bytes(
-        index_uri(warehouse, dataset, version, "meta.json"), json.dumps(meta, indent=2, sort_keys=True).encode()
-    )
-    if set_latest:
-        warehouse.write_bytes(index_uri(warehouse, dataset, LATEST), version.encode())
-    log.info("saved collab index %s (%d entries) to %s", version, idx.ntotal, index_uri(warehouse, dataset, version))
-    return version
-
-
-def latest_index_version(warehouse: Warehouse, dataset: str) -> str:
-    uri = index_uri(warehouse, dataset, LATEST)
-    if not warehouse.exists(uri):
-        raise FileNotFoundError(f"no collab index for dataset {dataset!r} ({uri} missing): run build-collab first")
-    return warehouse.read_bytes(uri).decode().strip()
-
-
-def list_index_versions(warehouse: Warehouse, dataset: str) -> list[str]:
-    """Complete versions (those with a meta.json), oldest first."""
-    base = index_uri(warehouse, dataset)
-    names = [v for v in warehouse.list_dir(base) if v not in (LATEST, "WATERMARK.json")]
-    return [v for v in names if warehouse.exists(index_uri(warehouse, dataset, v, "meta.json"))]
-
-
-def load_index(warehouse: Warehouse, dataset: str, version: str = "latest") -> CollabIndex:
-    """Load a saved index by version (``"latest"`` follows the pointer)."""
-    import faiss
-
-    if version == "latest":
-        version = latest_index_version(warehouse, dataset)
-    meta_uri = index_uri(warehouse, dataset, version, "meta.json")
-    if not warehouse.exists(meta_uri):
-        raise FileNotFoundError(f"collab index version {version!r} not found (or incomplete) at {meta_uri}")
-    meta = json.loads(warehouse.read_bytes(meta_uri))
-    raw = warehouse.read_bytes(index_uri(warehouse, dataset, version, "index.faiss"))
-    index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
-    if meta["kind"] == "ivf":
-        index.nprobe = meta["config"]["nprobe"]
-    elif meta["kind"] == "hnsw":
-        faiss.downcast_index(index.index).hnsw.efSearch = meta["config"]["hnsw_ef_search"]
-    raw_entries = warehouse.read_bytes(index_uri(warehouse, dataset, version, "entries.parquet"))
-    entries = pq.read_table(io.BytesIO(raw_entries))
-    n = entries.num_rows
-    positions = entries.column("position").to_pylist() if "position" in entries.column_names else [None] * n
-    names = meta.pop("files", [])  # saved by save_index from CollabIndex.files
-    files = {name: warehouse.read_bytes(index_uri(warehouse, dataset, version, name)) for name in names}
-    return CollabIndex(
-        index,
-        entries.column("faiss_id").to_numpy(),
-        entries.column("user_id").to_pylist(),
-        positions,
-        entries.column("next_item_id").to_pylist(),
-        entries.column("next_timestamp").cast(pa.int64()).to_pylist(),  # microseconds, exact
-        entries.column("as_of").cast(pa.int64()).to_pylist(),
-        meta,
-        files,
-    )
-
-
-def prune_index_versions(warehouse: Warehouse, dataset: str, *, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
-    """Delete all but the newest ``keep`` complete versions (never ``LATEST`` or ``protect``), and incomplete
-    versions older than the newest complete one (a crashed write). Returns the deleted versions."""
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
-    complete = list_index_versions(warehouse, dataset)
-    if not complete:
-        return []
-    keep_set = set(complete[-keep:]) | {latest_index_version(warehouse, dataset), *protect}
-    base = index_uri(warehouse, dataset)
-    every = [v for v in warehouse.list_dir(base) if v not in (LATEST, "WATERMARK.json")]
-    doomed = [v for v in every if v not in keep_set and v <= complete[-1]]
-    for v in doomed:
-        warehouse.delete_dir(index_uri(warehouse, dataset, v))
-    if doomed:
-        log.info("pruned %d old collab index versions of %s (kept %d)", len(doomed), dataset, len(keep_set))
-    return doomed
-
-
-__all__ = [
-    "CollabIndex",
-    "IndexConfig",
-    "build_index",
-    "update_index",
-    "save_index",
-    "load_index",
-    "latest_index_version",
-    "list_index_versions",
-    "prune_index_versions",
-]
+__all__ = ["CollabIndex", "IndexConfig", "IndexDelta", "build_index", "update_index"]

@@ -31,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
-from mmsrarec_lib.collab.index import index_uri, load_index, prune_index_versions, save_index, update_index
+from mmsrarec_lib.collab.index import update_index
+from mmsrarec_lib.collab.store import index_uri, load_index, prune_index_versions, save_index
 from mmsrarec_lib.collab.pipeline import CollabConfig, CollabResult, collab_embedder, count_short, query_rows
 from mmsrarec_lib.collab.table import KEYS, TABLE
 from mmsrarec_lib.collab.windows import (
