@@ -192,7 +192,36 @@ def _quality(wh: Warehouse, ds: str, genres: dict, targets: dict) -> dict:
     return out
 
 
-def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01) -> dict:
+def plot_quality(variants: list[dict], path: str) -> None:
+    """Bar chart: genre-share ratio (95% interval) and ratio to shuffled lists, per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [v["variant"].replace(" (", "\n(") for v in variants]
+    ratio = [v["all"]["ratio"] for v in variants]
+    lo = [r - v["all"]["ratio_ci95"][0] for r, v in zip(ratio, variants)]
+    hi = [v["all"]["ratio_ci95"][1] - r for r, v in zip(ratio, variants)]
+    shuffled = [v["all"]["ratio_to_shuffled"] for v in variants]
+    x = np.arange(len(variants))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, ratio, 0.4, yerr=[lo, hi], capsize=4, label="vs random training users (95% CI)")
+    ax.bar(x + 0.2, shuffled, 0.4, label="vs the same lists shuffled across users")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0.9, max(r + h for r, h in zip(ratio, hi)) + 0.05)
+    ax.set_ylabel("genre-share ratio")
+    ax.set_title(f"Stage 2 on ML-100K: do neighbours' next items match the user's? ({variants[0]['all']['queries']} "
+                 "users)", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}", flush=True)
+
+
+def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | None = None) -> dict:
     """Side by side in one run: the paper's reading (SASRec, one last window per user), all windows, content
     joined, and both (the default); then a real refresh of the default after ``frac`` of users change."""
     from mmsrarec_lib.collab.content import EmbedderConfig
@@ -227,6 +256,8 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01) -> dict:
                    **_quality(wh, ds, genres, targets)}
             print(json.dumps(row), flush=True)
             results.append(row)
+        if plot:
+            plot_quality(results, plot)
         changed = _simulate_new_interactions(wh, ds, frac)  # the default variant was built last
         ref, refresh_s, refresh_cpu = timed(lambda: refresh_collab(wh, dataset=ds, embedder=embedder,
                                                                    keywords=keywords))
@@ -253,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warehouse", help="also run the ML-100K part on this warehouse")
     p.add_argument("--dataset", default="movielens-100k")
     p.add_argument("--only-dataset", action="store_true", help="skip the synthetic part (needs --warehouse)")
+    p.add_argument("--plot", default="docs/collab_quality.png", help="PNG of the ML-100K quality comparison")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import faiss
@@ -269,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             for approx in ("ivf", "hnsw") if refresh_size <= args.hnsw_max else ("ivf",):
                 bench_refresh(refresh_size, approx=approx)
     if args.warehouse:
-        bench_ml100k(args.warehouse, args.dataset)
+        bench_ml100k(args.warehouse, args.dataset, plot=args.plot)
     return 0
 
 
