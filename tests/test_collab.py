@@ -22,7 +22,7 @@ from mmsrarec_lib.collab.windows import (
     paper_windows,
     training_windows,
 )
-from tests._collab_helpers import ITEMS, TRAIN, USERS, ToyEmbedder, ts, write_tiny
+from tests._collab_helpers import ITEMS, TRAIN, ToyEmbedder, ts, write_tiny
 
 
 def _seq(uid, items):
