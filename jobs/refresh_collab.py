@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = RefreshCollabArgs.from_args(args)
     from mmsrarec_lib.collab.embed import sasrec_embedder
-    from mmsrarec_lib.collab.store import load_index
+    from mmsrarec_lib.collab.store import read_index_meta
     from mmsrarec_lib.collab.refresh import changed_users, read_watermark, refresh_collab
     from mmsrarec_lib.collab.table import load_keywords
 
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         log.info("run date %s: no interactions newer than the watermark; nothing to do", cfg.run_date)
         print(json.dumps({"changed_users": 0, "index_version": wm.index_version, "table_version": wm.table_version}))
         return 0
-    meta = load_index(warehouse, cfg.dataset).meta
+    meta = read_index_meta(warehouse, cfg.dataset)  # the index itself is loaded once, by refresh_collab
     built_with = meta.get("embedder", {}).get("run_id")
     if cfg.sasrec_run and built_with and cfg.sasrec_run != built_with:
         raise ValueError(f"the index was built with SASRec run {built_with!r}, not {cfg.sasrec_run!r}: vectors of "

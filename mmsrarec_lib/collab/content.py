@@ -86,10 +86,7 @@ class ItemContent:
 
     def project(self, raw: np.ndarray) -> np.ndarray:
         """Encoder outputs (m, D) -> unit rows (m, dims); all-zero inputs (no text) stay zero."""
-        empty = ~np.any(raw, axis=1)  # (m,)
-        out = l2_normalize((raw - self.mean) @ self.axes)  # (m, dims)
-        out[empty] = 0.0
-        return out
+        return _project(raw, self.mean, self.axes)
 
     def with_items(self, texts: Mapping[str, str], encode: Callable[[list[str]], np.ndarray]) -> ItemContent:
         """Add items this content has never seen (same projection); known items keep their vectors."""
@@ -124,6 +121,13 @@ class ItemContent:
                        z["mean"].astype(np.float32), z["axes"].astype(np.float32), str(z["encoder"]))
 
 
+def _project(raw: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """(m, D) -> centred, projected on ``axes`` (D, dims), unit rows (m, dims); all-zero inputs stay zero."""
+    out = l2_normalize((raw - mean) @ axes)  # (m, dims)
+    out[~np.any(raw, axis=1)] = 0.0
+    return out
+
+
 def fit_item_content(
     texts: Mapping[str, str], encode: Callable[[list[str]], np.ndarray], *, dims: int, encoder: str
 ) -> ItemContent:
@@ -136,10 +140,8 @@ def fit_item_content(
     _, _, vt = np.linalg.svd(raw - mean, full_matrices=False)  # vt: (min(n, D), D)
     axes = vt[: min(dims, vt.shape[0])].T  # (D, dims')
     axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1.0, 1.0)  # fixed signs
-    content = ItemContent(tuple(ids), np.zeros((len(ids), axes.shape[1]), np.float32), mean.astype(np.float32),
-                          axes.astype(np.float32), encoder)
-    content = ItemContent(content.item_ids, content.project(raw.astype(np.float32)), content.mean, content.axes,
-                          encoder)
+    mean, axes = mean.astype(np.float32), axes.astype(np.float32)
+    content = ItemContent(tuple(ids), _project(raw.astype(np.float32), mean, axes), mean, axes, encoder)
     log.info("item content: %d items, %s encoder, %d -> %d dims", len(ids), encoder, raw.shape[1], content.dims)
     return content
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 from mmsrarec_lib.collab.content import CONTENT_FILE, EmbedderConfig, ItemContent, hybrid_embedder, load_item_texts
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
 from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index
-from mmsrarec_lib.collab.store import save_index
+from mmsrarec_lib.collab.store import prune_index_versions, save_index
 from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
 from mmsrarec_lib.collab.table import PROTOCOLS, TABLE, build_rows
 from mmsrarec_lib.collab.windows import (
@@ -171,7 +171,6 @@ def build_collab(
     """Build everything from scratch: a new index version, all table rows (one overwrite), the watermark.
     ``embedder`` is the ID embedder (SASRec); ``config.embedder`` decides what is built around it. Afterwards all
     but the newest ``keep_index_versions`` index versions are deleted."""
-    from mmsrarec_lib.collab.store import prune_index_versions
     from mmsrarec_lib.collab.refresh import Watermark, write_watermark
 
     ds = config.dataset

@@ -116,12 +116,18 @@ def latest_index_version(warehouse: Warehouse, dataset: str) -> str:
     return warehouse.read_bytes(uri).decode().strip()
 
 
-def list_index_versions(warehouse: Warehouse, dataset: str) -> list[str]:
-    """Complete versions (those with a meta.json), oldest first (by ``created_at``, then name: names sort by
-    time only to the second)."""
+def _complete_versions(warehouse: Warehouse, dataset: str) -> dict[str, dict]:
+    """Complete versions (those with a meta.json) and their metadata, oldest first (by ``created_at``, then name:
+    names sort by time only to the second)."""
     names = [v for v in warehouse.list_dir(index_uri(warehouse, dataset)) if v not in NOT_VERSIONS]
-    done = [v for v in names if warehouse.exists(index_uri(warehouse, dataset, v, "meta.json"))]
-    return sorted(done, key=lambda v: (str(_read_meta(warehouse, dataset, v).get("created_at", "")), v))
+    metas = {v: _read_meta(warehouse, dataset, v) for v in names
+             if warehouse.exists(index_uri(warehouse, dataset, v, "meta.json"))}
+    return dict(sorted(metas.items(), key=lambda kv: (str(kv[1].get("created_at", "")), kv[0])))
+
+
+def list_index_versions(warehouse: Warehouse, dataset: str) -> list[str]:
+    """Complete versions, oldest first."""
+    return list(_complete_versions(warehouse, dataset))
 
 
 def _read_meta(warehouse: Warehouse, dataset: str, version: str) -> dict:
@@ -136,6 +142,11 @@ def _read_faiss(warehouse: Warehouse, dataset: str, version: str):
 
     raw = warehouse.read_bytes(index_uri(warehouse, dataset, version, "index.faiss"))
     return faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+
+
+def read_index_meta(warehouse: Warehouse, dataset: str, version: str = "latest") -> dict:
+    """A version's ``meta.json`` alone (which embedder, window and keyword source built it), without the index."""
+    return _read_meta(warehouse, dataset, latest_index_version(warehouse, dataset) if version == "latest" else version)
 
 
 def load_index(warehouse: Warehouse, dataset: str, version: str = "latest") -> CollabIndex:
@@ -186,12 +197,12 @@ def prune_index_versions(warehouse: Warehouse, dataset: str, *, keep: int, prote
     deleted versions."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    complete = list_index_versions(warehouse, dataset)
+    metas = _complete_versions(warehouse, dataset)
+    complete = list(metas)
     if not complete:
         return []
     keep_set = set(complete[-keep:]) | {latest_index_version(warehouse, dataset), *protect}
-    keep_set |= {b for v in list(keep_set) if v in complete and (b := _read_meta(warehouse, dataset, v).get(
-        "base_version"))}
+    keep_set |= {b for v in list(keep_set) if v in metas and (b := metas[v].get("base_version"))}
     every = [v for v in warehouse.list_dir(index_uri(warehouse, dataset)) if v not in NOT_VERSIONS]
     newest_name = max(complete)
     incomplete = [v for v in every if v not in complete and v < newest_name]  # not a build still in progress
@@ -207,6 +218,7 @@ __all__ = [
     "index_uri",
     "save_index",
     "load_index",
+    "read_index_meta",
     "latest_index_version",
     "list_index_versions",
     "prune_index_versions",

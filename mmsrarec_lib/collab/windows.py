@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,8 +59,10 @@ class WindowConfig:
                 f"{self.max_entries_per_user}"
             )
 
-    def cut(self, items: list[str]) -> list[str]:
-        return list(items) if self.whole_history else list(items[-self.n :])
+    def cut(self, items: Sequence[str], end: int | None = None) -> list[str]:
+        """The window of ``items[:end]`` (all of it with ``whole_history``), without copying the whole prefix."""
+        end = len(items) if end is None else end
+        return list(items[:end]) if self.whole_history else list(items[max(0, end - self.n) : end])
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def held_out_window(seq: UserSequence, target: Target, config: WindowConfig) -> 
         # as_of: when the window's last item was seen (searching back from the target)
         last = next((i for i in range(pos - 1, -1, -1) if seq.items[i] == items[-1]), pos - 1)
     else:
-        items = config.cut(list(seq.items[:pos]))
+        items = config.cut(seq.items, pos)
         last = pos - 1
     as_of = seq.timestamps[last] if last >= 0 else None
     return UserWindow(seq.user_id, tuple(items), as_of, seq.items[pos], seq.timestamps[pos], pos)
@@ -199,7 +201,7 @@ def held_out_window(seq: UserSequence, target: Target, config: WindowConfig) -> 
 
 def latest_window(seq: UserSequence, config: WindowConfig) -> UserWindow:
     """The user's latest ``n`` items (production queries); nothing is held out."""
-    return UserWindow(seq.user_id, tuple(config.cut(list(seq.items))), seq.timestamps[-1] if seq.items else None)
+    return UserWindow(seq.user_id, tuple(config.cut(seq.items)), seq.timestamps[-1] if seq.items else None)
 
 
 def earlier_windows(seq: UserSequence, last: UserWindow, config: WindowConfig) -> list[UserWindow]:
@@ -207,7 +209,7 @@ def earlier_windows(seq: UserSequence, last: UserWindow, config: WindowConfig) -
     assert last.position is not None
     first = 1 if config.max_entries_per_user == 0 else max(1, last.position + 1 - config.max_entries_per_user)
     return [
-        UserWindow(seq.user_id, tuple(config.cut(list(seq.items[:p]))), seq.timestamps[p - 1], seq.items[p],
+        UserWindow(seq.user_id, tuple(config.cut(seq.items, p)), seq.timestamps[p - 1], seq.items[p],
                    seq.timestamps[p], p)
         for p in range(first, last.position)
     ]
