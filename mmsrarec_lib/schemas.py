@@ -136,6 +136,22 @@ ITEM_KEYWORDS = pa.schema(
     ]
 )
 
+# --------------------------------------------------------------------------- pretrained image features
+TOP_CLASS = pa.struct([("label", pa.string()), ("prob", pa.float32())])
+
+# One row per (item_id, encoder); computed once per image (image_sha256) and encoder_version.
+ITEM_IMAGE_FEATURES = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("image_sha256", pa.string()),  # sha256 of the stored image bytes (items.image_bytes)
+        ("encoder", pa.string()),  # e.g. efficientnet-lite0, or a HF model id / path
+        ("encoder_version", pa.string()),
+        ("feature", pa.list_(pa.float32())),  # pooled feature, encoder's feature_dim
+        ("top_classes", pa.list_(TOP_CLASS)),  # most probable classes, best first (empty: no classifier)
+        ("created_at", TS),
+    ]
+)
+
 # --------------------------------------------------------------------------- stage 2: collaborative keywords
 NEIGHBOR = pa.struct(
     [
