@@ -1,4 +1,8 @@
-"""``mmsrarec recommend``: catalogue top-K per user (SASRec top-M -> MLLM rerank) into ``recommendations``."""
+"""``mmsrarec recommend``: catalogue top-K per user (SASRec top-M -> MLLM rerank) into ``recommendations``.
+
+Without ``--shard`` it stages, checks (quality gate) and publishes the run_date partition in one go. With
+``--shard I/N`` it only stages shard I of the selection; ``mmsrarec publish-recommendations --shards N`` publishes.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from dataclasses import dataclass
 from jobs._common import add_warehouse_args, warehouse_from_args
 
 COMMAND = "recommend"
-HELP = "write each user's top-K (SASRec top-M reranked by the fine-tuned MLLM, with explanations) for a run date"
+HELP = ("write each user's top-K (SASRec top-M reranked by the fine-tuned MLLM, with explanations) for a run date;"
+        " --shard I/N stages one slice for publish-recommendations")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="changed = users with interactions newer than the previous run's watermark")
     parser.add_argument("--batch-size", type=int, default=32, help="candidate suffixes per forward pass")
     parser.add_argument("--limit-users", type=int, default=None, help="only the first N selected users (smoke runs)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="stage only shard I (0-based) of N (stable hash of user_id), for publish-recommendations")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -37,6 +44,7 @@ class RecommendJobConfig:
     batch_size: int
     limit_users: int | None
     progress: bool
+    shard: str | None
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> RecommendJobConfig:
@@ -45,7 +53,8 @@ class RecommendJobConfig:
         except ValueError as exc:
             raise ValueError(f"--run-date must be YYYY-MM-DD, got {a.run_date!r}") from exc
         return cls(dataset=a.dataset, model_run=a.model_run, top_k=a.top_k, top_m=a.top_m, run_date=day,
-                   users=a.users, batch_size=a.batch_size, limit_users=a.limit_users, progress=not a.no_progress)
+                   users=a.users, batch_size=a.batch_size, limit_users=a.limit_users, progress=not a.no_progress,
+                   shard=a.shard)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,16 +64,20 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.recommend.finetune import cpu_threads
 
     cpu_threads()
-    from mmsrarec_lib.recommend.batch import RecommendConfig, recommend
+    from mmsrarec_lib.recommend.batch import RecommendConfig, Shard, recommend, stage_recommendations
     from mmsrarec_lib.recommend.pipeline import latest_run
     from mmsrarec_lib.recommend.topk import TopKConfig
 
     cfg = RecommendJobConfig.from_args(args)
+    shard = Shard.parse(cfg.shard) if cfg.shard else Shard()
     wh = warehouse_from_args(args)
     run = cfg.model_run or latest_run(wh, cfg.dataset)
-    out = recommend(wh, config=RecommendConfig(dataset=cfg.dataset, model_run=run, run_date=cfg.run_date,
-                                               users=cfg.users, topk=TopKConfig(top_m=cfg.top_m, top_k=cfg.top_k),
-                                               batch_size=cfg.batch_size, limit_users=cfg.limit_users),
-                    progress=cfg.progress)
+    rec_cfg = RecommendConfig(dataset=cfg.dataset, model_run=run, run_date=cfg.run_date, users=cfg.users,
+                              topk=TopKConfig(top_m=cfg.top_m, top_k=cfg.top_k), batch_size=cfg.batch_size,
+                              limit_users=cfg.limit_users, shard=shard)
+    if cfg.shard:
+        out = stage_recommendations(wh, config=rec_cfg, progress=cfg.progress)
+    else:
+        out = recommend(wh, config=rec_cfg, progress=cfg.progress)
     print(json.dumps({"model_run": run, "run_date": cfg.run_date.isoformat(), **out}, default=str))
     return 0

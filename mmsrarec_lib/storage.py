@@ -4,6 +4,11 @@ One ``storage_options`` dict (delta-rs' own keys) is passed everywhere; for ``s3
 standard AWS environment variables when not given. Plain objects (model checkpoints, faiss indexes) go through the
 same layer (``pyarrow.fs``), so a local path and ``s3://bucket/prefix`` behave alike.
 
+Every commit carries lineage (:func:`commit_metadata`): delta-rs custom commit metadata under the key
+``mmsrarec`` in the version's ``commitInfo`` (job, run id, Airflow dag/run/task/try when the job runs in a task,
+code version, plus what the job added with :func:`set_commit_context`); ``mmsrarec sql`` shows it in the
+``table_history`` view.
+
 Secrets never leave this module: ``Warehouse.__repr__`` hides ``storage_options`` and errors name only URIs.
 """
 
@@ -22,7 +27,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,20 @@ DEFAULT_WAREHOUSE = "./warehouse"
 # Appends retry a commit that lost a race (e.g. two writers creating the same table at once); a failed commit
 # made nothing visible, so retrying cannot duplicate rows.
 APPEND_COMMIT_ATTEMPTS = 5
+# delta-rs' own commit retries (it rebases a commit onto a newer version when the conflict checker allows it).
+MAX_COMMIT_RETRIES = 10
+COMMIT_METADATA_KEY = "mmsrarec"
+ENV_JOB = "MMSRAREC_JOB"
+ENV_RUN_ID = "MMSRAREC_RUN_ID"
+# Airflow sets these in a task's process (``AIRFLOW_CTX_*``); a job started by the task inherits them.
+_AIRFLOW_ENV = {
+    "airflow_dag_id": "AIRFLOW_CTX_DAG_ID",
+    "airflow_run_id": "AIRFLOW_CTX_DAG_RUN_ID",
+    "airflow_task_id": "AIRFLOW_CTX_TASK_ID",
+    "airflow_try_number": "AIRFLOW_CTX_TRY_NUMBER",
+}
+_commit_context: dict[str, str] = {}
+_process_ids: dict[str, str] = {}
 # AWS environment variables read into delta-rs storage options for s3:// warehouses (the standard chain).
 _AWS_ENV_KEYS = (
     "AWS_ACCESS_KEY_ID",
@@ -91,6 +110,35 @@ def _profile_credentials(profile: str) -> dict[str, str]:
     if session.region_name:
         out["AWS_REGION"] = session.region_name
     return out
+
+
+def set_commit_context(**values: object) -> None:
+    """Add job-specific lineage (e.g. ``run_date``, ``model_run``) to every later commit of this process."""
+    _commit_context.update({k: str(v) for k, v in values.items() if v is not None})
+
+
+def commit_metadata(*, extra: Mapping[str, object] | None = None) -> dict[str, str]:
+    """The lineage written into a commit: job, run id, Airflow ids (when in a task), code version, context.
+
+    ``job`` is ``$MMSRAREC_JOB`` (the CLI sets the command), ``run_id`` is ``$MMSRAREC_RUN_ID`` or one id per
+    process. Never secrets: only these names and values end up in the log.
+    """
+    from mmsrarec_lib.runs import code_version, new_run_id
+
+    if "run_id" not in _process_ids:  # one id for the whole process (not exported: child jobs get their own)
+        _process_ids["run_id"] = new_run_id(os.environ.get(ENV_JOB, "run"))
+    meta = {"job": os.environ.get(ENV_JOB, "library"), "run_id": os.environ.get(ENV_RUN_ID) or _process_ids["run_id"]}
+    meta.update({key: os.environ[var] for key, var in _AIRFLOW_ENV.items() if os.environ.get(var)})
+    meta["code_version"] = code_version()
+    meta.update(_commit_context)
+    meta.update({k: str(v) for k, v in (extra or {}).items() if v is not None})
+    return meta
+
+
+def commit_properties(*, extra: Mapping[str, object] | None = None) -> CommitProperties:
+    """delta-rs commit properties of every write: lineage metadata and delta-rs' own conflict retries."""
+    return CommitProperties(custom_metadata={COMMIT_METADATA_KEY: commit_metadata(extra=extra)},
+                            max_commit_retries=MAX_COMMIT_RETRIES)
 
 
 def _s3_filesystem(options: Mapping[str, str]) -> pafs.S3FileSystem:
@@ -203,7 +251,13 @@ class Warehouse:
         """A pyarrow dataset over the table's current files (through the Delta log, never a directory scan).
 
         A native filesystem is passed explicitly: delta-rs' own object store can abort a short process at exit.
+        Without ``version``, the version comes from :func:`mmsrarec_lib.snapshots.pinned_version`: the latest,
+        except for a table that an unfinished multi-table run (e.g. an ingest in progress, or killed) is writing.
         """
+        if version is None:
+            from mmsrarec_lib.snapshots import pinned_version
+
+            version = pinned_version(self, dataset, table)
         dt = self.delta_table(dataset, table, version=version)
         fs, path = self._fs_path(self.table_uri(dataset, table))
         return _declare_view_columns(dt.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(path, fs)))
@@ -236,11 +290,13 @@ class Warehouse:
         mode: Literal["overwrite", "append"] = "overwrite",
         partition_by: Sequence[str] | None = None,
         predicate: str | None = None,
+        metadata: Mapping[str, object] | None = None,
     ) -> int:
         """Write ``data`` in one atomic Delta commit and return the new version.
 
         ``mode="overwrite"`` replaces the table (or, with ``predicate``, only the rows matching it, e.g. one
         partition); ``"append"`` adds rows. A crash before the commit leaves the previous version current.
+        ``metadata`` adds to the commit's lineage (:func:`commit_metadata`).
         """
         uri = self.table_uri(dataset, table)
         kwargs: dict = {}
@@ -255,6 +311,7 @@ class Warehouse:
                     partition_by=list(partition_by) if partition_by else None,
                     predicate=predicate,
                     storage_options=dict(self.storage_options) or None,
+                    commit_properties=commit_properties(extra=metadata),
                     **kwargs,
                 )
                 break
@@ -267,16 +324,25 @@ class Warehouse:
         log.info("wrote %s rows to %s/%s (version %s, %s)", data.num_rows, dataset, table, version, mode)
         return version
 
-    def merge_table(self, dataset: str, table: str, data: pa.Table, *, keys: Sequence[str]) -> int:
+    def merge_table(
+        self,
+        dataset: str,
+        table: str,
+        data: pa.Table,
+        *,
+        keys: Sequence[str],
+        metadata: Mapping[str, object] | None = None,
+    ) -> int:
         """Upsert ``data`` on ``keys`` (update matched rows, insert new ones); creates the table when missing."""
         if not self.has_table(dataset, table):
-            return self.write_table(dataset, table, data, mode="overwrite")
+            return self.write_table(dataset, table, data, mode="overwrite", metadata=metadata)
         if data.num_rows == 0:
             return self.delta_table(dataset, table).version()
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         dt = self.delta_table(dataset, table)
         (
-            dt.merge(source=data, predicate=predicate, source_alias="s", target_alias="t")
+            dt.merge(source=data, predicate=predicate, source_alias="s", target_alias="t",
+                     commit_properties=commit_properties(extra=metadata))
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute()

@@ -1,38 +1,74 @@
-"""The batch recommender behind ``mmsrarec recommend``: users -> top-K rows in ``recommendations`` (one commit).
+"""The batch recommender behind ``mmsrarec recommend``: users -> top-K rows, staged, checked, published.
 
 Users: ``all`` = every user of ``user_sequences``; ``changed`` = users with an interaction newer than the
 watermark of the previous run (the newest interaction timestamp covered by the latest run whose run_date is
 *earlier* than this one; no earlier run -> all users). Using "earlier run_date" makes a rerun of a date pick the
 same users, so it replaces that date's partition with the same rows (idempotent). The watermarks are a small JSON
 object ``<warehouse>/<dataset>/state/recommend_watermarks.json`` ({run_date: max interaction us}), updated after the
-Delta commit; a crash before it leaves the previous state.
+Delta commit; a crash before it leaves the previous state. ``limit_users`` keeps the first N selected users.
+
+Sharding: the selection above is made first, then shard ``I/N`` keeps the users whose stable hash
+(:func:`shard_of`: sha256 of the user id, not Python's salted ``hash``) is ``I mod N``. The shards of one
+selection are disjoint and together are the whole selection, so N shards publish exactly the rows of one
+unsharded run. Each shard is staged (:mod:`mmsrarec_lib.recommend.publish`); ``publish-recommendations`` checks
+and commits them. Plain :func:`recommend` stages one shard under a private key, then publishes it.
+
 Prompts use the ``latest`` rows of ``user_collab_keywords`` (neighbours of the user's latest items).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import hashlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
 
-from mmsrarec_lib.recommend.topk import (
-    TopKConfig,
-    explain,
-    generate_candidates,
-    recommendation_rows,
-    select_top_k,
-    to_table,
-    write_partition,
+from mmsrarec_lib.recommend.publish import (
+    ShardReceipt,
+    publish_recommendations,
+    read_watermarks,
+    selection_fingerprint,
+    shards_key,
+    write_shard,
 )
-from mmsrarec_lib.runs import utcnow
-from mmsrarec_lib.storage import Warehouse
+from mmsrarec_lib.recommend.topk import TopKConfig, to_table
+from mmsrarec_lib.runs import new_run_id, utcnow
+from mmsrarec_lib.storage import Warehouse, set_commit_context
 
 log = logging.getLogger(__name__)
 TABLE = "recommendations"
+ScoreUsers = Callable[[Sequence[str]], list[dict]]  # user ids -> recommendation rows (schemas.RECOMMENDATIONS)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0 <= index < count); ``Shard(0, 1)`` is every user."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"--shard I/N needs N >= 1 and 0 <= I < N, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}")
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(user_id: str, count: int) -> int:
+    """The shard of ``user_id`` among ``count``: stable across processes, machines and Python versions."""
+    return int.from_bytes(hashlib.sha256(user_id.encode("utf-8")).digest()[:8], "big") % count
 
 
 @dataclass(frozen=True)
@@ -44,19 +80,13 @@ class RecommendConfig:
     topk: TopKConfig = TopKConfig()
     batch_size: int = 32
     limit_users: int | None = None  # for benches and smoke runs
+    shard: Shard = Shard()
 
     def __post_init__(self) -> None:
         if self.users not in ("all", "changed"):
             raise ValueError(f"--users must be 'changed' or 'all', got {self.users!r}")
-
-
-def _watermarks_uri(warehouse: Warehouse, dataset: str) -> str:
-    return warehouse.uri(dataset, "state", "recommend_watermarks.json")
-
-
-def read_watermarks(warehouse: Warehouse, dataset: str) -> dict[str, int]:
-    uri = _watermarks_uri(warehouse, dataset)
-    return json.loads(warehouse.read_bytes(uri)) if warehouse.exists(uri) else {}
+        if self.limit_users is not None and self.limit_users < 0:
+            raise ValueError(f"--limit-users must be >= 0, got {self.limit_users}")
 
 
 def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date) -> tuple[list[str], int]:
@@ -78,14 +108,15 @@ def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.
     return [u for u in all_users if u in changed], newest
 
 
-def recommend(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True) -> dict:
-    """Score, select and write one run_date partition (replacing it); returns counts and throughput."""
+def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True) -> ScoreUsers:
+    """The stage-3 scorer of ``config.model_run`` (SASRec top-M -> MLLM rerank -> top-K + explanations)."""
     from tqdm.auto import tqdm
 
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
     from mmsrarec_lib.recommend.scorer import MllmReranker, ScoringConfig
+    from mmsrarec_lib.recommend.topk import explain, generate_candidates, recommendation_rows, select_top_k
 
     ds = config.dataset
     model, processor, meta = load_recommender(warehouse, ds, config.model_run)
@@ -97,32 +128,75 @@ def recommend(warehouse: Warehouse, *, config: RecommendConfig, progress: bool =
                             generator=generator, config=ScoringConfig(batch_size=config.batch_size,
                                                                       fusion_weight=train_cfg.fusion_weight),
                             progress=False)
-    users, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date)
-    if config.limit_users is not None:
-        users = users[: config.limit_users]
     seqs = {r["user_id"]: list(r["item_ids"]) for r in
             warehouse.read_table(ds, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()}
-    created = utcnow()
-    rows: list[dict] = []
-    t0 = time.perf_counter()
     item_ids = list(generator.item_ids)
-    for start in tqdm(range(0, len(users), 64), desc="recommend", unit="64 users", disable=not progress):
-        chunk = users[start : start + 64]
-        hists = [seqs.get(u, []) for u in chunk]
-        gen_scores = generator.score_catalogue(hists)  # [n, N]
-        cands = [generate_candidates(gen_scores[i], item_ids, seen=set(h), m=config.topk.top_m)
-                 for i, h in enumerate(hists)]
-        for uid, h, c, (_, final) in zip(chunk, hists, cands, reranker.score_users(chunk, hists, cands),
-                                         strict=True):
-            picks = select_top_k(c, final, seen=set(h), k=config.topk.top_k)
-            exps = [explain(ctx, user_id=uid, history=h, item_id=item, n_history=train_cfg.prompt.n_history,
-                            n_neighbors=train_cfg.prompt.n_neighbors) for item, _ in picks]
-            rows += recommendation_rows(run_date=config.run_date, user_id=uid, picks=picks, explanations=exps,
-                                        model_version=config.model_run, created_at=created)
+
+    def score(users: Sequence[str]) -> list[dict]:
+        created = utcnow()
+        rows: list[dict] = []
+        for start in tqdm(range(0, len(users), 64), desc="recommend", unit="64 users", disable=not progress):
+            chunk = list(users[start : start + 64])
+            hists = [seqs.get(u, []) for u in chunk]
+            gen_scores = generator.score_catalogue(hists)  # [n, N]
+            cands = [generate_candidates(gen_scores[i], item_ids, seen=set(h), m=config.topk.top_m)
+                     for i, h in enumerate(hists)]
+            for uid, h, c, (_, final) in zip(chunk, hists, cands, reranker.score_users(chunk, hists, cands),
+                                             strict=True):
+                picks = select_top_k(c, final, seen=set(h), k=config.topk.top_k)
+                exps = [explain(ctx, user_id=uid, history=h, item_id=item, n_history=train_cfg.prompt.n_history,
+                                n_neighbors=train_cfg.prompt.n_neighbors) for item, _ in picks]
+                rows += recommendation_rows(run_date=config.run_date, user_id=uid, picks=picks, explanations=exps,
+                                            model_version=config.model_run, created_at=created)
+            if not progress:
+                log.info("scored %d of %d users", min(start + 64, len(users)), len(users))
+        return rows
+
+    return score
+
+
+def stage_recommendations(
+    warehouse: Warehouse,
+    *,
+    config: RecommendConfig,
+    key: str | None = None,
+    score_users: ScoreUsers | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score this shard's users and stage their rows (see the module docstring); returns counts and throughput."""
+    ds, shard = config.dataset, config.shard
+    set_commit_context(run_date=config.run_date.isoformat(), model_run=config.model_run, shard=str(shard))
+    selected, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date)
+    if config.limit_users is not None:
+        selected = selected[: config.limit_users]
+    mine = [u for u in selected if shard_of(u, shard.count) == shard.index]
+    log.info("shard %s of %s: %d of %d selected users", shard, config.run_date, len(mine), len(selected))
+    t0 = time.perf_counter()
+    if mine:
+        score_users = score_users or load_scorer(warehouse, config=config, progress=progress)
+        rows = score_users(mine)
+    else:
+        rows = []
     elapsed = time.perf_counter() - t0
-    version = write_partition(warehouse, ds, to_table(rows), run_date=config.run_date, name=TABLE)
-    marks = read_watermarks(warehouse, ds)
-    marks[config.run_date.isoformat()] = newest
-    warehouse.write_bytes(_watermarks_uri(warehouse, ds), json.dumps(marks, indent=1, sort_keys=True).encode())
-    return {"users": len(users), "rows": len(rows), "table_version": version, "seconds": elapsed,
-            "users_per_second": len(users) / elapsed if elapsed > 0 else None}
+    receipt = ShardReceipt(shard=shard.index, shards=shard.count, run_date=config.run_date.isoformat(),
+                           selection_sha256=selection_fingerprint(selected), selected_users=len(selected),
+                           users=tuple(mine), rows=len(rows), parquet_sha256="", model_run=config.model_run,
+                           top_k=config.topk.top_k, newest_interaction_us=newest, created_at=utcnow().isoformat())
+    folder = write_shard(warehouse, ds, rows=to_table(rows), receipt=receipt, key=key or shards_key(shard.count))
+    return {"shard": str(shard), "selected_users": len(selected), "users": len(mine), "rows": len(rows),
+            "seconds": elapsed, "users_per_second": len(mine) / elapsed if elapsed > 0 and mine else None,
+            "staging": folder}
+
+
+def recommend(
+    warehouse: Warehouse, *, config: RecommendConfig, score_users: ScoreUsers | None = None, progress: bool = True
+) -> dict:
+    """Unsharded: score every selected user, stage, check and publish the run_date partition in one commit."""
+    if config.shard.count != 1:
+        raise ValueError(f"recommend() scores every user; stage shard {config.shard} with stage_recommendations")
+    key = f"run-{new_run_id()}"  # private to this process: a concurrent run of the date never reads it half-done
+    staged = stage_recommendations(warehouse, config=config, key=key, score_users=score_users, progress=progress)
+    # a failed check raises here and leaves the staged rows for inspection (the maintenance job prunes them)
+    out = publish_recommendations(warehouse, config.dataset, run_date=config.run_date, shards=1, key=key)
+    warehouse.delete_dir(staged["staging"])
+    return {**out, "seconds": staged["seconds"], "users_per_second": staged["users_per_second"]}
