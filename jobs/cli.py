@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from jobs._common import setup_logging
@@ -22,10 +23,12 @@ JOB_MODULES = (
     "refresh_collab",
     "train",
     "recommend",
+    "publish_recommendations",
     "evaluate",
     "compare",
     "report",
     "sql",
+    "maintain",
 )
 
 
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    os.environ.setdefault("MMSRAREC_JOB", args.command)  # commit lineage (mmsrarec_lib.storage.commit_metadata)
     try:
         return int(args._main(args) or 0)
     except (ValueError, FileNotFoundError, PermissionError) as exc:

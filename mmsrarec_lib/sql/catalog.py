@@ -109,7 +109,8 @@ TABLES: dict[str, TableDoc] = {
         TableDoc(
             "recommendations", schemas.RECOMMENDATIONS, "Stage 3: top-K recommendations with keyword explanations.",
             "one row per run_date, user and rank", ("run_date", "user_id", "rank"), "`run_date` (date)",
-            "`recommend` (rerunning a run_date replaces that partition only)",
+            "`recommend` / `publish-recommendations`: one commit per run_date after the quality gate (rerunning a"
+            " run_date replaces that partition only)",
             {"explanation": "history keywords and neighbour keywords supporting the item, and the neighbour ids",
              "rank": "1 = best"},
         ),
@@ -153,7 +154,9 @@ def render_catalog() -> str:
         "",
         "Every table is a Delta table at `<warehouse>/<dataset>/<table>` and a view of the same name in",
         "`mmsrarec sql` (DuckDB) and in `register_spark_views` (Spark SQL). Ids are strings; timestamps are UTC.",
-        "The extra view `warehouse_tables` lists which version of each table a session reads.",
+        "The extra view `warehouse_tables` lists which version of each table a session reads; `table_history`",
+        "lists every commit still in each table's log (version, time, operation, and who wrote it: job, run id,",
+        "Airflow dag/run/task/try, code version), so any version can be time-travelled to with `--as-of-version`.",
         "",
         "| table | grain | keys | partitioned by | written by |",
         "|---|---|---|---|---|",
@@ -172,6 +175,12 @@ def render_catalog() -> str:
               "| file | what it answers |", "|---|---|"]
     for path in sorted(READY_QUERIES_DIR.glob("*.sql")):
         lines.append(f"| [`{path.name}`]({path.name}) | {query_summary(path.read_text(encoding='utf-8'))} |")
+    lines += ["", "## Quality gate", "", "Assertions over the staged recommendations, run by `publish-recommendations`"
+              " (and plain `recommend`) before the commit; each returns an `offending` count that must be 0"
+              " (mmsrarec_lib/recommend/gate.py).", "", "| file | what must hold |", "|---|---|"]
+    for path in sorted((READY_QUERIES_DIR / "quality").glob("*.sql")):
+        lines.append(f"| [`quality/{path.name}`](quality/{path.name}) |"
+                     f" {query_summary(path.read_text(encoding='utf-8'))} |")
     return "\n".join(lines) + "\n"
 
 
