@@ -16,9 +16,11 @@ from jobs._common import setup_logging
 # job modules, in the order the pipeline runs them
 JOB_MODULES = (
     "ingest",
+    "encode_images",
     "train_baseline",
     "train_summarizer",
     "summarize",
+    "index_content",
     "build_collab",
     "refresh_collab",
     "train",
