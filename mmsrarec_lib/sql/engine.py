@@ -36,6 +36,7 @@ from mmsrarec_lib.storage import Warehouse
 log = logging.getLogger(__name__)
 
 TABLES_VIEW = "warehouse_tables"
+HISTORY_VIEW = "table_history"  # every commit and its lineage (mmsrarec_lib/sql/history.py), registered on first use
 DEFAULT_BATCH_ROWS = 65_536
 ST = duckdb.StatementType
 
@@ -137,6 +138,8 @@ class SqlEngine:
             self._con.close()
             raise
         self._protected = {("temp", "main", s.name) for s in self.snapshots} | {("temp", "main", TABLES_VIEW)}
+        self._protected.add(("temp", "main", HISTORY_VIEW))
+        self._history_registered = False
 
     # ------------------------------------------------------------------ setup
     def _lock_down(self) -> None:
@@ -189,6 +192,13 @@ class SqlEngine:
         Every statement is checked before the first runs, so a refused statement late in a script changes nothing.
         """
         parsed = self._parse(sql)
+        if not self._history_registered and HISTORY_VIEW in sql.lower():
+            # lazily: reading every commit file of every table is only worth it when a query asks for it
+            from mmsrarec_lib.sql.history import history_table
+
+            existing = [s.name for s in self.snapshots if s.latest_version is not None]
+            self._con.register(HISTORY_VIEW, history_table(self.warehouse, self.dataset, existing))
+            self._history_registered = True
         result: pa.RecordBatchReader | None = None
         for number, (kind, text) in enumerate(parsed, start=1):
             last = number == len(parsed)
