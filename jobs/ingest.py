@@ -25,6 +25,13 @@ class IngestArgs:
     k_core: int
     seed: int
     mode: str
+    encoding: str
+    allow_empty: bool
+    image_deadline_s: float
+    image_max_bytes: int
+    min_timestamp: str | None
+    max_timestamp: str | None
+    lock_wait_s: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> IngestArgs:
@@ -41,9 +48,18 @@ class IngestArgs:
             raise ValueError("--dataset is required with --items/--interactions")
         if args.max_image_side < 1:
             raise ValueError(f"--max-image-side must be >= 1, got {args.max_image_side}")
+        if not 0 < args.image_deadline_s <= 3600:
+            raise ValueError(f"--image-deadline-s must be in (0, 3600], got {args.image_deadline_s}")
+        if args.image_max_bytes < 1:
+            raise ValueError(f"--image-max-bytes must be >= 1, got {args.image_max_bytes}")
+        if args.lock_wait_s < 0:
+            raise ValueError(f"--lock-wait-s must be >= 0, got {args.lock_wait_s}")
         return cls(dataset=dataset, items=args.items, interactions=args.interactions, source=args.source,
                    data_dir=args.data_dir, spark_master=args.spark_master, max_image_side=args.max_image_side,
-                   k_core=args.k_core, seed=args.seed, mode=args.mode)
+                   k_core=args.k_core, seed=args.seed, mode=args.mode, encoding=args.encoding,
+                   allow_empty=args.allow_empty, image_deadline_s=args.image_deadline_s,
+                   image_max_bytes=args.image_max_bytes, min_timestamp=args.min_timestamp,
+                   max_timestamp=args.max_timestamp, lock_wait_s=args.lock_wait_s)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,12 +75,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the user split and negative sampling")
     parser.add_argument("--mode", choices=("overwrite", "append"), default="overwrite",
                         help="overwrite the dataset's tables, or append new interactions (upsert items)")
+    parser.add_argument("--encoding", default="utf-8-sig",
+                        help="text encoding of CSV/TSV/JSONL inputs (default UTF-8, BOM allowed; e.g. latin-1, "
+                             "cp1252); rows with bytes invalid in it are quarantined as bad_encoding")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="accept an items file (or, with --mode overwrite, an interactions file) with no rows")
+    parser.add_argument("--image-deadline-s", type=float, default=30.0,
+                        help="total time for one image fetch, retries included; then it is missing (default 30)")
+    parser.add_argument("--image-max-bytes", type=int, default=50 * 1024 * 1024,
+                        help="largest image accepted in bytes; larger ones are refused (default 50 MiB)")
+    parser.add_argument("--min-timestamp", default=None,
+                        help="earliest valid interaction time, ISO-8601 (default 1970-01-01); earlier rows are "
+                             "quarantined as timestamp_out_of_range")
+    parser.add_argument("--max-timestamp", default=None,
+                        help="latest valid interaction time, ISO-8601 (default: 10 years after the run)")
+    parser.add_argument("--lock-wait-s", type=float, default=3600.0,
+                        help="how long to wait for another writer of the dataset to finish (default 3600)")
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = IngestArgs.from_args(args)
+    from mmsrarec_lib.ingest.interactions import EPOCH, TimestampRange
     from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.splits import SplitConfig
+    from mmsrarec_lib.sql.tables import parse_timestamp
 
     if cfg.source:
         from mmsrarec_lib.ingest.movielens import load_movielens
@@ -73,12 +107,18 @@ def main(args: argparse.Namespace) -> int:
     else:
         from mmsrarec_lib.ingest.sources import read_source
 
-        items = read_source(cfg.items) if cfg.items else None
-        interactions = read_source(cfg.interactions)
+        items = read_source(cfg.items, encoding=cfg.encoding) if cfg.items else None
+        interactions = read_source(cfg.interactions, encoding=cfg.encoding)
+    timestamps = TimestampRange(
+        earliest=parse_timestamp(cfg.min_timestamp) if cfg.min_timestamp else EPOCH,
+        latest=parse_timestamp(cfg.max_timestamp) if cfg.max_timestamp else None,
+    )
     warehouse = warehouse_from_args(args)
     summary = run_ingest(
         warehouse=warehouse, items=items, interactions=interactions, spark_master=cfg.spark_master,
         config=IngestConfig(dataset=cfg.dataset, mode=cfg.mode, max_image_side=cfg.max_image_side,
+                            image_deadline_s=cfg.image_deadline_s, image_max_bytes=cfg.image_max_bytes,
+                            timestamps=timestamps, allow_empty=cfg.allow_empty, lock_wait_s=cfg.lock_wait_s,
                             splits=SplitConfig(k_core=cfg.k_core, seed=cfg.seed)),
     )
     print(json.dumps({"run_id": summary.run_id, "dataset": summary.dataset,

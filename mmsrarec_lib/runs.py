@@ -79,11 +79,14 @@ class IngestRun:
             )
 
 
-def record_ingest_runs(warehouse: Warehouse, runs: list[IngestRun]) -> None:
-    """Append the runs to ``ingest_runs`` in one commit."""
-    if not runs:
-        return
+def ingest_runs_table(runs: list[IngestRun]) -> pa.Table:
+    """The ``ingest_runs`` rows of ``runs`` (with the code version)."""
     cv = code_version()
-    rows = [{**r.__dict__, "code_version": cv} for r in runs]
-    table = pa.Table.from_pylist(rows, schema=schemas.INGEST_RUNS)
-    warehouse.write_table(runs[0].dataset, INGEST_RUNS_TABLE, table, mode="append")
+    return pa.Table.from_pylist([{**r.__dict__, "code_version": cv} for r in runs], schema=schemas.INGEST_RUNS)
+
+
+def record_ingest_runs(warehouse: Warehouse, runs: list[IngestRun]) -> int | None:
+    """Append the runs to ``ingest_runs`` in one commit; returns the new version (None: nothing to write)."""
+    if not runs:
+        return None
+    return warehouse.write_table(runs[0].dataset, INGEST_RUNS_TABLE, ingest_runs_table(runs), mode="append")

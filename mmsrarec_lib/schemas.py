@@ -101,6 +101,22 @@ INGEST_RUNS = pa.schema(
     ]
 )
 
+# One row per state change of a multi-table run (append-only): running -> complete | failed | abandoned.
+# Readers resolve table versions through it (mmsrarec_lib/snapshots.py). A base version of -1: the table did not exist.
+DATASET_RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("job", pa.string()),  # e.g. ingest
+        ("status", pa.string()),  # running | complete | failed | abandoned
+        ("base_versions", pa.map_(pa.string(), pa.int64())),  # table -> version the run started from
+        ("published_versions", pa.map_(pa.string(), pa.int64())),  # complete: table -> version it published
+        ("started_at", TS),
+        ("finished_at", TS),  # null while running
+        ("message", pa.string()),  # failed/abandoned: why, and what was rolled back
+        ("code_version", pa.string()),
+    ]
+)
+
 # --------------------------------------------------------------------------- evaluation
 EVALUATION_RUNS = pa.schema(
     [

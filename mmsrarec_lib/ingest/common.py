@@ -11,16 +11,26 @@ import unicodedata
 import pyarrow as pa
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.ingest.sources import SOURCE_ROW, Malformed
+from mmsrarec_lib.ingest.sources import (  # noqa: F401 (the reader's reasons, re-exported with the others)
+    BAD_ENCODING,
+    FIELD_TOO_LARGE,
+    MALFORMED_ROW,
+    SOURCE_ROW,
+    Malformed,
+)
 
 # quarantine reasons (the ``reason`` column); docs/ingest.md explains each
-MALFORMED_ROW = "malformed_row"
 MISSING_ITEM_ID = "missing_item_id"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
 MISSING_USER_ID = "missing_user_id"
 UNKNOWN_ITEM_ID = "unknown_item_id"
 UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
 INVALID_RATING = "invalid_rating"
+TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+
+# Characters stripped from both ends of an id: every Unicode white space (space, tab, NBSP, ideographic space...),
+# control characters and invisible format characters (zero-width space, BOM). Java regex, for Spark.
+ID_EDGE_CHARS = r"[\p{IsWhite_Space}\p{Cc}\p{Cf}]"
 
 _SPACE = re.compile(r"\s+")
 
@@ -33,6 +43,15 @@ def normalize_text(value: str | None) -> str | None:
     text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
     text = _SPACE.sub(" ", text).strip()
     return text or None
+
+
+def strip_id(column: str):
+    """A Spark column: the id in ``column`` without leading/trailing white space of any kind (see ID_EDGE_CHARS);
+    an id that is empty after that is a missing id."""
+    from pyspark.sql import functions as F
+
+    edge = ID_EDGE_CHARS
+    return F.regexp_replace(F.col(f"`{column}`"), f"^{edge}+|{edge}+$", "")
 
 
 def to_spark(spark, table: pa.Table):
@@ -68,7 +87,7 @@ def malformed_table(malformed: tuple[Malformed, ...], *, run_id: str, created_at
     rows = [
         {
             "run_id": run_id,
-            "reason": MALFORMED_ROW,
+            "reason": m.reason,
             "source_row": m.source_row,
             "raw_row": json.dumps({"_raw": m.raw, "_error": m.error}, ensure_ascii=False),
             "created_at": created_at,

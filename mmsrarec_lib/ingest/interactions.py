@@ -1,7 +1,9 @@
 """Spark job ``build_interactions`` (validate, normalise, dedup, quarantine) and ``user_sequences``.
 
-Validation, first failing check wins: ``missing_user_id``, ``missing_item_id``, ``unknown_item_id`` (not in the
-items table), ``unparseable_timestamp``, ``invalid_rating`` (given but not a finite number).
+Validation, first failing check wins: ``missing_user_id``, ``missing_item_id`` (ids are stripped of white space of
+any kind at both ends, tab and NBSP included; empty after that is missing), ``unknown_item_id`` (not in the items
+table), ``unparseable_timestamp``, ``timestamp_out_of_range`` (outside :class:`TimestampRange`: by default
+1970-01-01 to ten years after the run), ``invalid_rating`` (given but not a finite number).
 
 Timestamps: unix seconds (integer or decimal, up to 11 digits) or anything Spark's ISO-8601 cast accepts: a date
 (``2024-03-01``), a datetime with ``T`` or a space, optional fraction, optional ``Z``/``+hh:mm`` offset. A datetime
@@ -29,6 +31,35 @@ log = logging.getLogger(__name__)
 
 KEY = ("user_id", "item_id", "timestamp", "rating", "event")
 UNIX_SECONDS = r"^-?[0-9]{1,11}(\.[0-9]+)?$"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class TimestampRange:
+    """Valid interaction times: ``[earliest, latest]``; ``latest=None`` means ``future_years`` after the run."""
+
+    earliest: dt.datetime = EPOCH
+    latest: dt.datetime | None = None
+    future_years: int = 10
+
+    def __post_init__(self) -> None:
+        for value in (self.earliest, self.latest):
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"timestamp bound {value.isoformat()} has no time zone")
+        if self.latest is not None and self.latest < self.earliest:
+            raise ValueError(f"timestamp range is empty: {self.earliest.isoformat()} > {self.latest.isoformat()}")
+
+    def bounds(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        if self.latest is not None:
+            return self.earliest, self.latest
+        try:
+            return self.earliest, now.replace(year=now.year + self.future_years)
+        except ValueError:  # 29 February
+            return self.earliest, now.replace(year=now.year + self.future_years, day=28)
+
+
+def _micros(value: dt.datetime) -> int:
+    return (value - EPOCH) // dt.timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +88,7 @@ def build_interactions(
     run_id: str,
     created_at: dt.datetime,
     existing: pa.Table | None = None,
+    timestamps: TimestampRange = TimestampRange(),
 ) -> InteractionsResult:
     """Validate and dedup the interaction rows of ``source`` against the known ``item_ids``.
 
@@ -72,8 +104,8 @@ def build_interactions(
     opt = {name: (F.col(name) if name in columns else F.lit(None).cast("string")) for name in ("rating", "event")}
     df = df.select(
         "*",
-        F.trim("user_id").alias("__user"),
-        F.trim("item_id").alias("__item"),
+        common.strip_id("user_id").alias("__user"),
+        common.strip_id("item_id").alias("__item"),
         timestamp_column("timestamp").alias("__ts"),
         F.trim(opt["rating"]).alias("__rating_text"),
         F.when(F.length(F.trim(opt["event"])) > 0, F.trim(opt["event"])).alias("__event"),
@@ -85,14 +117,20 @@ def build_interactions(
     bad_rating = F.col("__rating_text").isNotNull() & (F.length("__rating_text") > 0) & (
         F.col("__rating").isNull() | F.isnan("__rating") | (F.abs("__rating") == float("inf"))
     )
+    lo, hi = timestamps.bounds(created_at)
+    # compared as microseconds: a year-0 or year-10000 value never becomes a Python datetime anywhere
+    ts_us = F.unix_micros("__ts")
+    out_of_range = (ts_us < F.lit(_micros(lo))) | (ts_us > F.lit(_micros(hi)))
     df = df.withColumn(
         "__reason",
         F.when(blank("__user"), F.lit(common.MISSING_USER_ID))
         .when(blank("__item"), F.lit(common.MISSING_ITEM_ID))
         .when(F.col("__known").isNull(), F.lit(common.UNKNOWN_ITEM_ID))
         .when(F.col("__ts").isNull(), F.lit(common.UNPARSEABLE_TIMESTAMP))
+        .when(out_of_range, F.lit(common.TIMESTAMP_OUT_OF_RANGE))
         .when(bad_rating, F.lit(common.INVALID_RATING)),
     )
+    df = df.withColumn("__ts", F.when(F.col("__reason").isNull(), F.col("__ts")))  # only valid times leave Spark
     # the raw row (as JSON) only for rows going to quarantine: building it for every row costs the most CPU here
     df = df.withColumn("__raw", F.when(F.col("__reason").isNotNull(), common.raw_row_column(columns)))
     df = df.select(

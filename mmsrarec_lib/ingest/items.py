@@ -1,7 +1,7 @@
 """Spark job ``build_item_table``: validate item rows, dedup, quarantine, clean text, load images.
 
 Flow: the driver's Arrow table -> Spark DataFrame -> (1) a row with no ``item_id`` is quarantined
-(``missing_item_id``); (2) per ``item_id`` the first row by ``source_row`` wins; a later row with the same content
+(``missing_item_id``; ids are stripped of white space of any kind at both ends, tab and NBSP included); (2) per ``item_id`` the first row by ``source_row`` wins; a later row with the same content
 is an exact duplicate (counted), one with different content is quarantined (``conflicting_duplicate``); (3) columns
 outside the contract go into ``attributes``; (4) ``mapInArrow`` cleans text, computes ``text_sha256`` and loads
 each image (see :mod:`.images`) with a small thread pool per partition, so network fetches overlap. The result is
@@ -105,6 +105,8 @@ def build_item_table(
     image_timeout_s: float = 10.0,
     image_retries: int = 2,
     image_threads: int = 8,
+    image_deadline_s: float = 30.0,
+    image_max_bytes: int = 50 * 1024 * 1024,
 ) -> ItemTableResult:
     """Validate, dedup and enrich the item rows of ``source``; returns the items and quarantine tables."""
     from pyspark.sql import Window
@@ -120,7 +122,7 @@ def build_item_table(
             df = df.withColumn(name, F.lit(None).cast("array<string>" if name == "categories" else "string"))
     # derived columns get a "__" prefix so they cannot clash with input columns (which become attributes)
     df = df.withColumn("__raw", common.raw_row_column(columns))
-    df = df.withColumn("item_id", F.trim(F.col("item_id")))
+    df = df.withColumn("item_id", common.strip_id("item_id"))
     has_id = F.col("item_id").isNotNull() & (F.length("item_id") > 0)
     # content = the input row as given (its raw_row JSON), row number aside
     w = Window.partitionBy("item_id").orderBy(SOURCE_ROW)
@@ -143,7 +145,7 @@ def build_item_table(
                         "image_uri", SOURCE_ROW, F.col("__reason").alias("reason"),
                         F.col("__raw").alias("raw_row"), F.col("__dup").alias("_dup"))
     cfg = ImageConfig(base_dir=source.base_dir, max_side=max_image_side, timeout_s=image_timeout_s,
-                      retries=image_retries)
+                      retries=image_retries, deadline_s=image_deadline_s, max_bytes=image_max_bytes)
     # one Spark job: every row goes through; only rows to keep load their image. The explicit repartition
     # spreads image work over all cores (adaptive execution would coalesce a small shuffle into one task).
     flagged = flagged.repartition(max(2, spark.sparkContext.defaultParallelism))

@@ -3,6 +3,13 @@
 Tables written under ``<warehouse>/<dataset>/``: items, items_quarantine, interactions, interactions_quarantine,
 user_sequences, split_loo, eval_candidates, and one ingest_runs row per table.
 
+Concurrency and consistency: the run holds the dataset's write lock (:mod:`mmsrarec_lib.locks`) from its first read
+of the warehouse to its last commit, so concurrent appends (and ``refresh-collab``, ``recommend``) queue instead of
+rebuilding the derived tables from stale snapshots; and it is a :class:`mmsrarec_lib.snapshots.DatasetRun`: a
+``running`` row in ``dataset_runs`` before its first commit, ``complete`` after its last, so readers never see half
+a run, a run that raises is rolled back (``failed``), and a killed one is rolled back by the next writer
+(``abandoned``).
+
 Modes:
 - ``overwrite`` (default): every table is replaced by this run's content, sorted deterministically, so a rerun on
   the same inputs leaves the same rows (a new Delta version; older versions stay readable by time travel).
@@ -22,11 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.ingest.interactions import build_interactions
+from mmsrarec_lib.ingest.interactions import TimestampRange, build_interactions
 from mmsrarec_lib.ingest.items import build_item_table
-from mmsrarec_lib.ingest.sources import SourceTable
+from mmsrarec_lib.ingest.sources import SourceTable, describe_quarantine
 from mmsrarec_lib.ingest.splits import SplitConfig, build_splits
-from mmsrarec_lib.runs import IngestRun, new_run_id, record_ingest_runs, utcnow
+from mmsrarec_lib.locks import DEFAULT_TTL_S, DEFAULT_WAIT_S, dataset_lock
+from mmsrarec_lib.runs import INGEST_RUNS_TABLE, IngestRun, ingest_runs_table, new_run_id, utcnow
+from mmsrarec_lib.snapshots import DatasetRun, repair
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
@@ -42,8 +51,14 @@ class IngestConfig:
     dataset: str
     mode: Literal["overwrite", "append"] = "overwrite"
     max_image_side: int = 512
-    image_timeout_s: float = 10.0
+    image_timeout_s: float = 10.0  # per connect / socket read
     image_retries: int = 2
+    image_deadline_s: float = 30.0  # total per image, retries and backoff included
+    image_max_bytes: int = 50 * 1024 * 1024
+    timestamps: TimestampRange = field(default_factory=TimestampRange)
+    allow_empty: bool = False  # accept an items (or, overwriting, interactions) file with no rows
+    lock_wait_s: float = DEFAULT_WAIT_S
+    lock_ttl_s: float = DEFAULT_TTL_S
     splits: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
@@ -80,6 +95,13 @@ def _upsert_items(warehouse: Warehouse, dataset: str, new: pa.Table) -> pa.Table
     return pa.concat_tables([old.filter(keep), new]).sort_by([("item_id", "ascending")])
 
 
+def _refuse_empty(source: SourceTable | None, what: str, config: IngestConfig) -> None:
+    if source is not None and source.rows_in == 0 and not config.allow_empty:
+        raise ValueError(f"{source.path or what}: the {what} file has no data rows; refusing to "
+                         f"{'replace the dataset with' if config.mode == 'overwrite' else 'ingest'} an empty "
+                         f"{what} table (pass --allow-empty if that is intended)")
+
+
 def run_ingest(
     *, warehouse: Warehouse, items: SourceTable | None, interactions: SourceTable, config: IngestConfig,
     spark=None, spark_master: str | None = None,
@@ -88,8 +110,9 @@ def run_ingest(
 
     ``items=None`` is allowed in append mode only (a feed of new interactions): the stored items table is kept.
     """
-    if items is None and not (config.mode == "append" and warehouse.has_table(config.dataset, ITEMS)):
-        raise ValueError("an items file is required, except when appending interactions to an ingested dataset")
+    _refuse_empty(items, "items", config)
+    if config.mode == "overwrite":
+        _refuse_empty(interactions, "interactions", config)
     if spark is None:
         from mmsrarec_lib.spark import get_spark
 
@@ -98,8 +121,26 @@ def run_ingest(
         # naive ISO datetimes are read in the session time zone; the contract says UTC
         log.warning("setting spark.sql.session.timeZone to UTC for the ingest")
         spark.conf.set("spark.sql.session.timeZone", "UTC")
+    run_id = new_run_id("ingest")
+    with dataset_lock(warehouse, config.dataset, owner=run_id, purpose=f"ingest --mode {config.mode}",
+                      ttl_s=config.lock_ttl_s, wait_s=config.lock_wait_s) as lease:
+        repair(warehouse, config.dataset, by=run_id)  # runs that died mid-way: rolled back, marked abandoned
+        if items is None and not (config.mode == "append" and warehouse.has_table(config.dataset, ITEMS)):
+            raise ValueError("an items file is required, except when appending interactions to an ingested dataset")
+        with DatasetRun(warehouse, config.dataset, run_id=run_id, job="ingest",
+                        tables=(*TABLES, INGEST_RUNS_TABLE)) as run:
+
+            def commit(table: str, data: pa.Table, mode: str = "overwrite") -> None:
+                lease.check()  # never commit after losing the lock
+                run.committed(table, warehouse.write_table(config.dataset, table, data, mode=mode))  # type: ignore[arg-type]
+
+            return _run(warehouse, items, interactions, config, spark, run_id, commit)
+
+
+def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTable, config: IngestConfig, spark,
+         run_id: str, commit) -> IngestSummary:
     ds, append = config.dataset, config.mode == "append"
-    run_id, seconds, runs = new_run_id("ingest"), {}, []
+    seconds, runs = {}, []
     created = utcnow()
 
     t0, started = time.perf_counter(), utcnow()
@@ -110,10 +151,12 @@ def run_ingest(
         item_res = build_item_table(
             spark, source=items, run_id=run_id, created_at=created, max_image_side=config.max_image_side,
             image_timeout_s=config.image_timeout_s, image_retries=config.image_retries,
+            image_deadline_s=config.image_deadline_s, image_max_bytes=config.image_max_bytes,
         )
+        describe_quarantine(items, item_res.quarantine, what="items")
         all_items = _upsert_items(warehouse, ds, item_res.items) if append else item_res.items
-        warehouse.write_table(ds, ITEMS, all_items, mode="overwrite")
-        warehouse.write_table(ds, ITEMS_Q, item_res.quarantine, mode="append" if append else "overwrite")
+        commit(ITEMS, all_items)
+        commit(ITEMS_Q, item_res.quarantine, "append" if append else "overwrite")
         runs.append(IngestRun(run_id, ds, ITEMS, item_res.rows_in, item_res.items.num_rows,
                               item_res.quarantine.num_rows, item_res.rows_duplicate, started, utcnow()))
         items_quarantined, items_duplicate = item_res.quarantine.num_rows, item_res.rows_duplicate
@@ -124,16 +167,17 @@ def run_ingest(
         append and warehouse.has_table(ds, INTERACTIONS)) else None
     inter_res = build_interactions(
         spark, source=interactions, item_ids=all_items.column("item_id").combine_chunks(), run_id=run_id,
-        created_at=created, existing=existing,
+        created_at=created, existing=existing, timestamps=config.timestamps,
     )
+    describe_quarantine(interactions, inter_res.quarantine, what="interactions")
     if existing is not None:
         if inter_res.new_rows.num_rows:
-            warehouse.write_table(ds, INTERACTIONS, inter_res.new_rows, mode="append")
+            commit(INTERACTIONS, inter_res.new_rows, "append")
         full = pa.concat_tables([existing, inter_res.new_rows])
     else:
-        warehouse.write_table(ds, INTERACTIONS, inter_res.new_rows, mode="overwrite")
+        commit(INTERACTIONS, inter_res.new_rows)
         full = inter_res.new_rows
-    warehouse.write_table(ds, INTERACTIONS_Q, inter_res.quarantine, mode="append" if append else "overwrite")
+    commit(INTERACTIONS_Q, inter_res.quarantine, "append" if append else "overwrite")
     runs.append(IngestRun(run_id, ds, INTERACTIONS, inter_res.rows_in, inter_res.new_rows.num_rows,
                           inter_res.quarantine.num_rows, inter_res.rows_duplicate, started, utcnow()))
     seconds["interactions"] = time.perf_counter() - t0
@@ -141,16 +185,16 @@ def run_ingest(
     t0, started = time.perf_counter(), utcnow()
     split_res = build_splits(spark, interactions=full, cfg=config.splits)
     sequences = split_res.user_sequences
-    warehouse.write_table(ds, USER_SEQUENCES, sequences, mode="overwrite")
-    warehouse.write_table(ds, SPLIT_LOO, split_res.split_loo, mode="overwrite")
-    warehouse.write_table(ds, EVAL_CANDIDATES, split_res.eval_candidates, mode="overwrite")
+    commit(USER_SEQUENCES, sequences)
+    commit(SPLIT_LOO, split_res.split_loo)
+    commit(EVAL_CANDIDATES, split_res.eval_candidates)
     finished = utcnow()
     for name, table in ((USER_SEQUENCES, sequences), (SPLIT_LOO, split_res.split_loo),
                         (EVAL_CANDIDATES, split_res.eval_candidates)):
         runs.append(IngestRun(run_id, ds, name, table.num_rows, table.num_rows, 0, 0, started, finished))
     seconds["sequences_and_splits"] = time.perf_counter() - t0
 
-    record_ingest_runs(warehouse, runs)
+    commit(INGEST_RUNS_TABLE, ingest_runs_table(runs), "append")
     counts = {
         ITEMS: all_items.num_rows, ITEMS_Q: items_quarantined, INTERACTIONS: full.num_rows,
         INTERACTIONS_Q: inter_res.quarantine.num_rows, "interactions_duplicate": inter_res.rows_duplicate,

@@ -3,27 +3,42 @@
 Every column comes back as a string (the validation in Spark decides what is valid, and the raw row quarantined
 is what the file said), except ``categories`` which becomes a list of strings (``|``-separated in CSV/TSV, a list
 or a ``|``-separated string in JSONL/Parquet). A 1-based ``source_row`` (the data row number, header not counted)
-is added; blank lines are not rows. Rows that cannot be read as a row at all (wrong field count in CSV/TSV, a
-JSONL line that is not a JSON object) are returned separately as ``malformed`` so the caller can quarantine them:
-nothing is dropped silently.
+is added; blank lines are not rows. Rows that cannot be read as a row at all are returned separately as
+``malformed`` (with their reason) so the caller can quarantine them: nothing is dropped silently, and no input
+crashes the reader:
+
+- ``malformed_row``: wrong field count in CSV/TSV, a JSONL line that is not a JSON object;
+- ``bad_encoding``: bytes that are not valid in the file's encoding (``encoding``, default UTF-8 with an optional
+  BOM); that row only, the rest of the file loads. Its raw text keeps the bad bytes as ``\\xNN`` escapes;
+- ``field_too_large``: a CSV/TSV field longer than ``MAX_FIELD_CHARS`` (64 Mi characters; fields of any size
+  below that are read). An unclosed quote makes the rest of the file one field: that row is quarantined (as
+  ``malformed_row`` or ``field_too_large``) and the message says where the quote opened.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
 SOURCE_ROW = "source_row"
 CATEGORIES = "categories"
+MALFORMED_ROW, BAD_ENCODING, FIELD_TOO_LARGE = "malformed_row", "bad_encoding", "field_too_large"
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, a leading byte-order mark ignored
+MAX_FIELD_CHARS = 64 * 1024 * 1024
+MAX_RAW_CHARS = 64 * 1024  # the raw text kept in quarantine for one unreadable row
+_SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by the surrogateescape handler
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
            ".pq": "parquet"}
 
@@ -35,6 +50,7 @@ class Malformed:
     source_row: int
     raw: str
     error: str
+    reason: str = MALFORMED_ROW
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ class SourceTable:
     table: pa.Table
     base_dir: str  # the folder relative image paths resolve against (and must stay inside)
     malformed: tuple[Malformed, ...] = field(default_factory=tuple)
+    path: str = ""  # the input file, for messages
 
     @property
     def rows_in(self) -> int:
@@ -105,25 +122,70 @@ def _columns_to_table(columns: dict[str, list], source_rows: list[int]) -> pa.Ta
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _read_delimited(path: Path, delimiter: str) -> tuple[pa.Table, list[Malformed]]:
+def _escape_bad_bytes(text: str) -> str:
+    """Text read with ``surrogateescape``: each undecodable byte shown as ``\\xNN`` (valid UTF-8 to store)."""
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
+
+
+def _bad_encoding(n: int, raw: str, encoding: str) -> Malformed:
+    first = _SURROGATE.search(raw)
+    where = f" at character {first.start() + 1}" if first else ""
+    return Malformed(n, _escape_bad_bytes(raw)[:MAX_RAW_CHARS],
+                     f"bytes not valid {encoding}{where} (declare the file's encoding with --encoding)", BAD_ENCODING)
+
+
+def _open_text(path: Path, encoding: str):
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"{path}: unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    # undecodable bytes become lone surrogates: found per row below, so one bad byte costs one row, not the file
+    return path.open(newline="", encoding=encoding, errors="surrogateescape")
+
+
+def _read_delimited(path: Path, delimiter: str, encoding: str) -> tuple[pa.Table, list[Malformed]]:
     source_rows, malformed = [], []
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    with _open_text(path, encoding) as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise ValueError(f"{path}: empty file (no header row)") from None
+        except csv.Error as exc:
+            raise ValueError(f"{path}: header row cannot be read: {exc}") from None
+        if any(_SURROGATE.search(h) for h in header):
+            raise ValueError(f"{path}: header row has bytes that are not valid {encoding} "
+                             f"({_escape_bad_bytes(delimiter.join(header))[:200]}); declare the encoding with --encoding")
         if len(set(header)) != len(header):
             raise ValueError(f"{path}: duplicate column names in header {header}")
         cols: list[list] = [[] for _ in header]
         n = 0
-        for fields in reader:
+        while True:
+            line_before = reader.line_num
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # a field over the limit; the reader resumes at the next line
+                n += 1
+                malformed.append(Malformed(n, f"(row starting on line {line_before + 1})",
+                                           f"{exc} (limit {MAX_FIELD_CHARS} characters; an unclosed quote on line "
+                                           f"{line_before + 1} makes the rest of the file one field)",
+                                           FIELD_TOO_LARGE))
+                continue
             if not fields:
                 continue  # a blank line is not a row (as in JSONL)
             n += 1
+            raw = delimiter.join(fields)
+            if any(_SURROGATE.search(v) for v in fields):
+                malformed.append(_bad_encoding(n, raw, encoding))
+                continue
             if len(fields) != len(header):
-                raw = delimiter.join(fields)
-                malformed.append(Malformed(n, raw, f"{len(fields)} fields, header has {len(header)}"))
+                hint = (f"; a quote opened on line {line_before + 1} may be unclosed (the row spans lines "
+                        f"{line_before + 1}-{reader.line_num})") if reader.line_num - line_before > 1 else ""
+                malformed.append(Malformed(n, raw[:MAX_RAW_CHARS],
+                                           f"{len(fields)} fields, header has {len(header)}{hint}"))
                 continue
             for col, v in zip(cols, fields):
                 col.append(v if v != "" else None)  # an empty CSV field is a missing value
@@ -131,21 +193,24 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[pa.Table, list[Malforme
     return _columns_to_table(dict(zip(header, cols)), source_rows), malformed
 
 
-def _read_jsonl(path: Path) -> tuple[pa.Table, list[Malformed]]:
+def _read_jsonl(path: Path, encoding: str) -> tuple[pa.Table, list[Malformed]]:
     rows, source_rows, malformed, columns = [], [], [], {}
-    with path.open(encoding="utf-8-sig") as f:
+    with _open_text(path, encoding) as f:
         n = 0
         for line in f:
             if not line.strip():
                 continue  # blank lines are not rows
             n += 1
+            if _SURROGATE.search(line):
+                malformed.append(_bad_encoding(n, line.rstrip("\r\n"), encoding))
+                continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                malformed.append(Malformed(n, line.rstrip("\n"), f"invalid JSON: {exc.msg}"))
+                malformed.append(Malformed(n, line.rstrip("\n")[:MAX_RAW_CHARS], f"invalid JSON: {exc.msg}"))
                 continue
             if not isinstance(obj, dict):
-                malformed.append(Malformed(n, line.rstrip("\n"), "not a JSON object"))
+                malformed.append(Malformed(n, line.rstrip("\n")[:MAX_RAW_CHARS], "not a JSON object"))
                 continue
             columns.update(dict.fromkeys(obj))
             rows.append(obj)
@@ -159,27 +224,50 @@ def _read_parquet(path: Path) -> pa.Table:
                              list(range(1, table.num_rows + 1)))
 
 
-def read_source(path: str | Path) -> SourceTable:
-    """Read one input file (CSV, TSV, JSONL or Parquet by extension) into a :class:`SourceTable`."""
+def read_source(path: str | Path, *, encoding: str = DEFAULT_ENCODING) -> SourceTable:
+    """Read one input file (CSV, TSV, JSONL or Parquet by extension) into a :class:`SourceTable`.
+
+    ``encoding`` applies to the text formats (Parquet strings are UTF-8 by definition).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     fmt = file_format(path)
     malformed: list[Malformed] = []
     if fmt == "csv":
-        table, malformed = _read_delimited(path, ",")
+        table, malformed = _read_delimited(path, ",", encoding)
     elif fmt == "tsv":
-        table, malformed = _read_delimited(path, "\t")
+        table, malformed = _read_delimited(path, "\t", encoding)
     elif fmt == "jsonl":
-        table, malformed = _read_jsonl(path)
+        table, malformed = _read_jsonl(path, encoding)
     else:
         table = _read_parquet(path)
     log.info("read %s: %d rows, %d malformed, columns %s", path, table.num_rows, len(malformed), table.column_names)
-    return SourceTable(table=table, base_dir=str(path.resolve().parent), malformed=tuple(malformed))
+    for m in malformed[:5]:
+        log.warning("%s row %d: %s: %s", path, m.source_row, m.reason, m.error)
+    return SourceTable(table=table, base_dir=str(path.resolve().parent), malformed=tuple(malformed), path=str(path))
+
+
+def input_columns(source: SourceTable) -> list[str]:
+    """The file's own column names (without the ``source_row`` added by the reader)."""
+    return ["source_row" if c == "input_source_row" else c for c in source.table.column_names if c != SOURCE_ROW]
 
 
 def require_columns(source: SourceTable, required: tuple[str, ...], *, what: str) -> None:
-    """A ValueError naming the missing required columns of an input file."""
+    """A ValueError naming the file and the missing required columns of an input file."""
     missing = [c for c in required if c not in source.table.column_names]
     if missing:
-        raise ValueError(f"{what} file lacks required column(s) {missing}; it has {source.table.column_names}")
+        raise ValueError(f"{source.path or what + ' file'}: the {what} file lacks required column(s) {missing}; "
+                         f"its columns are {input_columns(source)}")
+
+
+def describe_quarantine(source: SourceTable, quarantine: pa.Table, *, what: str, examples: int = 3) -> None:
+    """Log one warning per quarantine reason, naming the file and the first rows (readable in Airflow logs)."""
+    if quarantine.num_rows == 0:
+        return
+    reasons = quarantine.column("reason")
+    for reason in sorted(set(reasons.to_pylist())):
+        rows = quarantine.filter(pc.equal(reasons, reason)).column("source_row").to_pylist()
+        shown = ", ".join(map(str, rows[:examples])) + (", ..." if len(rows) > examples else "")
+        log.warning("%s: %d %s row(s) quarantined as %s (row %s)", source.path or what, len(rows), what, reason,
+                    shown)

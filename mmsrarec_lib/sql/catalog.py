@@ -86,6 +86,17 @@ TABLES: dict[str, TableDoc] = {
             {"rows_in": "= rows_written + rows_quarantined + rows_duplicate (checked by the writer)"},
         ),
         TableDoc(
+            "dataset_runs", schemas.DATASET_RUNS,
+            "How every multi-table run (ingest) ended, and which table versions it published; readers resolve"
+            " versions through it, so a run that died between commits is invisible.",
+            "one row per state change of a run (running, then complete | failed | abandoned)", ("run_id", "status"),
+            "none", "`ingest` (append: `running` before its first commit, the end state last)",
+            {"status": "running (in progress, or died and not yet repaired) | complete | failed (raised; its"
+             " commits rolled back) | abandoned (died; found and rolled back by the next writer)",
+             "base_versions": "table -> version the run started from (-1: did not exist)",
+             "published_versions": "complete runs: table -> version published"},
+        ),
+        TableDoc(
             "evaluation_runs", schemas.EVALUATION_RUNS, "Every evaluation result of every model and seed.",
             "one metric value of one run", ("run_id", "model", "protocol", "metric", "k"), "none",
             "`train-baseline`, `evaluate` (append)",

@@ -11,6 +11,11 @@ Time-travel semantics (Delta versions are per table, so one number cannot name t
 - ``as_of=TIMESTAMP``: every table as it was at that instant (``DeltaTable.load_as_version(datetime)``); a table
   whose first available commit is later than that did not exist yet and is reported as absent.
 
+Latest reads (no time travel) take each table at the version :func:`mmsrarec_lib.snapshots.resolve_versions`
+gives: its latest, except for tables a multi-table run that has not ended is writing (an ingest in progress or
+killed between its commits), which stay at the version that run started from; ``warehouse_tables`` then shows
+``version < latest_version``. So a query never sees half a run.
+
 Known tables (those in :data:`mmsrarec_lib.sql.catalog.TABLES`) that are absent still get an empty view of their
 schema, so ready queries bind on a warehouse where, say, no recommendations were written yet.
 """
@@ -26,9 +31,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from mmsrarec_lib.snapshots import resolve_versions
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
+_UNRESOLVED = object()
 
 
 @dataclass(frozen=True)
@@ -119,11 +126,23 @@ def commit_time(warehouse: Warehouse, dataset: str, table: str, version: int) ->
     return None
 
 
-def resolve_snapshot(warehouse: Warehouse, *, dataset: str, table: str, travel: TimeTravel) -> TableSnapshot:
-    """The version of ``table`` that ``travel`` selects, with its commit time and layout."""
+def resolve_snapshot(
+    warehouse: Warehouse, *, dataset: str, table: str, travel: TimeTravel, published: object = _UNRESOLVED
+) -> TableSnapshot:
+    """The version of ``table`` that ``travel`` selects, with its commit time and layout.
+
+    ``published`` (latest reads) is the version :func:`mmsrarec_lib.snapshots.resolve_versions` chose (None: the
+    table has no version for readers yet, a run that has not ended is creating it); resolved here when not given.
+    """
     dt_latest = warehouse.delta_table(dataset, table)
     latest = dt_latest.version()
-    if travel.as_of is not None:
+    if travel.is_latest and published is _UNRESOLVED:
+        published = resolve_versions(warehouse, dataset, [table])[table]
+    if travel.is_latest and published is None:
+        return TableSnapshot(table, None, latest, None, (), 0)
+    if travel.is_latest:
+        version = min(int(published), latest)  # type: ignore[call-overload]
+    elif travel.as_of is not None:
         versions = _log_versions(warehouse, dataset, table)
         first_time = commit_time(warehouse, dataset, table, versions[0]) if versions else None
         if first_time is not None and travel.as_of < first_time:
@@ -159,7 +178,10 @@ def resolve_tables(
     unknown = sorted(set(travel.table_versions) - set(names))
     if unknown:
         raise ValueError(f"--as-of-version names tables that do not exist: {', '.join(unknown)}")
-    snapshots = [resolve_snapshot(warehouse, dataset=dataset, table=name, travel=travel) for name in names]
+    # latest reads go through the dataset's run manifest: a multi-table run that has not ended is invisible
+    published = resolve_versions(warehouse, dataset, names) if travel.is_latest else {}
+    snapshots = [resolve_snapshot(warehouse, dataset=dataset, table=name, travel=travel,
+                                  published=published.get(name, _UNRESOLVED)) for name in names]
     for name in sorted(set(known or {}) - set(names)):
         snapshots.append(TableSnapshot(name, None, None, None, (), 0))
     return sorted(snapshots, key=lambda s: s.name)
