@@ -14,6 +14,10 @@ was written with. A refresh:
    same users again; replacing index entries and merging rows are idempotent, so nothing is skipped or duplicated.
    Then index versions beyond the newest ``keep_index_versions`` are deleted.
 
+The whole refresh holds the dataset's write lock (:mod:`mmsrarec_lib.locks`, shared with ``ingest`` and
+``recommend``): an ``ingest --mode append`` racing it waits, so the refresh never reads interactions that are half
+appended and never advances the watermark past rows it did not see.
+
 Rows of *unchanged* users keep the neighbours they had (and the index version they name) until the next full
 build, even when one of their neighbours changed: the refresh rewrites only changed users' rows.
 Interactions that arrive late with a timestamp at or below the watermark are not seen by a refresh; a full
@@ -44,7 +48,9 @@ from mmsrarec_lib.collab.windows import (
     to_us,
     training_windows,
 )
-from mmsrarec_lib.runs import utcnow
+from mmsrarec_lib.locks import DEFAULT_WAIT_S, dataset_lock
+from mmsrarec_lib.runs import new_run_id, utcnow
+from mmsrarec_lib.snapshots import repair
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
@@ -99,9 +105,19 @@ def refresh_collab(
     embedder: Embedder,
     keywords: Mapping[str, Sequence[str]],
     keep_index_versions: int = 5,
+    lock_wait_s: float = DEFAULT_WAIT_S,
 ) -> CollabResult:
     """Bring the index and table up to date with interactions newer than the watermark (see module doc); then
-    delete all but the newest ``keep_index_versions`` index versions."""
+    delete all but the newest ``keep_index_versions`` index versions. Holds the dataset lock throughout."""
+    run_id = new_run_id("refresh-collab")
+    with dataset_lock(warehouse, dataset, owner=run_id, purpose="refresh-collab", wait_s=lock_wait_s) as lease:
+        repair(warehouse, dataset, by=run_id)  # an ingest that died mid-way is rolled back before we read
+        return _refresh(warehouse, dataset=dataset, embedder=embedder, keywords=keywords,
+                        keep_index_versions=keep_index_versions, check=lease.check)
+
+
+def _refresh(warehouse: Warehouse, *, dataset: str, embedder: Embedder, keywords: Mapping[str, Sequence[str]],
+             keep_index_versions: int, check) -> CollabResult:
     wm = read_watermark(warehouse, dataset)
     users, new_max = changed_users(warehouse, dataset, wm.max_interaction_us)
     if not users:
@@ -134,6 +150,7 @@ def refresh_collab(
         keyword_source=keyword_source,
         created_at=utcnow(),
     )
+    check()  # never commit after losing the lock
     version = warehouse.merge_table(dataset, TABLE, rows, keys=list(KEYS))
     write_watermark(
         warehouse,

@@ -100,6 +100,15 @@ class SqlError(ValueError):
     """The SQL could not be parsed or failed (syntax, unknown column, ...)."""
 
 
+_INSTALL_HINT = re.compile(r"\s*Please try installing and loading .*", re.DOTALL)
+
+
+def _without_install_hint(exc: Exception) -> str:
+    """DuckDB's message without its advice to INSTALL/LOAD an extension (which this engine refuses)."""
+    text, n = _INSTALL_HINT.subn("", str(exc))
+    return text + " (extensions cannot be installed or loaded in `mmsrarec sql`)" if n else text
+
+
 def _short(text: str, limit: int = 80) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
@@ -223,9 +232,9 @@ class SqlEngine:
             except duckdb.InvalidInputException as exc:
                 if "configuration has been locked" in str(exc):  # DuckDB's own refusal, surfaced as such
                     raise ReadOnlyViolation(f"refused: {exc} (statement {number})") from exc
-                raise SqlError(f"statement {number} failed: {exc}") from exc
+                raise SqlError(f"statement {number} failed: {_without_install_hint(exc)}") from exc
             except duckdb.Error as exc:
-                raise SqlError(f"statement {number} failed: {exc}") from exc
+                raise SqlError(f"statement {number} failed: {_without_install_hint(exc)}") from exc
         return result
 
     def query(self, sql: str) -> pa.Table:
