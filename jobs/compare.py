@@ -8,22 +8,26 @@ from dataclasses import dataclass
 from jobs._common import add_warehouse_args, warehouse_from_args
 
 COMMAND = "compare"
-HELP = ("train and evaluate Pop, SASRec, MMSRARec and its ablations over N seeds under both protocols into "
-        "evaluation_runs (one run id), then print mean ± std")
+HELP = ("train and evaluate Pop, SASRec, MMSRARec, the MLLM alone, the id-token variant and the ablations over N "
+        "seeds under the paper, full and sampled protocols into evaluation_runs (one run id), then print mean ± std "
+        "and paired intervals against SASRec")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_warehouse_args(parser)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--protocols", default="paper,full")
+    parser.add_argument("--protocols", default="paper,full,sampled",
+                        help="comma list of paper, full, sampled (sampled reuses the full protocol's models)")
     parser.add_argument("--models", default="all", help="'all' or a comma list (pop,sasrec,mmsrarec,...)")
     parser.add_argument("--run-id", default=None, help="evaluation run id; the same id again resumes")
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps per MMSRARec variant")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="fine-tuning steps per MMSRARec variant (default: 120 minilm-effnet, 150 decoder)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 minilm-effnet, 8 decoder")
+    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 minilm-effnet, 2e-3 decoder")
     parser.add_argument("--top-m", type=int, default=50, help="full protocol: SASRec candidates reranked")
-    parser.add_argument("--fusion-weight", type=float, default=1.0)
+    parser.add_argument("--fusion-weight", type=float, default=None,
+                        help="fixed fusion weight (default: each run's weight, chosen on its validation users)")
     parser.add_argument("--sasrec-epochs", type=int, default=None)
     parser.add_argument("--base-model", default=None, help="HF id or path (default: tiny LLaVA per run)")
     parser.add_argument("--no-progress", action="store_true")
@@ -36,11 +40,11 @@ class CompareJobConfig:
     protocols: tuple[str, ...]
     models: tuple[str, ...] | None
     run_id: str | None
-    steps: int
-    batch_size: int
-    lr: float
+    steps: int | None
+    batch_size: int | None
+    lr: float | None
     top_m: int
-    fusion_weight: float
+    fusion_weight: float | None
     sasrec_epochs: int | None
     base_model: str | None
     progress: bool
@@ -64,7 +68,10 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.recommend.finetune import cpu_threads
 
     cpu_threads()
-    from mmsrarec_lib.recommend.compare import ALL_MODELS, CompareConfig, run_compare, summary_table
+    from dataclasses import replace
+
+    from mmsrarec_lib.recommend.compare import ALL_MODELS, CompareConfig, intervals_table, run_compare, summary_table
+    from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
     from mmsrarec_lib.recommend.finetune import TrainSettings
     from mmsrarec_lib.recommend.scorer import ScoringConfig
     from mmsrarec_lib.runs import new_run_id
@@ -73,12 +80,18 @@ def main(args: argparse.Namespace) -> int:
     wh = warehouse_from_args(args)
     run_id = c.run_id or new_run_id("compare")
     print(f"comparison run {run_id} on {c.dataset}: seeds {list(c.seeds)}, protocols {list(c.protocols)}")
+    steps = c.steps or 150
+    enc = EncoderRunConfig()
+    enc = replace(enc, train=replace(enc.train, **{k: v for k, v in (("max_steps", c.steps), ("batch_size",
+                  c.batch_size), ("lr", c.lr)) if v is not None}))
     cfg = CompareConfig(
         dataset=c.dataset, run_id=run_id, seeds=c.seeds, protocols=c.protocols, models=c.models or ALL_MODELS,
-        train=TrainSettings(max_steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=min(20, c.steps),
-                            save_every=max(1, c.steps // 3)),
+        train=TrainSettings(max_steps=steps, batch_size=c.batch_size or 8, lr=c.lr or 2e-3,
+                            warmup_steps=min(20, steps), save_every=max(1, steps // 3)),
+        encoder=replace(enc, train=replace(enc.train, save_every=max(1, enc.train.max_steps // 3))),
         scoring=ScoringConfig(fusion_weight=c.fusion_weight, top_m=c.top_m),
         sasrec={"epochs": c.sasrec_epochs} if c.sasrec_epochs else {}, base_model=c.base_model, progress=c.progress)
     run_compare(wh, config=cfg)
     print(summary_table(wh, c.dataset, run_id))
+    print(intervals_table(wh, c.dataset, run_id, models=cfg.models, protocols=c.protocols, seeds=c.seeds))
     return 0

@@ -17,7 +17,8 @@ HELP = "evaluate a model (a name such as pop/sasrec/mmsrarec, or a saved run id)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_warehouse_args(parser)
     parser.add_argument("--model", required=True, help="registered name (pop, sasrec, mmsrarec...) or a saved run id")
-    parser.add_argument("--protocol", required=True, choices=["paper", "full"])
+    parser.add_argument("--protocol", required=True, choices=["paper", "full", "sampled"],
+                        help="sampled: every user's held-out item vs 20 sampled negatives (full's training data)")
     parser.add_argument("--seeds", type=int, default=1, help="train and evaluate this many seeds (names only)")
     parser.add_argument("--seed", type=int, default=0, help="first seed; seeds are seed, seed+1, ...")
     parser.add_argument("--run-id", default=None,

@@ -1,4 +1,4 @@
-"""End to end on a toy warehouse: train a run (tiny LLaVA + LoRA), evaluate it through the registry under both
+"""End to end on a toy warehouse, the decoder path (``--base-model``; here its tiny random LLaVA fixture): train a run (tiny LLaVA + LoRA), evaluate it through the registry under both
 protocols, recommend top-K (no seen item, explanations, partition replaced on rerun, 'changed' users)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     seqs = toy.build(wh)
     gen = fit_baseline(wh, "toy", kind="sasrec", protocol="paper", seed=0,
                        sasrec_overrides={"epochs": 2, "dim": 16}, progress=False).run_id
-    cfg = RecTrainConfig.for_variant("mmsrarec", dataset="toy", generator_run=gen,
+    cfg = RecTrainConfig.for_variant("mmsrarec", dataset="toy", generator_run=gen, base_model="tiny-llava",
                                      train=TrainSettings(max_steps=6, batch_size=4, save_every=3, warmup_steps=1))
     meta = train_recommender(wh, config=cfg, run_id="mm-1", progress=False)
     return wh, seqs, meta

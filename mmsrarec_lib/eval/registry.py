@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.eval.protocols import check_protocol, run_protocol
+from mmsrarec_lib.eval.protocols import check_protocol, evaluate_protocol
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse
 
@@ -249,14 +249,21 @@ def evaluate_scorer(
     record: bool = True,
 ) -> dict[str, float]:
     """Run ``protocol`` on ``split`` for ``scorer``; append its metrics to evaluation_runs (``record``); return them
-    as ``{"hr@5": 0.31, "ndcg@5": ..., "auc": ...}`` (raw 0..1 values)."""
-    values, n_users = run_protocol(scorer, warehouse, dataset, protocol, split=split)
+    as ``{"hr@5": 0.31, "ndcg@5": ..., "auc": ...}`` (raw 0..1 values). The per-user ranks go to
+    ``evaluation_ranks/`` (``mmsrarec_lib.eval.paired``) for the paired intervals."""
+    from mmsrarec_lib.eval.paired import write_ranks
+
+    result = evaluate_protocol(scorer, warehouse, dataset, protocol, split=split)
+    values, n_users = result.values, len(result.ranks)
     log.info("%s %s (%s, seed %s) on %s/%s: %s", model, model_version, protocol, seed, dataset, split,
              {k: round(v, 4) for k, v in values.items()})
     if record:
         cfg = {**(config or {}), **({"split": split} if split != "test" else {})}
         config_json = json.dumps(cfg, sort_keys=True, default=str)
         run_id = run_id or new_run_id("eval")
+        if split == "test":
+            write_ranks(warehouse, dataset, run_id=run_id, protocol=protocol, model=model, seed=seed,
+                        user_ids=result.user_ids, ranks=result.ranks, n_candidates=result.n_candidates)
         rows = []
         for key, value in values.items():
             metric, _, k = key.partition("@")

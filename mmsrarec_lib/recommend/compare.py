@@ -1,9 +1,10 @@
-"""The one-run comparison behind ``mmsrarec compare`` (and ``make eval``): Pop, SASRec, MMSRARec and its three
-ablations, N seeds, both protocols, all into ``evaluation_runs`` under one run id, then a mean ± std table.
+"""The one-run comparison behind ``mmsrarec compare`` (and ``make eval``): Pop, SASRec, MMSRARec, the MLLM alone,
+the id-token variant and the three ablations, N seeds, protocols paper / full / sampled, all into
+``evaluation_runs`` (+ per-user ranks) under one run id, then mean ± std and paired intervals against SASRec.
 
-Per (seed, protocol): Pop and SASRec are fitted on the protocol's training data; that SASRec is also the candidate
-generator / fusion signal of every MMSRARec variant of the same seed and protocol, and each variant is fine-tuned
-on the same protocol's training data. Rows already stored for (run_id, model, protocol, seed) are skipped, so a
+Per (seed, training protocol): Pop and SASRec are fitted on the protocol's training data; that SASRec is also the
+candidate generator / fusion signal of every MMSRARec variant of the same seed and protocol, and each variant is
+fine-tuned on the same protocol's training data (``sampled`` reuses the ``full`` models). Rows already stored for (run_id, model, protocol, seed) are skipped, so a
 crashed comparison rerun with the same ``--run-id`` continues where it stopped.
 """
 
@@ -15,14 +16,20 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow.dataset as pads
 
+from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 from mmsrarec_lib.recommend.finetune import TrainSettings
-from mmsrarec_lib.recommend.pipeline import VARIANTS, RecTrainConfig
+from mmsrarec_lib.recommend.pipeline import RecTrainConfig
 from mmsrarec_lib.recommend.scorer import ScoringConfig
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 BASELINES = ("pop", "sasrec")
-ALL_MODELS = (*BASELINES, *VARIANTS)
+MLLM_ONLY = "mmsrarec-mllm-only"  # the mmsrarec run of the same seed scored with fusion weight 0
+ALL_MODELS = ("pop", "sasrec", "mmsrarec", MLLM_ONLY, "mmsrarec-id-token", "mmsrarec-no-retrieval",
+              "mmsrarec-no-summary", "mmsrarec-no-multitask")
+ALL_PROTOCOLS = ("paper", "full", "sampled")
+HEADLINE = {"paper": ("hr@5", "ndcg@5", "auc"), "full": ("hr@10", "ndcg@10", "mrr"),
+            "sampled": ("hr@5", "ndcg@5", "auc")}
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,10 @@ class CompareConfig:
     dataset: str
     run_id: str
     seeds: tuple[int, ...] = (0, 1, 2)
-    protocols: tuple[str, ...] = ("paper", "full")
+    protocols: tuple[str, ...] = ALL_PROTOCOLS
     models: tuple[str, ...] = ALL_MODELS
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)  # the decoder path (--base-model)
+    encoder: EncoderRunConfig = field(default_factory=EncoderRunConfig)  # the minilm-effnet default
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sasrec: dict = field(default_factory=dict)
     base_model: str | None = None
@@ -42,9 +50,9 @@ class CompareConfig:
         bad = [m for m in self.models if m not in ALL_MODELS]
         if bad:
             raise ValueError(f"unknown model(s) {bad}: choose from {', '.join(ALL_MODELS)}")
-        bad_p = [p for p in self.protocols if p not in ("paper", "full")]
+        bad_p = [p for p in self.protocols if p not in ALL_PROTOCOLS]
         if bad_p or not self.protocols:
-            raise ValueError(f"protocols must be paper and/or full, got {self.protocols}")
+            raise ValueError(f"protocols must be a subset of {', '.join(ALL_PROTOCOLS)}, got {self.protocols}")
 
 
 def _done(warehouse: Warehouse, dataset: str, run_id: str, model: str, protocol: str, seed: int) -> bool:
@@ -55,50 +63,106 @@ def _done(warehouse: Warehouse, dataset: str, run_id: str, model: str, protocol:
     return warehouse.dataset(dataset, "evaluation_runs").count_rows(filter=f) > 0
 
 
+def _units(models: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """(what to train, the model names it yields): the mmsrarec run also yields the MLLM-alone row."""
+    out = []
+    for m in models:
+        if m == MLLM_ONLY:
+            continue
+        out.append((m, (m, MLLM_ONLY) if m == "mmsrarec" and MLLM_ONLY in models else (m,)))
+    if MLLM_ONLY in models and "mmsrarec" not in models:
+        out.append(("mmsrarec", (MLLM_ONLY,)))
+    return out
+
+
 def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
-    """Train and evaluate everything; returns one record per (seed, protocol, model) evaluated now."""
+    """Train and evaluate everything; returns one record per (seed, protocol, model) evaluated now.
+
+    Per seed and training protocol (``paper``; ``full``, whose models are also scored under ``sampled``): SASRec
+    (generator and fusion signal of every variant), Pop, then each variant trained and evaluated."""
+    from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
     from mmsrarec_lib.eval.registry import evaluate_scorer
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.pipeline import train_recommender
-    from mmsrarec_lib.recommend.scorer import _resolved, build_scorer
+    from mmsrarec_lib.recommend.scorer import _resolved, build_scorer, mllm_only
 
     ds, out = config.dataset, []
     for seed in config.seeds:
-        for protocol in config.protocols:
-            todo = [m for m in config.models if not _done(warehouse, ds, config.run_id, m, protocol, seed)]
+        for train_proto in ("paper", "full"):
+            protos = [p for p in config.protocols if TRAINING_PROTOCOL[p] == train_proto]
+            if not protos:
+                continue
+            todo = [(unit, names) for unit, names in _units(config.models)
+                    if not all(_done(warehouse, ds, config.run_id, n, p, seed) for n in names for p in protos)]
             if not todo:
                 continue
-            generator = None
-            for model in todo:
+            generator = fit_baseline(warehouse, ds, kind="sasrec", protocol=train_proto, seed=seed,
+                                     sasrec_overrides=config.sasrec, progress=config.progress)
+            for unit, names in todo:
                 t0 = time.perf_counter()
-                if model in BASELINES or generator is None:
-                    kind = model if model in BASELINES else "sasrec"
-                    trained = fit_baseline(warehouse, ds, kind=kind, protocol=protocol, seed=seed,
-                                           sasrec_overrides=config.sasrec, progress=config.progress)
-                    if kind == "sasrec":
-                        generator = trained
-                    if model in BASELINES:
-                        values = evaluate_scorer(warehouse, ds, trained.scorer, protocol, model=model,
+                if unit in BASELINES:
+                    trained = generator if unit == "sasrec" else fit_baseline(
+                        warehouse, ds, kind=unit, protocol=train_proto, seed=seed, progress=config.progress)
+                    for p in protos:
+                        values = evaluate_scorer(warehouse, ds, trained.scorer, p, model=unit,
                                                  model_version=trained.run_id, seed=seed,
                                                  config={"compare": config.run_id}, run_id=config.run_id)
-                        out.append({"seed": seed, "protocol": protocol, "model": model, **values,
+                        out.append({"seed": seed, "protocol": p, "model": unit, **values,
                                     "seconds": time.perf_counter() - t0})
-                        continue
-                train = replace(config.train, seed=seed)
-                cfg = RecTrainConfig.for_variant(model, dataset=ds, protocol=protocol, base_model=config.base_model,
-                                                 generator_run=generator.run_id, train=train,
-                                                 fusion_weight=config.scoring.fusion_weight)
-                meta = train_recommender(warehouse, config=cfg, progress=config.progress)
+                    continue
+                cfg = RecTrainConfig.for_variant(unit, dataset=ds, protocol=train_proto, base_model=config.base_model,
+                                                 generator_run=generator.run_id, train=replace(config.train, seed=seed))
+                if config.scoring.fusion_weight is not None:
+                    cfg = replace(cfg, fusion_weight=config.scoring.fusion_weight, choose_fusion=False)
+                meta = train_recommender(warehouse, config=cfg, encoder=config.encoder, progress=config.progress)
                 scorer, meta, scoring = build_scorer(warehouse, ds, meta["run_id"], scoring=config.scoring,
                                                      progress=config.progress)
                 resolved = _resolved(scorer, meta, scoring, seeded=True)
-                values = evaluate_scorer(warehouse, ds, scorer, protocol, model=model, model_version=meta["run_id"],
-                                         seed=seed, config={**resolved.config, "compare": config.run_id},
-                                         run_id=config.run_id)
-                out.append({"seed": seed, "protocol": protocol, "model": model, **values,
-                            "seconds": time.perf_counter() - t0})
-                log.info("compare %s seed %d %s: %s", protocol, seed, model, values)
+                for name in names:
+                    s = scorer
+                    if name == MLLM_ONLY:
+                        s = (mllm_only(scorer) if getattr(scorer.reranker, "_encoder", None) is not None else
+                             build_scorer(warehouse, ds, meta["run_id"], scoring=replace(scoring, fusion_weight=0.0),
+                                          progress=config.progress)[0])
+                    for p in protos:
+                        values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"],
+                                                 seed=seed, config={**resolved.config, "compare": config.run_id,
+                                                                    **({"fusion_weight": 0.0} if name == MLLM_ONLY
+                                                                       else {})},
+                                                 run_id=config.run_id)
+                        out.append({"seed": seed, "protocol": p, "model": name, **values,
+                                    "seconds": time.perf_counter() - t0})
+                        log.info("compare %s seed %d %s: %s", p, seed, name, values)
+                log.info("compare seed %d %s %s: %.1f s (training %.1f s)", seed, train_proto, unit,
+                         time.perf_counter() - t0, meta.get("training", {}).get("train_seconds") or 0.0)
     return out
+
+
+def intervals_table(warehouse: Warehouse, dataset: str, run_id: str, *, models: tuple[str, ...] = ALL_MODELS,
+                    protocols: tuple[str, ...] = ALL_PROTOCOLS, seeds: tuple[int, ...] = (0, 1, 2),
+                    baseline: str = "sasrec") -> str:
+    """Markdown: paired (model - baseline) x100 with the 95% bootstrap interval over users (seeds pooled)."""
+    from mmsrarec_lib.eval.paired import paired_interval
+
+    lines = []
+    for protocol in protocols:
+        rows = []
+        for model in models:
+            if model == baseline:
+                continue
+            cells = []
+            for metric in HEADLINE[protocol]:
+                iv = paired_interval(warehouse, dataset, run_id=run_id, protocol=protocol, model=model,
+                                     baseline=baseline, metric=metric, seeds=seeds)
+                cells.append("-" if iv is None else
+                             f"{100 * iv.mean_diff:+.2f} [{100 * iv.low:+.2f}, {100 * iv.high:+.2f}]")
+            if any(c != "-" for c in cells):
+                rows.append(f"| {model} | " + " | ".join(cells) + " |")
+        if rows:
+            lines += [f"\n{protocol}: model - {baseline}, x100, paired bootstrap 95% interval over users "
+                      f"(seeds pooled)", "| model | " + " | ".join(HEADLINE[protocol]) + " |",
+                      "|---" * (len(HEADLINE[protocol]) + 1) + "|", *rows]
+    return "\n".join(lines)
 
 
 def summary_table(warehouse: Warehouse, dataset: str, run_id: str) -> str:
@@ -111,7 +175,7 @@ def summary_table(warehouse: Warehouse, dataset: str, run_id: str) -> str:
         raise ValueError(f"no evaluation_runs rows for run {run_id!r}")
     summ = summarize(rows)
     lines = []
-    for protocol, metrics in PROTOCOL_METRICS.items():
+    for protocol, metrics in PROTOCOL_METRICS.items():  # paper, full, sampled
         part = summ[summ.protocol == protocol]
         if part.empty:
             continue

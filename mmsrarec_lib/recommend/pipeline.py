@@ -1,6 +1,10 @@
 """Train, save and load an MMSRARec recommender run (``<warehouse>/<dataset>/models/<run_id>/``).
 
-A run folder holds ``adapter/`` (the LoRA adapter), ``base/`` (the tiny base model when none was given),
+Two backbones: without ``base_model`` the pretrained CPU default ``minilm-effnet`` (MiniLM + LoRA, EfficientNet
+image tokens, interaction block; ``mmsrarec_lib.recommend.encoder_pipeline``); with ``base_model`` any HF
+image-text-to-text model (the decoder path below: LoRA SFT, KV-cache shared-prefix scoring).
+
+A decoder run folder holds ``adapter/`` (the LoRA adapter), ``base/`` (the tiny base model when none was given),
 ``checkpoints/`` (local warehouses; resume after a kill) and ``model.json`` (kind ``mmsrarec``: variant, configs,
 training summary, lineage), written last so a folder with ``model.json`` is complete.
 
@@ -35,18 +39,23 @@ from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 KIND = "mmsrarec"
+TINY_LLAVA = "tiny-llava"  # --base-model value that builds the tiny random LLaVA (decoder-path test fixture)
 # variant name -> (keyword source, use neighbours, tasks)
 VARIANTS: dict[str, tuple[str, bool, str]] = {
     "mmsrarec": ("summary", True, "all"),
     "mmsrarec-no-retrieval": ("summary", False, "all"),
     "mmsrarec-no-summary": ("raw", True, "all"),
     "mmsrarec-no-multitask": ("summary", True, "yesno"),
+    "mmsrarec-id-token": ("summary", True, "all"),
 }
+ID_TOKEN_VARIANTS = ("mmsrarec-id-token",)  # + the candidate's SASRec item vector as one input token
 
 
 @dataclass(frozen=True)
 class RecTrainConfig:
-    """One training run. ``base_model``: a HF id or path; None builds the tiny LLaVA into the run folder."""
+    """One training run. ``base_model``: None = the minilm-effnet backbone; a HF id or path = the decoder path
+    (``"tiny-llava"`` builds the tiny random LLaVA into the run folder: the decoder path's test fixture).
+    ``choose_fusion``: the minilm-effnet path picks ``fusion_weight`` on validation users after training."""
 
     dataset: str
     protocol: str = "paper"
@@ -54,9 +63,11 @@ class RecTrainConfig:
     keyword_source: str = "summary"
     use_neighbors: bool = True
     tasks: str = "all"
-    base_model: str | None = None
+    base_model: str | None = None  # None = the minilm-effnet backbone
+    id_token: bool = False
     positions_per_user: int = 3
     fusion_weight: float = 1.0
+    choose_fusion: bool = True
     generator_run: str | None = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -66,7 +77,8 @@ class RecTrainConfig:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
         source, neigh, tasks = VARIANTS[variant]
-        return cls(variant=variant, keyword_source=source, use_neighbors=neigh, tasks=tasks, **kwargs)
+        return cls(variant=variant, keyword_source=source, use_neighbors=neigh, tasks=tasks,
+                   id_token=variant in ID_TOKEN_VARIANTS, **kwargs)
 
 
 def run_uri(warehouse: Warehouse, dataset: str, run_id: str) -> str:
@@ -75,6 +87,9 @@ def run_uri(warehouse: Warehouse, dataset: str, run_id: str) -> str:
 
 def training_sequences(warehouse: Warehouse, dataset: str, protocol: str) -> dict[str, list[str]]:
     """user_id -> training sequence, by the harness' rule (see the module docstring)."""
+    from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
+
+    protocol = TRAINING_PROTOCOL.get(protocol, protocol)
     if protocol == "full":
         rows = warehouse.read_table(dataset, "split_loo", columns=["user_id", "split", "history", "target_item_id"])
         return {r["user_id"]: [*(r["history"] or []), r["target_item_id"]] for r in rows.to_pylist()
@@ -123,11 +138,17 @@ def build_base_model(ctx: RecContext, out_dir: Path) -> Path:
 
 
 def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str | None = None,
-                      progress: bool = True) -> dict:
-    """Fine-tune one run end to end and save it; returns its model.json. Same ``run_id`` again = resume."""
+                      progress: bool = True, encoder: Any = None) -> dict:
+    """Fine-tune one run end to end and save it; returns its model.json. Same ``run_id`` again = resume.
+
+    ``encoder``: an ``EncoderRunConfig`` for the minilm-effnet backbone (default settings when None)."""
     from mmsrarec_lib.mllm.loading import load_mllm
     from mmsrarec_lib.recommend.scoring import PromptEncoder
 
+    if config.base_model is None:
+        from mmsrarec_lib.recommend.encoder_run import train_encoder_recommender
+
+        return train_encoder_recommender(warehouse, config=config, run_cfg=encoder, run_id=run_id, progress=progress)
     run_id = run_id or new_run_id(KIND)
     ds = config.dataset
     base_uri = run_uri(warehouse, ds, run_id)
@@ -142,7 +163,7 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
     generator = config.generator_run or _latest_generator(warehouse, ds, config.protocol)
     examples = build_examples(ctx, training_sequences(warehouse, ds, config.protocol), config=config)
     base_model = config.base_model
-    if base_model is None:
+    if base_model == TINY_LLAVA:
         base_dir = work / "base"
         if not (base_dir / "config.json").exists():
             build_base_model(ctx, base_dir)
@@ -172,7 +193,7 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
         warehouse.upload_dir(adapter_dir, f"{base_uri}/adapter")
     meta = {
         "kind": KIND, "run_id": run_id, "dataset": ds, "variant": config.variant, "protocol": config.protocol,
-        "seed": config.train.seed, "base_model": config.base_model or "base", "generator_run": generator,
+        "seed": config.train.seed, "base_model": "base" if config.base_model == TINY_LLAVA else config.base_model, "generator_run": generator,
         "config": _config_dict(config), "training": {k: v for k, v in summary.items() if k != "losses"},
         "loss_curve": summary["losses"][:: max(1, len(summary["losses"]) // 50)],
         "lineage": collect_lineage(warehouse, ds, keyword_source=ctx.keyword_source, index_version=ctx.index_version,
@@ -224,6 +245,10 @@ def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[A
     meta = json.loads(warehouse.read_bytes(f"{base_uri}/model.json"))
     if meta.get("kind") != KIND:
         raise ValueError(f"run {run_id!r} is a {meta.get('kind')!r} model, not {KIND!r}")
+    if meta.get("backbone") == "minilm-effnet":  # (RecBackbone, EncoderAssets, meta)
+        from mmsrarec_lib.recommend.encoder_pipeline import load_encoder_run
+
+        return (*load_encoder_run(warehouse, dataset, run_id, meta), meta)
     local = warehouse.local_path(base_uri)
     folder = local if local is not None else warehouse.download_dir(base_uri, tempfile.mkdtemp(prefix="mmsrarec-"))
     base = str(folder / "base") if meta["base_model"] == "base" else meta["base_model"]

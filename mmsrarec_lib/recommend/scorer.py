@@ -1,11 +1,14 @@
-"""The evaluation-registry plugin: ``--model mmsrarec[-no-retrieval|-no-summary|-no-multitask]`` and saved runs.
+"""The evaluation-registry plugin: ``--model mmsrarec[-no-retrieval|-no-summary|-no-multitask|-id-token]``,
+``mmsrarec-mllm-only`` (the full model's run scored with fusion weight 0) and saved runs.
 
 ``mmsrarec_lib.eval.registry`` imports this module for names starting with ``mmsrarec``; importing it registers
 one factory per variant and the loader of saved runs of kind ``mmsrarec``.
 
-Scores: the MLLM's p = p(yes)/(p(yes)+p(no)) (shared-prefix scoring). With ``fusion_weight`` w > 0 (the CPU
-default, see docs/recommend.md) the reported score is ``logit(p) + w * z(g)``, where ``g`` is the candidate
-generator's (SASRec's) score standardised over the user's candidates; w = 0 gives p itself.
+Scores: the MLLM's p = p(yes)/(p(yes)+p(no)) (minilm-effnet: cached user part, see ``encoder_scorer``; a
+``--base-model`` decoder: shared-prefix KV cache). With ``fusion_weight`` w > 0 the reported score is
+``logit(p) + w * z(g)``, where ``g`` is the candidate generator's (SASRec's) score standardised over the user's
+candidates; w = 0 gives p itself. ``ScoringConfig.fusion_weight`` None = the run's own weight (minilm-effnet:
+chosen on validation users after training; decoder runs: 1.0 unless trained with another).
 Paper protocol: the 21 candidates are scored directly. Full protocol: ``RetrieveThenRerank`` — SASRec's top-M unseen
 items, reranked by this scorer.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,12 +31,13 @@ from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
 
 log = logging.getLogger(__name__)
+MLLM_ONLY = "mmsrarec-mllm-only"  # the full model's run scored by p alone (fusion weight 0)
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     batch_size: int = 32
-    fusion_weight: float = 1.0
+    fusion_weight: float | None = None  # None: the run's recorded weight
     shared_prefix: bool = True
     top_m: int = 50
 
@@ -60,8 +64,21 @@ class MllmReranker:
     def __init__(self, *, model: Any, processor: Any, context: RecContext, prompt: PromptConfig,
                  generator: Any | None = None, user_of: Callable[[Sequence[str]], str | None] | None = None,
                  config: ScoringConfig = ScoringConfig(), progress: bool = True) -> None:
+        from mmsrarec_lib.recommend.encoder_pipeline import EncoderAssets
+
+        self._encoder = None
+        if isinstance(processor, EncoderAssets):  # a minilm-effnet run: delegate to its cached scorer
+            from mmsrarec_lib.recommend.encoder_pipeline import make_reranker
+
+            w = config.fusion_weight if config.fusion_weight is not None else processor.meta["config"]["fusion_weight"]
+            self._encoder = make_reranker(model, processor, context=context, generator=generator, user_of=user_of,
+                                          fusion_weight=w, progress=progress)
+            self.item_ids = self._encoder.item_ids
+            return
         from mmsrarec_lib.recommend.scoring import PromptEncoder
 
+        if config.fusion_weight is None:
+            config = replace(config, fusion_weight=1.0)
         self.model, self.context, self.prompt, self.generator = model, context, prompt, generator
         self.encoder = PromptEncoder(processor)
         self.user_of = user_of or (lambda _h: None)
@@ -102,6 +119,8 @@ class MllmReranker:
         """(MLLM p [C], final score [C]) per user."""
         from tqdm.auto import tqdm
 
+        if self._encoder is not None:
+            return self._encoder.score_users(user_ids, histories, candidates)
         gen = (self.generator.score_candidates([list(h) for h in histories], [list(c) for c in candidates])
                if self.generator is not None and self.config.fusion_weight else [None] * len(histories))
         out = []
@@ -112,6 +131,8 @@ class MllmReranker:
         return out
 
     def score_candidates(self, histories: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
+        if self._encoder is not None:
+            return self._encoder.score_candidates(histories, candidates)
         users = [self.user_of(h) for h in histories]
         return [final for _, final in self.score_users(users, histories, candidates)]
 
@@ -141,7 +162,9 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
 
     model, processor, meta = model_and_meta or load_recommender(warehouse, dataset, run_id)
     cfg = config_from_dict(meta["config"])
-    scoring = scoring or ScoringConfig(fusion_weight=cfg.fusion_weight)
+    scoring = scoring or ScoringConfig()
+    if scoring.fusion_weight is None:
+        scoring = replace(scoring, fusion_weight=cfg.fusion_weight)
     ctx = load_context(warehouse, dataset, keyword_source=cfg.keyword_source, neighbor_protocol="paper",
                        use_neighbors=cfg.use_neighbors)
     generator = load_baseline(warehouse, dataset, meta["generator_run"]).scorer
@@ -152,16 +175,31 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     return RetrieveThenRerank(generator, reranker, top_m=scoring.top_m), meta, scoring
 
 
+def mllm_only(scorer):
+    """The same evaluation scorer with fusion weight 0 (the MLLM alone), reusing the reranker's memoised p."""
+    from mmsrarec_lib.eval.registry import RetrieveThenRerank
+    from mmsrarec_lib.recommend.encoder_scorer import FusedView
+
+    enc = getattr(scorer.reranker, "_encoder", None)
+    if enc is None:
+        raise ValueError("mllm_only needs a minilm-effnet run")
+    return RetrieveThenRerank(scorer.retriever, FusedView(enc, 0.0), top_m=scorer.top_m)
+
+
 def _resolved(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):
     from mmsrarec_lib.eval.registry import ResolvedModel
 
     config = {"variant": meta["variant"], "trained_protocol": meta["protocol"], "scoring": asdict(scoring),
               "train": meta["config"]["train"], "prompt": meta["config"]["prompt"],
-              "generator_run": meta["generator_run"], "lineage": meta["lineage"]}
+              "generator_run": meta["generator_run"], "lineage": meta["lineage"],
+              "backbone": meta.get("backbone", "decoder"), "fusion": meta.get("fusion"),
+              "encoder": meta.get("encoder"), "train_seconds": meta.get("training", {}).get("train_seconds")}
     return ResolvedModel(scorer, meta["variant"], meta["run_id"], config, seeded=seeded, seed=meta.get("seed"))
 
 
-def _factory(variant: str):
+def _factory(variant: str, *, fusion_weight: float | None = None):
+    """``fusion_weight`` set: score the trained variant with that weight (``mmsrarec-mllm-only``: 0)."""
+
     def factory(request):
         from mmsrarec_lib.models.baselines import fit_baseline
         from mmsrarec_lib.recommend.pipeline import RecTrainConfig, train_recommender
@@ -175,10 +213,13 @@ def _factory(variant: str):
         cfg = RecTrainConfig.for_variant(variant, dataset=request.dataset, protocol=request.protocol,
                                          generator_run=generator, **opts.get("train_overrides", {}))
         meta = train_recommender(request.warehouse, config=cfg, progress=request.progress)
+        scoring = opts.get("scoring") or ScoringConfig()
+        if fusion_weight is not None:
+            scoring = replace(scoring, fusion_weight=fusion_weight)
         scorer, meta, scoring = build_scorer(request.warehouse, request.dataset, meta["run_id"],
-                                             progress=request.progress,
-                                             scoring=opts.get("scoring"))
-        return _resolved(scorer, meta, scoring, seeded=True)
+                                             progress=request.progress, scoring=scoring)
+        resolved = _resolved(scorer, meta, scoring, seeded=True)
+        return replace(resolved, model=MLLM_ONLY) if fusion_weight == 0 else resolved
 
     return factory
 
@@ -195,6 +236,8 @@ def _register() -> None:
     for name in VARIANTS:
         if name not in available_models():
             register_model(name, _factory(name))
+    if MLLM_ONLY not in available_models():
+        register_model(MLLM_ONLY, _factory("mmsrarec", fusion_weight=0.0))
     try:
         register_kind_loader(KIND, _kind_loader)
     except ValueError:

@@ -1,0 +1,174 @@
+"""Train, save, load and fuse a ``minilm-effnet`` run (the CPU default of ``mmsrarec train``).
+
+A run folder ``<warehouse>/<dataset>/models/<run_id>/`` holds ``backbone.safetensors`` (the trained parts only:
+LoRA, projectors, block, readout; the pretrained MiniLM comes from its package), ``tokenizer/``, ``checkpoints/``
+(``transformers.Trainer`` checkpoints: resume after a kill) and ``model.json`` (kind ``mmsrarec``, backbone
+``minilm-effnet``, the backbone/prompt/training configs, the fusion weight chosen on validation users, lineage).
+
+Fusion (documented in docs/recommend.md): the reported score is ``logit(p) + w * z(g)`` with ``g`` the SASRec
+generator's score standardised over the user's candidates. ``w`` is chosen after training on the *validation*
+users of the training protocol only (paper: the ``valid`` users' 21 candidates, metric NDCG@5; full: the first
+``fusion_users`` ``valid`` rows of split_loo, SASRec top-M reranked, metric NDCG@10) from ``FUSION_GRID``, and
+recorded in model.json. ``w = 0`` is the MLLM alone (model ``mmsrarec-mllm-only``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsrarec_lib.recommend.backbone import NAME, BackboneConfig, RecBackbone, build_backbone
+from mmsrarec_lib.recommend.encoder_inputs import (
+    EncoderPromptConfig,
+    FeatureBank,
+    InputBuilder,
+    load_id_vectors,
+    load_image_features,
+)
+from mmsrarec_lib.recommend.encoder_train import EncoderTrainSettings, training_points, train_backbone
+from mmsrarec_lib.storage import Warehouse
+
+log = logging.getLogger(__name__)
+FUSION_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass(frozen=True)
+class EncoderRunConfig:
+    """Backbone shapes, prompt sizes, training settings and the image encoder of a ``minilm-effnet`` run."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    prompt: EncoderPromptConfig = field(default_factory=EncoderPromptConfig)
+    train: EncoderTrainSettings = field(default_factory=EncoderTrainSettings)
+    image_encoder: str = "efficientnet-lite0"
+    fusion_users: int = 300
+
+    def to_dict(self) -> dict:
+        return {"backbone": self.backbone.to_dict(), "prompt": asdict(self.prompt), "train": asdict(self.train),
+                "image_encoder": self.image_encoder, "fusion_users": self.fusion_users}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderRunConfig:
+        return cls(backbone=BackboneConfig.from_dict(d["backbone"]), prompt=EncoderPromptConfig(**d["prompt"]),
+                   train=EncoderTrainSettings(**d["train"]), image_encoder=d.get("image_encoder", "efficientnet-lite0"),
+                   fusion_users=d.get("fusion_users", 300))
+
+
+@dataclass
+class EncoderAssets:
+    """What scoring needs next to the backbone (returned as the "processor" of ``load_recommender``)."""
+
+    tokenizer: Any
+    features: FeatureBank
+    prompt: EncoderPromptConfig
+    meta: dict
+
+
+def features_for(warehouse: Warehouse, dataset: str, *, backbone: BackboneConfig, image_encoder: str,
+                 generator_run: str | None) -> FeatureBank:
+    ids = load_id_vectors(warehouse, dataset, generator_run) if backbone.id_dim > 0 and generator_run else None
+    return FeatureBank(image=load_image_features(warehouse, dataset, encoder=image_encoder),
+                       image_dim=backbone.image_dim, id_vectors=ids, id_dim=backbone.id_dim)
+
+
+def sasrec_dim(warehouse: Warehouse, dataset: str, generator_run: str) -> int:
+    meta = json.loads(warehouse.read_bytes(warehouse.uri(dataset, "models", generator_run, "config.json")))
+    return int(meta["dim"])
+
+
+def train_encoder_run(warehouse: Warehouse, *, ctx, sequences: dict[str, list[str]], run_cfg: EncoderRunConfig,
+                      tasks: Sequence[str], generator_run: str | None, dataset: str, work: Path,
+                      progress: bool = True) -> tuple[RecBackbone, Any, FeatureBank, dict]:
+    """Build the backbone, train it on ``sequences`` (resuming from ``work/checkpoints``), save
+    ``backbone.safetensors`` + ``tokenizer/`` into ``work``. Returns (model, tokenizer, features, summary)."""
+    from safetensors.torch import save_file
+
+    model, tokenizer = build_backbone(run_cfg.backbone, seed=run_cfg.train.seed)
+    features = features_for(warehouse, dataset, backbone=run_cfg.backbone, image_encoder=run_cfg.image_encoder,
+                            generator_run=generator_run)
+    builder = InputBuilder(tokenizer, ctx, run_cfg.prompt)
+    points = training_points(sequences, per_user=run_cfg.train.positions_per_user, known=set(ctx.items))
+    log.info("%s: %d training positions of %d users, tasks %s, %d image features", NAME, len(points),
+             len(sequences), ",".join(tasks), len(features.image))
+    summary = train_backbone(backbone=model, builder=builder, features=features, points=points,
+                             interacted={u: set(s) for u, s in sequences.items()}, catalogue=sorted(ctx.items),
+                             tasks=tasks, settings=run_cfg.train, output_dir=str(work / "checkpoints"),
+                             progress=progress)
+    model.eval()
+    work.mkdir(parents=True, exist_ok=True)
+    save_file(model.trainable_state(), str(work / "backbone.safetensors"))
+    tokenizer.save_pretrained(work / "tokenizer")
+    return model, tokenizer, features, summary
+
+
+def load_encoder_run(warehouse: Warehouse, dataset: str, run_id: str, meta: dict) -> tuple[RecBackbone, EncoderAssets]:
+    """(backbone in eval mode, assets) of a saved ``minilm-effnet`` run."""
+    from safetensors.torch import load_file
+
+    from mmsrarec_lib.recommend.pipeline import run_uri
+
+    base_uri = run_uri(warehouse, dataset, run_id)
+    local = warehouse.local_path(base_uri)
+    folder = local if local is not None else warehouse.download_dir(base_uri, tempfile.mkdtemp(prefix="mmsrarec-"))
+    run_cfg = EncoderRunConfig.from_dict(meta["encoder"])
+    model, tokenizer = build_backbone(run_cfg.backbone, seed=run_cfg.train.seed)
+    state = load_file(str(Path(folder) / "backbone.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    if unexpected or trained & set(missing):
+        raise ValueError(f"run {run_id!r}: backbone.safetensors does not match its config "
+                         f"(missing {sorted(trained & set(missing))[:5]}, unexpected {unexpected[:5]})")
+    model.eval()
+    features = features_for(warehouse, dataset, backbone=run_cfg.backbone, image_encoder=run_cfg.image_encoder,
+                            generator_run=meta.get("generator_run"))
+    return model, EncoderAssets(tokenizer, features, run_cfg.prompt, meta)
+
+
+def make_reranker(model: RecBackbone, assets: EncoderAssets, *, context, generator=None,
+                  user_of: Callable[[Sequence[str]], str | None] | None = None, fusion_weight: float = 0.0,
+                  progress: bool = True):
+    from mmsrarec_lib.recommend.encoder_scorer import EncoderReranker
+
+    return EncoderReranker(model=model, builder=InputBuilder(assets.tokenizer, context, assets.prompt),
+                           features=assets.features, generator=generator, user_of=user_of,
+                           fusion_weight=fusion_weight, progress=progress)
+
+
+def choose_fusion_weight(warehouse: Warehouse, dataset: str, *, reranker, generator, protocol: str,
+                         top_m: int = 50, max_users: int = 300, grid: Sequence[float] = FUSION_GRID) -> dict:
+    """Pick the fusion weight on validation users only (see the module docstring); returns
+    {"weight", "metric", "n_users", "grid": {w: value}}."""
+    from mmsrarec_lib.eval import metrics
+    from mmsrarec_lib.eval.protocols import FullCases, load_full_cases, load_paper_cases, rank_full
+    from mmsrarec_lib.eval.registry import RetrieveThenRerank
+    from mmsrarec_lib.recommend.encoder_scorer import FusedView
+
+    values: dict[float, float] = {}
+    if protocol == "paper":
+        cases = load_paper_cases(warehouse, dataset, split="valid")
+        n, metric = len(cases.user_ids), "ndcg@5"
+        for w in grid:
+            ranks = metrics.candidate_ranks(FusedView(reranker, w).score_candidates(cases.histories,
+                                                                                    cases.candidates), cases.positive)
+            values[w] = metrics.ndcg_at_k(ranks, 5)
+    else:
+        full = load_full_cases(warehouse, dataset, split="valid")
+        keep = np.random.default_rng(0).permutation(len(full.user_ids))[:max_users]
+        cases = FullCases([full.user_ids[i] for i in keep], [full.histories[i] for i in keep],
+                          [full.targets[i] for i in keep], full.catalogue)
+        n, metric = len(keep), "ndcg@10"
+        for w in grid:
+            ranks = rank_full(RetrieveThenRerank(generator, FusedView(reranker, w), top_m=top_m), cases)
+            values[w] = metrics.ndcg_at_k(ranks, 10)
+    best = max(values.values())
+    weight = min(w for w, v in values.items() if v == best)  # the smallest weight among ties
+    log.info("fusion weight on %d validation users (%s): %s -> w = %s", n, metric,
+             {w: round(v, 4) for w, v in values.items()}, weight)
+    return {"weight": weight, "metric": metric, "n_users": n, "split": "valid",
+            "grid": {str(w): v for w, v in values.items()}}
