@@ -71,8 +71,9 @@ import json, sys, pathlib, pendulum
 from airflow.dag_processing.dagbag import BundleDagBag
 p = pathlib.Path(sys.argv[1])
 dag = BundleDagBag(dag_folder=p, bundle_path=p, bundle_name="dags-folder").dags["mmsrarec_nightly"]
-dr = dag.test(logical_date=pendulum.parse(sys.argv[2]), run_conf=json.loads(sys.argv[3]))
-tis = {ti.task_id: [str(ti.state), ti.try_number] for ti in dr.get_task_instances()}
+dr = dag.test(logical_date=pendulum.parse(sys.argv[2]) if sys.argv[2] else None, run_conf=json.loads(sys.argv[3]))
+tis = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): [str(ti.state), ti.try_number]
+       for ti in dr.get_task_instances()}
 print("DAG_TEST_RESULT " + json.dumps({"state": str(dr.state), "tis": tis}))
 """
 
@@ -175,6 +176,8 @@ def test_nightly_dag_test_retry_and_rerun_of_a_date_leave_no_duplicates(tiny_tra
     conf = {
         "dataset": DATASET,
         "warehouse": tiny_trained["warehouse"],
+        "run_date": RUN_DATE,  # the partition; the run's logical date is now
+        "shards": 2,
         "incoming_interactions": "",  # no feed: nothing new (the append path is tested below)
         "users": "all",
         "top_k": 5,
@@ -182,13 +185,15 @@ def test_nightly_dag_test_retry_and_rerun_of_a_date_leave_no_duplicates(tiny_tra
         "evaluate_args": "--no-progress",
     }
     flag = tmp_path / "flags" / "recommend"
-    # first run: recommend fails once AFTER committing its partition, and is retried by Airflow
-    first = _dag_test(tmp_path / "home", RUN_DATE, conf, extra_env={ENV_FAIL_ONCE: f"recommend:after:{flag}"})
+    # first run, 2 shards: the first shard to run fails once AFTER staging its rows, and is retried by Airflow
+    first = _dag_test(tmp_path / "home", "", conf, extra_env={ENV_FAIL_ONCE: f"recommend:after:{flag}"})
     assert first["state"] == "success", first
     assert {t: s for t, (s, _) in first["tis"].items()} == dict.fromkeys(
-        ["append_interactions", "refresh_collab", "recommend", "evaluate", "publish"], "success"
-    ), "every task ran (a logical date before start_date would run none)"
-    assert first["tis"]["recommend"][1] == 2 and flag.exists(), "recommend failed once and was retried"
+        ["append_interactions", "refresh_collab", "plan_shards", "recommend[0]", "recommend[1]",
+         "publish_recommendations", "evaluate", "publish"], "success"
+    ), "every task ran, the recommend task once per shard"
+    assert sorted(first["tis"][f"recommend[{i}]"][1] for i in (0, 1)) == [1, 2] and flag.exists(), \
+        "one shard failed once and was retried"
     assert first["tis"]["evaluate"][1] == 1
 
     n_inter, recs, evals = _snapshot(tiny_trained["warehouse"], RUN_DATE)
@@ -198,11 +203,14 @@ def test_nightly_dag_test_retry_and_rerun_of_a_date_leave_no_duplicates(tiny_tra
     assert sorted({r for _, r, _, _ in recs}) == [1, 2, 3, 4, 5]
     assert evals == [("auc", None), ("hr", 5), ("ndcg", 5)], "one evaluation run per date, no duplicate metrics"
 
-    # the same logical date again: one partition with the same rows, the same evaluation rows
-    second = _dag_test(tmp_path / "home", RUN_DATE, conf)
+    # the same date again with ONE shard: the same users, items and ranks (scores equal up to float noise)
+    second = _dag_test(tmp_path / "home", "", {**conf, "shards": 1})
     assert second["state"] == "success", second
     assert all(try_number == 1 for _, try_number in second["tis"].values())
-    assert _snapshot(tiny_trained["warehouse"], RUN_DATE) == (n_inter, recs, evals)
+    n2, recs2, evals2 = _snapshot(tiny_trained["warehouse"], RUN_DATE)
+    assert (n2, evals2) == (n_inter, evals)
+    assert [r[:3] for r in recs2] == [r[:3] for r in recs]
+    assert [r[3] for r in recs2] == pytest.approx([r[3] for r in recs], abs=1e-5)
 
 
 @pytest.mark.slow
