@@ -30,17 +30,23 @@ EXPECTED_EDGES = {
     },
     "mmsrarec_nightly": {
         ("append_interactions", "refresh_collab"),
-        ("refresh_collab", "recommend"),
-        ("recommend", "evaluate"),
+        ("refresh_collab", "plan_shards"),
+        ("plan_shards", "recommend"),
+        ("plan_shards", "publish_recommendations"),
+        ("recommend", "publish_recommendations"),
+        ("publish_recommendations", "evaluate"),
         ("evaluate", "publish"),
     },
     "mmsrarec_backfill_keywords": {("backfill", "publish")},
+    "mmsrarec_maintenance": set(),
 }
+SINGLE_TASK = {"mmsrarec_maintenance": {"maintain"}}
 GPU_TASKS = {
     "mmsrarec_train": {"train_baseline", "train_summarizer", "summarize", "train_recommender", "evaluate_recommender"},
     "mmsrarec_nightly": {"recommend", "evaluate"},
     "mmsrarec_backfill_keywords": {"backfill"},
     "mmsrarec_item_tables": set(),
+    "mmsrarec_maintenance": set(),
 }
 
 
@@ -91,7 +97,7 @@ def test_task_dependencies_are_exactly_as_designed(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     expected = EXPECTED_EDGES[dag_id]
     assert _edges(dag) == expected
-    assert {t.task_id for t in dag.tasks} == {task for edge in expected for task in edge}
+    assert {t.task_id for t in dag.tasks} == ({task for edge in expected for task in edge} or SINGLE_TASK[dag_id])
 
 
 def test_params_have_defaults(dagbag):
@@ -102,6 +108,8 @@ def test_params_have_defaults(dagbag):
     assert dagbag.dags["mmsrarec_item_tables"].params.dump()["source"] == "movielens-100k"
     nightly = dagbag.dags["mmsrarec_nightly"].params.dump()
     assert (nightly["top_k"], nightly["users"], nightly["incoming_interactions"]) == (10, "changed", "")
+    assert (nightly["shards"], nightly["run_date"]) == (1, ""), "one shard and the logical date by default"
+    assert dagbag.dags["mmsrarec_maintenance"].params.dump()["retention_days"] == 7
     backfill = dagbag.dags["mmsrarec_backfill_keywords"].params.dump()
     assert (backfill["summarizer_version"], backfill["limit"], backfill["policy_run"]) == ("v1", 0, "")
     assert backfill["item_ids"] == ""
@@ -119,6 +127,13 @@ def test_invalid_param_values_are_rejected(dagbag):
     with pytest.raises(ParamValidationError):
         params.get_param("top_k").resolve(0)
     with pytest.raises(ParamValidationError):
+        params.get_param("shards").resolve(0)
+    with pytest.raises(ParamValidationError):
+        params.get_param("run_date").resolve("23/04/1998")
+    assert params.get_param("run_date").resolve("1998-04-23") == "1998-04-23"
+    with pytest.raises(ParamValidationError):
+        dagbag.dags["mmsrarec_maintenance"].params.get_param("retention_days").resolve(1)
+    with pytest.raises(ParamValidationError):
         dagbag.dags["mmsrarec_item_tables"].params.get_param("mode").resolve("upsert")
 
 
@@ -128,6 +143,26 @@ def test_nightly_is_daily_without_catchup(dagbag):
     assert dag.catchup is False
     for dag_id in ("mmsrarec_item_tables", "mmsrarec_train", "mmsrarec_backfill_keywords"):
         assert dagbag.dags[dag_id].schedule is None, f"{dag_id} is manual"
+    maintenance = dagbag.dags["mmsrarec_maintenance"]
+    assert (maintenance.schedule, maintenance.catchup) == ("@weekly", False)
+
+
+def test_nightly_fans_out_shards_with_dynamic_task_mapping(dagbag):
+    dag = dagbag.dags["mmsrarec_nightly"]
+    recommend = dag.get_task("recommend")
+    assert type(recommend).__name__.endswith("MappedOperator"), "recommend is expanded over plan_shards' list"
+    assert recommend.upstream_task_ids == {"plan_shards"}
+    assert dag.get_task("publish_recommendations").upstream_task_ids == {"plan_shards", "recommend"}
+
+
+def test_run_date_param_decouples_the_partition_from_the_logical_date(airflow_home):
+    sys.path.insert(0, str(DAGS_DIR))
+    import _mmsrarec_common as common
+
+    assert common.run_date({"run_date": ""}, "2026-11-30") == "2026-11-30"
+    assert common.run_date({"run_date": " 1998-04-23 "}, "2026-11-30") == "1998-04-23"
+    with pytest.raises(ValueError):
+        common.run_date({"run_date": "1998-13-01"}, "2026-11-30")
 
 
 def test_item_tables_publishes_an_asset_per_table(dagbag):
@@ -148,6 +183,8 @@ def test_item_tables_publishes_an_asset_per_table(dagbag):
     }
     nightly_publish = dagbag.dags["mmsrarec_nightly"].get_task("publish")
     assert [a.name for a in nightly_publish.outlets] == ["mmsrarec.recommendations"]
+    assert [a.uri for a in nightly_publish.outlets] == ["mmsrarec://movielens-100k/recommendations"], \
+        "the asset URI names the dataset"
 
 
 def test_gpu_tasks_use_default_pool_and_queue_unless_configured(dagbag, monkeypatch):
