@@ -99,3 +99,43 @@ def failing_http_server(status: int) -> Iterator[tuple[str, list[str]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def drip_http_server(*, byte_every_s: float = 0.2, total_s: float = 20.0,
+                     declared_length: int = 100_000) -> Iterator[tuple[str, list[float]]]:
+    """A server that answers 200 and then drips one byte every ``byte_every_s`` (each read stays under any
+    per-read timeout). It gives up by itself after ``total_s``, so a test can never hang on it. Yields the base
+    URL and the list of request start times."""
+    import time
+
+    started: list[float] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            started.append(time.monotonic())
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(declared_length))
+            self.end_headers()
+            end = time.monotonic() + total_s
+            try:
+                while time.monotonic() < end:
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                    time.sleep(byte_every_s)
+            except OSError:
+                pass  # the client hung up
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", started
+    finally:
+        server.shutdown()
+        server.server_close()

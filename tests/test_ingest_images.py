@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from mmsrarec_lib.ingest.images import ImageConfig, load_image
-from tests._ingest_helpers import corrupt_jpeg_bytes, failing_http_server, http_server, jpeg_bytes, png_rgba_bytes
+from tests._ingest_helpers import (
+    corrupt_jpeg_bytes,
+    drip_http_server,
+    failing_http_server,
+    http_server,
+    jpeg_bytes,
+    png_rgba_bytes,
+)
 
 
 @pytest.fixture
@@ -27,7 +34,8 @@ def dataset_dir(tmp_path):
 
 
 def _cfg(d, **kw) -> ImageConfig:
-    return ImageConfig(base_dir=str(d), max_side=kw.pop("max_side", 64), timeout_s=2.0, backoff_s=0.01, **kw)
+    return ImageConfig(base_dir=str(d), max_side=kw.pop("max_side", 64), timeout_s=kw.pop("timeout_s", 2.0),
+                       backoff_s=0.01, **kw)
 
 
 def test_ok_bounds_longest_side_keeps_aspect_and_hashes_stored_bytes(dataset_dir):
@@ -108,6 +116,28 @@ def test_http_server_errors_are_retried_then_missing(dataset_dir):
     with failing_http_server(404) as (base, seen):
         load_image(f"{base}/x.jpg", _cfg(dataset_dir, retries=2))
     assert len(seen) == 1  # a client error is final
+
+
+def test_drip_fed_image_stops_at_the_total_deadline_retries_included(dataset_dir):
+    import time
+
+    # every byte arrives well within the 1 s read timeout, so only the total deadline can stop the fetch
+    with drip_http_server(byte_every_s=0.1, total_s=20) as (base, started):
+        t0 = time.monotonic()
+        r = load_image(f"{base}/slow.jpg", _cfg(dataset_dir, timeout_s=1.0, retries=2, deadline_s=1.5))
+        elapsed = time.monotonic() - t0
+    assert r.status == "missing" and "deadline of 1.5s exceeded" in r.error and "bytes received" in r.error
+    assert 1.4 <= elapsed < 2.5, elapsed
+    assert len(started) == 1  # no retry after the deadline passed
+
+
+def test_declared_or_actual_body_over_the_cap_is_refused(dataset_dir):
+    with drip_http_server(byte_every_s=0.001, total_s=2, declared_length=10_000_000) as (base, _):
+        r = load_image(f"{base}/big.jpg", _cfg(dataset_dir, max_bytes=1_000_000))
+    assert r.status == "refused" and "1000000-byte cap" in r.error
+    with http_server(dataset_dir / "img") as base:
+        r = load_image(f"{base}/big.jpg", _cfg(dataset_dir, max_bytes=100))
+    assert r.status == "refused" and "cap" in r.error
 
 
 def test_http_connection_refused_is_missing(dataset_dir):

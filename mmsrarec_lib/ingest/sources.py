@@ -11,8 +11,10 @@ crashes the reader:
 - ``bad_encoding``: bytes that are not valid in the file's encoding (``encoding``, default UTF-8 with an optional
   BOM); that row only, the rest of the file loads. Its raw text keeps the bad bytes as ``\\xNN`` escapes;
 - ``field_too_large``: a CSV/TSV field longer than ``MAX_FIELD_CHARS`` (64 Mi characters; fields of any size
-  below that are read). An unclosed quote makes the rest of the file one field: that row is quarantined (as
-  ``malformed_row`` or ``field_too_large``) and the message says where the quote opened.
+  below that are read).
+
+CSV is parsed strictly: a quote that is never closed (which makes the rest of the file one field) or text right
+after a closing quote quarantines that row as ``malformed_row``, with the lines it spans; rows before it load.
 """
 
 from __future__ import annotations
@@ -146,8 +148,16 @@ def _open_text(path: Path, encoding: str):
 def _read_delimited(path: Path, delimiter: str, encoding: str) -> tuple[pa.Table, list[Malformed]]:
     source_rows, malformed = [], []
     csv.field_size_limit(MAX_FIELD_CHARS)
+    consumed: list[str] = []  # the physical lines of the row being parsed (the raw text of a bad row)
+
     with _open_text(path, encoding) as f:
-        reader = csv.reader(f, delimiter=delimiter)
+
+        def lines():
+            for line in f:
+                consumed.append(line)
+                yield line
+
+        reader = csv.reader(lines(), delimiter=delimiter, strict=True)  # a broken quote is an error, never a guess
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
@@ -163,21 +173,28 @@ def _read_delimited(path: Path, delimiter: str, encoding: str) -> tuple[pa.Table
         n = 0
         while True:
             line_before = reader.line_num
+            consumed.clear()
             try:
                 fields = next(reader)
             except StopIteration:
                 break
-            except csv.Error as exc:  # a field over the limit; the reader resumes at the next line
+            except csv.Error as exc:  # not valid CSV from here; the reader resumes at the next line
                 n += 1
-                malformed.append(Malformed(n, f"(row starting on line {line_before + 1})",
-                                           f"{exc} (limit {MAX_FIELD_CHARS} characters; an unclosed quote on line "
-                                           f"{line_before + 1} makes the rest of the file one field)",
-                                           FIELD_TOO_LARGE))
+                span = f"lines {line_before + 1}-{reader.line_num}" if reader.line_num > line_before + 1 \
+                    else f"line {line_before + 1}"
+                raw = _escape_bad_bytes("".join(consumed))[:MAX_RAW_CHARS]
+                if "field larger" in str(exc):
+                    malformed.append(Malformed(n, raw, f"a field longer than {MAX_FIELD_CHARS} characters "
+                                               f"({span}; an unclosed quote makes the rest of the file one field)",
+                                               FIELD_TOO_LARGE))
+                else:
+                    hint = "; a quote opened there is never closed" if "end of data" in str(exc) else ""
+                    malformed.append(Malformed(n, raw, f"not valid CSV: {exc} ({span}{hint})"))
                 continue
             if not fields:
                 continue  # a blank line is not a row (as in JSONL)
             n += 1
-            raw = delimiter.join(fields)
+            raw = "".join(consumed).rstrip("\r\n")
             if any(_SURROGATE.search(v) for v in fields):
                 malformed.append(_bad_encoding(n, raw, encoding))
                 continue
