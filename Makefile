@@ -31,15 +31,18 @@ $(STAMP): requirements.txt constraints.txt setup.cfg
 demo: venv
 	$(PY) -m jobs.airflow_demo
 
-# The full comparison on real data, one run: Pop, SASRec, MMSRARec and its three ablations, $(SEEDS) seeds, both
-# protocols, into evaluation_runs; then the report (table + PNGs). Builds its prerequisites first.
+# The full comparison on real data, one run: Pop, SASRec, MMSRARec (minilm-effnet), the MLLM alone, the id-token
+# variant and the three ablations, $(SEEDS) seeds, protocols paper / full / sampled, into evaluation_runs (+ per-user
+# ranks); then the report (tables, paired intervals against SASRec, PNGs). Builds its prerequisites first, image
+# features included (the candidates' image tokens). COMPARE_ARGS passes extra flags (e.g. --steps 200).
 eval: venv
 	$(MMSRAREC) ingest --source $(DATASET)
 	$(MMSRAREC) train-summarizer --dataset $(DATASET) --backend extractive --steps 30
 	$(MMSRAREC) summarize --dataset $(DATASET) --summarizer-version extractive-v1 --backend extractive --backfill
+	$(MMSRAREC) encode-images --dataset $(DATASET)
 	$(MMSRAREC) train-baseline --dataset $(DATASET) --model sasrec --protocol paper
 	$(MMSRAREC) build-collab --dataset $(DATASET)
-	$(MMSRAREC) compare --dataset $(DATASET) --seeds $(SEEDS)
+	$(MMSRAREC) compare --dataset $(DATASET) --seeds $(SEEDS) $(COMPARE_ARGS)
 	$(MMSRAREC) report --dataset $(DATASET)
 
 # A local Airflow UI on 127.0.0.1:8080 with these DAGs (stop it with `make airflow-stop`).

@@ -1,8 +1,11 @@
-"""The evaluation report: the latest run of each (model, protocol), mean ± std over its seeds, x100 for display.
+"""The evaluation report: the latest run of each (model, protocol), mean ± std over its seeds, x100 for display,
+and the paired bootstrap 95% interval of (model - SASRec) on each metric (``mmsrarec_lib.eval.paired``: the same
+test users, seeds pooled, from the per-user ranks stored with the run).
 
 "Latest" is the run_id whose rows were written last (max ``created_at``). The std is the sample standard deviation
-over seeds (0 with a single seed). Output: a markdown table (printed and saved as ``report.md``) and one PNG bar
-chart per protocol (``<protocol>.png``, matplotlib Agg) in the same folder.
+over seeds (0 with a single seed). Output: markdown tables (printed and saved as ``report.md``) and one PNG per
+protocol (``<protocol>.png``, matplotlib Agg): left, mean ± std bars; right, the paired differences against SASRec
+with their 95% intervals.
 """
 
 from __future__ import annotations
@@ -21,10 +24,35 @@ from mmsrarec_lib.storage import Warehouse
 log = logging.getLogger(__name__)
 
 
+BASELINE = "sasrec"
+
+
 @dataclass(frozen=True)
 class Report:
     dataset: str
     summary: pd.DataFrame  # protocol, model, metric, mean, std, n_seeds, n_users, run_id, model_versions
+    intervals: pd.DataFrame | None = None  # protocol, model, metric, mean_diff, low, high, n_users, seeds
+
+
+def paired_intervals(warehouse: Warehouse, dataset: str, summary: pd.DataFrame, rows: pd.DataFrame,
+                     *, baseline: str = BASELINE) -> pd.DataFrame:
+    """(model - baseline) per (protocol, model, metric) of the summary, within each model's latest run."""
+    from mmsrarec_lib.eval.paired import paired_interval
+
+    out = []
+    for (protocol, model, run_id), part in summary.groupby(["protocol", "model", "run_id"]):
+        if model == baseline:
+            continue
+        seeds = sorted(int(s) for s in rows[(rows.run_id == run_id) & (rows.model == model)
+                                            & (rows.protocol == protocol)].seed.dropna().unique())
+        for metric in part.metric:
+            iv = paired_interval(warehouse, dataset, run_id=run_id, protocol=protocol, model=model,
+                                 baseline=baseline, metric=metric, seeds=seeds)
+            if iv is not None:
+                out.append({"protocol": protocol, "model": model, "metric": metric, "mean_diff": iv.mean_diff,
+                            "low": iv.low, "high": iv.high, "n_users": iv.n_users,
+                            "seeds": ",".join(map(str, iv.seeds))})
+    return pd.DataFrame(out, columns=["protocol", "model", "metric", "mean_diff", "low", "high", "n_users", "seeds"])
 
 
 def latest_runs(rows: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +87,8 @@ def build_report(warehouse: Warehouse, dataset: str) -> Report:
         raise FileNotFoundError(f"no evaluation_runs for dataset {dataset!r}: run `mmsrarec evaluate` first")
     rows = warehouse.read_table(dataset, EVALUATION_RUNS_TABLE).to_pandas()
     rows = rows[rows["dataset"] == dataset]
-    return Report(dataset=dataset, summary=summarize(rows))
+    summary = summarize(rows)
+    return Report(dataset=dataset, summary=summary, intervals=paired_intervals(warehouse, dataset, summary, rows))
 
 
 def format_markdown(report: Report) -> str:
@@ -82,6 +111,18 @@ def format_markdown(report: Report) -> str:
             parts.append(f"| {model} | " + " | ".join(cells)
                          + f" | {int(m.n_seeds.max())} | {int(m.n_users.max())} | {m.run_id.iloc[0]} |")
         parts.append("")
+        iv = report.intervals[report.intervals.protocol == protocol] if report.intervals is not None else None
+        if iv is not None and not iv.empty:
+            parts += [f"paired (model - {BASELINE}), x100, bootstrap 95% interval over the same test users, "
+                      "seeds pooled:", "", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+            for model, m in iv.groupby("model", sort=True):
+                cells = []
+                for key in keys:
+                    hit = m[m.metric == key]
+                    cells.append(f"{100 * hit.mean_diff.iloc[0]:+.2f} [{100 * hit.low.iloc[0]:+.2f}, "
+                                 f"{100 * hit.high.iloc[0]:+.2f}]" if len(hit) else "-")
+                parts.append(f"| {model} | " + " | ".join(cells) + " |")
+            parts.append("")
     return "\n".join(parts)
 
 
@@ -99,7 +140,10 @@ def plot_protocol(report: Report, protocol: str) -> bytes | None:
     keys = [metric_key(m, k) for m, k in PROTOCOL_METRICS[protocol]]
     models = sorted(sub.model.unique())
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(keys), 4))
+    iv = report.intervals[report.intervals.protocol == protocol] if report.intervals is not None else None
+    has_iv = iv is not None and not iv.empty
+    fig, axes = plt.subplots(1, 2 if has_iv else 1, figsize=((2 if has_iv else 1) * (1.8 + 1.6 * len(keys)), 4.2))
+    ax = axes[0] if has_iv else axes
     for i, model in enumerate(models):
         m = sub[sub.model == model].set_index("metric")
         means = [100 * m["mean"].get(k, np.nan) for k in keys]
@@ -107,8 +151,24 @@ def plot_protocol(report: Report, protocol: str) -> bytes | None:
         ax.bar(np.arange(len(keys)) + i * width - 0.4 + width / 2, means, width, yerr=stds, capsize=3, label=model)
     ax.set_xticks(np.arange(len(keys)), keys)
     ax.set_ylabel("x100")
-    ax.set_title(f"{report.dataset}: protocol {protocol} (mean ± std over seeds)")
-    ax.legend(fontsize=8)
+    ax.set_title(f"{report.dataset}: protocol {protocol} (mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    if has_iv:
+        ax2 = axes[1]
+        diff_models = sorted(iv.model.unique())
+        w2 = 0.8 / len(diff_models)
+        for i, model in enumerate(diff_models):
+            m = iv[iv.model == model].set_index("metric")
+            mean = np.array([100 * m["mean_diff"].get(k, np.nan) for k in keys])
+            low = np.array([100 * m["low"].get(k, np.nan) for k in keys])
+            high = np.array([100 * m["high"].get(k, np.nan) for k in keys])
+            x = np.arange(len(keys)) + i * w2 - 0.4 + w2 / 2
+            ax2.bar(x, mean, w2, label=model, color=f"C{models.index(model) if model in models else i}")
+            ax2.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=3, lw=1)
+        ax2.axhline(0, color="black", lw=0.8)
+        ax2.set_xticks(np.arange(len(keys)), keys)
+        ax2.set_ylabel(f"model - {BASELINE} (x100)")
+        ax2.set_title("paired difference vs SASRec, 95% bootstrap interval (users, seeds pooled)", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

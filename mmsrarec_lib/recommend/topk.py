@@ -2,8 +2,9 @@
 
 Never recommends an item the user already had: seen items are removed at generation *and* again at selection.
 Explanation of a recommended item (stored in ``recommendations.explanation``): the history keywords and the
-neighbour keywords that also describe the item (case-insensitive overlap with the item's own keywords), and the
-ids of the neighbours whose keywords overlap it or whose next item *is* it.
+neighbour keywords that also describe the item (case-insensitive: one of the item's own keywords, or a whole word
+or phrase of its title or description), and the ids of the neighbours whose keywords overlap it or whose next item
+*is* it.
 """
 
 from __future__ import annotations
@@ -52,13 +53,16 @@ _STOP = frozenset("a an and are as at be but by for from had has have he her him
                   "who whom why will with you your after about into over".split())
 
 
-def _overlap(words: Sequence[str], target: set[str]) -> list[str]:
-    """Words of ``words`` also in ``target`` (case-insensitive, first occurrence), minus stop words and
-    one- or two-letter words."""
+def _overlap(words: Sequence[str], target: set[str], text: str = "") -> list[str]:
+    """Words of ``words`` also in ``target`` or, as whole words, in ``text`` (case-insensitive, first occurrence),
+    minus stop words and one- or two-letter words."""
+    import re
+
     out, seen = [], set()
     for w in words:
         key = w.lower()
-        if key in target and key not in seen and len(key) > 2 and key not in _STOP:
+        hit = key in target or (text and re.search(rf"\b{re.escape(key)}\b", text) is not None)
+        if hit and key not in seen and len(key) > 2 and key not in _STOP:
             seen.add(key)
             out.append(w)
     return out
@@ -68,18 +72,20 @@ def explain(ctx: RecContext, *, user_id: str | None, history: Sequence[str], ite
             n_neighbors: int) -> dict:
     """The EXPLANATION struct for recommending ``item_id`` to the user (see the module docstring)."""
     target = {w.lower() for w in ctx.keywords.get(item_id, [])}
+    item = ctx.items.get(item_id)
+    text = f"{item.title if item else ''} {ctx.descriptions.get(item_id, '')}".lower()
     hist_words = [w for h in list(history)[-n_history:] for w in ctx.keywords.get(h, [])]
     neigh = ctx.neighbors.get(user_id, [])[:n_neighbors] if (ctx.use_neighbors and user_id) else []
     neigh_words, neigh_ids = [], []
     for n in neigh:
         words = ctx.keywords.get(n.next_item_id, [])
-        hit = _overlap(words, target)
+        hit = _overlap(words, target, text)
         neigh_words += hit
         if hit or n.next_item_id == item_id:
             neigh_ids.append(n.user_id)
     return {
-        "history_keywords": _overlap(hist_words, target),
-        "neighbor_keywords": _overlap(neigh_words, target),
+        "history_keywords": _overlap(hist_words, target, text),
+        "neighbor_keywords": _overlap(neigh_words, target, text),
         "neighbor_ids": list(dict.fromkeys(neigh_ids)),
     }
 
