@@ -2,7 +2,9 @@
 
 Runs `mmsrarec ingest` (Spark) once: validates and writes **items**, **interactions** (bad rows to the
 `*_quarantine` tables, accounting to `ingest_runs`), then derives **user_sequences**, **split_loo** and
-**eval_candidates**. `publish_tables` then emits an Asset event per table (`mmsrarec.<table>`) whose extra holds the
+**eval_candidates**. `encode_images` then runs `mmsrarec encode-images --backfill`: pretrained image features
+(EfficientNet-Lite0 by default, `image_encoder` param) into **item_image_features**, encoding only new or changed
+images (docs/vision.md). `publish_tables` then emits an Asset event per table (`mmsrarec.<table>`) whose extra holds the
 dataset, URI, Delta version and row count, so downstream DAGs and people see what was produced.
 
 - Source: `source=movielens-100k` (the built-in loader) or `items` + `interactions` file paths (CSV/TSV/JSONL/Parquet,
@@ -30,8 +32,10 @@ ITEM_TABLES = (
     "split_loo",
     "eval_candidates",
     "ingest_runs",
+    "item_image_features",
 )
-OPTIONAL_TABLES = ("items_quarantine", "interactions_quarantine")  # absent when no row was ever quarantined
+# absent when no row was ever quarantined / no item has a decodable image
+OPTIONAL_TABLES = ("items_quarantine", "interactions_quarantine", "item_image_features")
 
 with DAG(
     dag_id="mmsrarec_item_tables",
@@ -50,6 +54,9 @@ with DAG(
         "mode": Param("overwrite", enum=["overwrite", "append"], description="replace the tables or add rows"),
         "spark_master": Param("", type="string", description="Spark master; empty = connection/env/local[*]"),
         "ingest_args": common.args_param("mmsrarec ingest"),
+        "image_encoder": Param("efficientnet-lite0", type="string",
+                               description="image encoder: efficientnet-lite0 or a HF vision model id / path"),
+        "encode_images_args": common.args_param("mmsrarec encode-images"),
     },
 ) as dag:
 
@@ -64,8 +71,13 @@ with DAG(
             argv += ["--spark-master", params["spark_master"]]
         common.run("ingest", argv + common.extra(params, "ingest_args"))
 
+    @task
+    def encode_images(params=None) -> None:
+        argv = common.wh_args(params) + ["--encoder", params["image_encoder"], "--backfill"]
+        common.run("encode-images", argv + common.extra(params, "encode_images_args"))
+
     @task(outlets=[common.table_asset(t) for t in ITEM_TABLES])
     def publish_tables(params=None, outlet_events=None) -> dict:
         return common.publish(params, ITEM_TABLES, outlet_events, optional=OPTIONAL_TABLES)
 
-    ingest() >> publish_tables()
+    ingest() >> encode_images() >> publish_tables()

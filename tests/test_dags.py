@@ -16,7 +16,7 @@ import pytest
 DAGS_DIR = Path(__file__).resolve().parent.parent / "dags"
 
 EXPECTED_EDGES = {
-    "mmsrarec_item_tables": {("ingest", "publish_tables")},
+    "mmsrarec_item_tables": {("ingest", "encode_images"), ("encode_images", "publish_tables")},
     "mmsrarec_train": {
         ("train_baseline", "evaluate_baseline"),
         ("train_baseline", "build_collab"),
@@ -179,6 +179,7 @@ def test_item_tables_publishes_an_asset_per_table(dagbag):
             "split_loo",
             "eval_candidates",
             "ingest_runs",
+            "item_image_features",
         )
     }
     nightly_publish = dagbag.dags["mmsrarec_nightly"].get_task("publish")

@@ -110,6 +110,15 @@ TABLES: dict[str, TableDoc] = {
             {"reward": "a*r_info + b*r_recon + c*r_len", "input_sha256": "hash of the inputs summarized"},
         ),
         TableDoc(
+            "item_image_features", schemas.ITEM_IMAGE_FEATURES,
+            "Pretrained image features of each item's image (pooled vector and top ImageNet classes).",
+            "one row per item and image encoder", ("item_id", "encoder"), "none",
+            "`encode-images` (MERGE on the keys; `--backfill` encodes only new or changed images)",
+            {"image_sha256": "the image encoded; each distinct image is encoded once per encoder_version",
+             "feature": "pooled image feature (1,280 floats for efficientnet-lite0)",
+             "top_classes": "the 5 most probable classes, best first; empty when the encoder has no classifier"},
+        ),
+        TableDoc(
             "user_collab_keywords", schemas.USER_COLLAB_KEYWORDS,
             "Stage 2: each user's similar users and the keywords of what they chose next.",
             "one row per user and protocol", ("user_id", "protocol"), "none",

@@ -173,3 +173,46 @@ def read_image_features(warehouse: Warehouse, dataset: str, *, encoder: str = "e
     flat = t.column("feature").combine_chunks()
     feats = np.asarray(flat.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), -1)
     return ids, feats
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Rows of ``item_image_features`` for one encoder, aligned: ids, image hashes, features [n, d], top classes."""
+
+    item_ids: list[str]
+    image_sha256: list[str]
+    features: np.ndarray
+    top_classes: list[list[tuple[str, float]]]
+
+
+def read_feature_rows(warehouse: Warehouse, dataset: str, *, encoder: str = "efficientnet-lite0") -> FeatureRows:
+    """Every row for ``encoder`` (empty when the table does not exist), sorted by item_id."""
+    if not warehouse.has_table(dataset, TABLE):
+        return FeatureRows([], [], np.zeros((0, 0), dtype=np.float32), [])
+    t = warehouse.read_table(dataset, TABLE, columns=["item_id", "image_sha256", "feature", "top_classes"],
+                             filter=pads.field("encoder") == encoder).sort_by("item_id")
+    ids = t.column("item_id").to_pylist()
+    if not ids:
+        return FeatureRows([], [], np.zeros((0, 0), dtype=np.float32), [])
+    flat = t.column("feature").combine_chunks()
+    feats = np.asarray(flat.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), -1)
+    tops = [[(c["label"], float(c["prob"])) for c in (row or [])] for row in t.column("top_classes").to_pylist()]
+    return FeatureRows(ids, t.column("image_sha256").to_pylist(), feats, tops)
+
+
+def ensure_features(warehouse: Warehouse, dataset: str, *, encoder_name: str = "efficientnet-lite0",
+                    device: str | None = None, batch_size: int = 32) -> dict | None:
+    """Backfill ``item_image_features`` for images that have no row with their current sha256 (loads the image
+    model only when something is missing); returns the write stats, or None when everything was up to date."""
+    images, _ = load_images(warehouse, dataset)
+    rows = read_feature_rows(warehouse, dataset, encoder=encoder_name)
+    have = dict(zip(rows.item_ids, rows.image_sha256))
+    if all(have.get(im.item_id) == im.image_sha256 for im in images):
+        return None
+    from mmsrarec_lib.vision.encoder import load_image_encoder
+
+    encoder = load_image_encoder(encoder_name, device=device)
+    plan = plan_images(images, stored=stored_rows(warehouse, dataset, encoder=encoder.name),
+                       encoder_version=encoder.version, backfill=True)
+    log.info("image features of %s: %d images missing or changed, encoding them", dataset, len(plan.todo))
+    return write_features(warehouse, dataset, plan=plan, encoder=encoder, batch_size=batch_size)
