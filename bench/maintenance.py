@@ -38,7 +38,8 @@ def cli_seconds(root: str, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
         out.append(time.perf_counter() - t0)
     return out
 
@@ -61,7 +62,9 @@ def files(warehouse, tables) -> dict[str, tuple[int, int]]:
     return {t: (s.active_files, s.storage_files) for t in tables for s in [file_stats(warehouse, DATASET, t)]}
 
 
-def check_time_travel(warehouse, when: dict, retention_days: float, now: dt.datetime) -> dict[str, tuple[int, int, int]]:
+def check_time_travel(
+    warehouse, when: dict, retention_days: float, now: dt.datetime
+) -> dict[str, tuple[int, int, int]]:
     """Per table: (versions in the window, of them readable, older versions no longer readable)."""
     cutoff = now - dt.timedelta(days=retention_days)
     out = {}

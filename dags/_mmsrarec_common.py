@@ -31,6 +31,9 @@ START_DATE = pendulum.datetime(1997, 1, 1, tz="UTC")
 TAGS = ["mmsrarec"]
 DEFAULT_DATASET = os.environ.get("MMSRAREC_DATASET", "movielens-100k")
 ASSET_GROUP = "mmsrarec"
+# JSON-schema type of a string param that may stay empty: the UI's trigger form treats a plain "string" param as
+# required and refuses to trigger while it is empty.
+OPTIONAL_STRING = ["null", "string"]
 
 
 def default_args() -> dict[str, Any]:
@@ -60,7 +63,7 @@ def warehouse_params() -> dict[str, Param]:
         "dataset": Param(DEFAULT_DATASET, type="string", minLength=1, description="dataset (warehouse folder)"),
         "warehouse": Param(
             os.environ.get("MMSRAREC_WAREHOUSE", ""),
-            type="string",
+            type=OPTIONAL_STRING,
             description="warehouse root: local path or s3://bucket/prefix (empty = the jobs' default)",
         ),
     }
@@ -68,7 +71,7 @@ def warehouse_params() -> dict[str, Param]:
 
 def args_param(description: str, default: str = "") -> Param:
     """A string param of extra flags for one job, e.g. ``"--epochs 2"`` (sizes, learning rates, limits)."""
-    return Param(default, type="string", description=f"extra flags for {description}")
+    return Param(default, type=OPTIONAL_STRING, description=f"extra flags for {description}")
 
 
 def table_asset(table: str, *, dataset: str = DEFAULT_DATASET) -> Asset:

@@ -23,7 +23,8 @@ is "now"):
 7. `publish`: an Asset event for `mmsrarec.recommendations` (URI `mmsrarec://<dataset>/recommendations`) whose
    extra holds the dataset, date, the partition's row count, the table's Delta version and its commit lineage.
 
-Past dates: trigger with `run_date`, or `airflow backfill create --dag-id mmsrarec_nightly --from-date 2026-01-01
+Schedule: `@daily`, or `$MMSRAREC_NIGHTLY_SCHEDULE` (empty = triggered runs only). Past dates: trigger with
+`run_date`, or `airflow backfill create --dag-id mmsrarec_nightly --from-date 2026-01-01
 --to-date 2026-01-07`. GPU-heavy tasks (`recommend`, `evaluate`) go to `$MMSRAREC_GPU_POOL` / `$MMSRAREC_GPU_QUEUE`.
 """
 
@@ -39,7 +40,8 @@ GPU = common.gpu_task_kwargs()
 with DAG(
     dag_id="mmsrarec_nightly",
     doc_md=__doc__,
-    schedule="@daily",
+    # MMSRAREC_NIGHTLY_SCHEDULE empty = triggered runs only (a local UI whose scheduler should not add its own run)
+    schedule=os.environ.get("MMSRAREC_NIGHTLY_SCHEDULE", "@daily") or None,
     start_date=common.START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -47,21 +49,21 @@ with DAG(
     default_args=common.default_args(),
     params={
         **common.warehouse_params(),
-        "run_date": Param("", type="string", pattern=r"^(\d{4}-\d{2}-\d{2})?$",
+        "run_date": Param("", type=common.OPTIONAL_STRING, pattern=r"^(\d{4}-\d{2}-\d{2})?$",
                           description="partition date YYYY-MM-DD to (re)compute; empty = the run's logical date"),
         "shards": Param(1, type="integer", minimum=1, maximum=256,
                         description="parallel scoring tasks (recommend --shard I/N), one publish commit"),
         "incoming_interactions": Param(
             os.environ.get("MMSRAREC_INCOMING_INTERACTIONS", ""),
-            type="string",
+            type=common.OPTIONAL_STRING,
             description="new interactions of the day, e.g. /data/incoming/{ds}.csv; empty/absent = nothing new",
         ),
         "incoming_items": Param(
             os.environ.get("MMSRAREC_INCOMING_ITEMS", ""),
-            type="string",
+            type=common.OPTIONAL_STRING,
             description="new or changed items of the day (same {ds} rule); empty/absent = none",
         ),
-        "model_run": Param("", type="string", description="recommender model run id; empty = the latest"),
+        "model_run": Param("", type=common.OPTIONAL_STRING, description="recommender model run id; empty = the latest"),
         "top_k": Param(10, type="integer", minimum=1, description="recommendations per user"),
         "users": Param("changed", enum=["changed", "all"], description="whom to recommend for"),
         "protocol": Param("paper", enum=["paper", "full"], description="evaluation protocol"),

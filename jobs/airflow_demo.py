@@ -7,8 +7,11 @@
 The demo sets ``AIRFLOW_HOME`` to ``<repo>/airflow_home`` (a SQLite metadata database under the project folder;
 override with ``--airflow-home`` or ``$AIRFLOW_HOME``) and the DAG folder to ``<repo>/dags``, runs
 ``airflow db migrate``, then ``airflow dags test`` for ``mmsrarec_item_tables``, ``mmsrarec_train`` and
-``mmsrarec_nightly`` (one logical date). Each DAG gets run-conf params sized for a 2-core machine without a GPU (one
-seed, no ablations, small step counts, a user limit for recommend/evaluate): see :data:`DEMO_CONF`. Airflow's own
+``mmsrarec_nightly`` (one ``run_date``, by default the day after ML-100K's last rating, passed as the DAG's
+``run_date`` param: every run's logical date is the moment it runs, so the UI shows real start times and durations,
+not a 1998 logical date leaking into a 10448-day "duration"). Each DAG gets run-conf params sized for a 2-core
+machine without a GPU (one seed, no ablations, small step counts, a user limit for recommend/evaluate): see
+:data:`DEMO_CONF`. Airflow's own
 log of each DAG run goes to ``<airflow_home>/demo_logs/<dag_id>.log``; the console shows one line per task.
 
 It then prints the evaluation table and the top-5 recommendations with their explanations for three users, with
@@ -51,6 +54,7 @@ DEMO_CONF: dict[str, dict[str, object]] = {
         "report_args": "",
     },
     "mmsrarec_nightly": {
+        "shards": 1,
         "top_k": 10,
         "users": "all",
         "protocol": "paper",
@@ -125,6 +129,8 @@ def run_dag_test(cfg: DemoConfig, dag_id: str, *, logical_date: str | None, env:
     Returns the wall time in seconds; raises RuntimeError (with the log's tail) when the run fails.
     """
     conf = {"dataset": cfg.dataset, "warehouse": cfg.warehouse, **DEMO_CONF[dag_id]}
+    if dag_id == "mmsrarec_nightly":
+        conf["run_date"] = cfg.run_date  # the partition; the run's logical date stays "now"
     cmd = _airflow_cmd("dags", "test", dag_id)
     if logical_date:
         cmd.append(logical_date)
@@ -132,7 +138,8 @@ def run_dag_test(cfg: DemoConfig, dag_id: str, *, logical_date: str | None, env:
     log_dir = cfg.airflow_home / "demo_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{dag_id}.log"
-    print(f"\n== {dag_id}" + (f" ({logical_date})" if logical_date else "") + f"  [log: {log_path}]", flush=True)
+    label = f" (run_date {conf['run_date']})" if "run_date" in conf else (f" ({logical_date})" if logical_date else "")
+    print(f"\n== {dag_id}{label}  [log: {log_path}]", flush=True)
     start = time.monotonic()
     task_start: dict[str, float] = {}
     tail: list[str] = []
@@ -235,7 +242,7 @@ def run_demo(cfg: DemoConfig) -> int:
     if not cfg.skip_item_tables:
         run_dag_test(cfg, "mmsrarec_item_tables", logical_date=None, env=env)
     run_dag_test(cfg, "mmsrarec_train", logical_date=None, env=env)
-    run_dag_test(cfg, "mmsrarec_nightly", logical_date=cfg.run_date, env=env)
+    run_dag_test(cfg, "mmsrarec_nightly", logical_date=None, env=env)
     show_results(cfg, env=env)
     print(f"\ndemo finished in {time.monotonic() - start:.0f} s", flush=True)
     return 0
@@ -250,7 +257,9 @@ def start_standalone(cfg: DemoConfig) -> int:
         return 1
     cfg.airflow_home.mkdir(parents=True, exist_ok=True)
     env = airflow_env(cfg, demo=False)
-    env.update({"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(cfg.port)})
+    env.update({"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(cfg.port),
+                # workers report to the API server's execution API: on another port than 8080 it must be named
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{cfg.port}/execution/"})
     log_path = cfg.airflow_home / "standalone.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -309,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="movielens-100k", help="dataset name in the warehouse (default movielens-100k)")
     parser.add_argument("--warehouse", default=None, help="warehouse root (default $MMSRAREC_WAREHOUSE or ./warehouse)")
     parser.add_argument("--airflow-home", default=None, help="AIRFLOW_HOME (default $AIRFLOW_HOME or ./airflow_home)")
-    parser.add_argument("--run-date", default=DEFAULT_RUN_DATE, help="logical date of the nightly run (YYYY-MM-DD)")
+    parser.add_argument("--run-date", default=DEFAULT_RUN_DATE,
+                        help="run_date param of the nightly run (YYYY-MM-DD); its logical date is now")
     parser.add_argument("--skip-item-tables", action="store_true", help="reuse the item tables already ingested")
     parser.add_argument("--users-shown", type=int, default=3, help="users whose top-5 is printed (default 3)")
     parser.add_argument("--port", type=int, default=8080, help="UI/API port for --standalone (default 8080)")
