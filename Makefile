@@ -13,16 +13,22 @@ MMSRAREC := $(VENV)/bin/mmsrarec
 DATASET ?= movielens-100k
 SEEDS ?= 3
 
-.PHONY: demo test test-fast test-slow venv bench clean eval airflow airflow-stop
+.PHONY: demo test test-fast test-slow venv bench clean eval airflow airflow-stop maintain
 
 venv: $(STAMP)
 
-# torch==2.13.0 first (a CPU build; an unpinned torch pulls a CUDA build), then the pinned rest, then this package.
-$(STAMP): requirements.txt constraints.txt setup.cfg
+# torch==2.13.0 first, from the CPU index (an unpinned or PyPI torch is a CUDA build of several GB), then the pinned
+# runtime and test requirements, then this package. Where the CPU index is unreachable (machines that only see a
+# PyPI mirror), pip's configured sources are tried instead, and the build is checked: a CUDA build is reported.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -r requirements.txt
+	$(PY) -m pip install -q --timeout 15 --retries 1 torch==2.13.0 --index-url $(TORCH_INDEX_URL) \
+	  || { echo "CPU torch index $(TORCH_INDEX_URL) unreachable: trying pip's configured sources"; \
+	       $(PY) -m pip install -q torch==2.13.0; }
+	$(PY) -c "import torch; print('torch', torch.__version__, 'CUDA' if torch.version.cuda else 'CPU build')"
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -51,6 +57,10 @@ airflow: venv
 
 airflow-stop:
 	$(PY) -m jobs.airflow_demo --stop
+
+# Delta upkeep of the local warehouse (what the weekly mmsrarec_maintenance DAG runs): compact, z-order, vacuum.
+maintain: venv
+	$(MMSRAREC) maintain --dataset $(DATASET)
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -32,6 +32,9 @@ NAME = "movielens-100k"
 ENV_DATA_DIR = "MMSRAREC_DATA_DIR"
 ENV_CACHE_DIR = "MMSRAREC_CACHE_DIR"
 RECBOLE_WHEEL = "recbole==1.2.1"
+# sha256 of recbole-1.2.1-py3-none-any.whl on PyPI: pip verifies the download (--require-hashes) and a cached wheel
+# is checked again before use, so a tampered or truncated file is never read
+RECBOLE_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 WHEEL_PREFIX = "recbole/dataset_example/ml-100k/"
 DETAILS_FILE = "movielens100k_details.json"
 # details fields kept as attributes (lists joined with "|")
@@ -78,16 +81,23 @@ def parse_atomic(text: str) -> tuple[list[str], list[tuple[int, list[str]]], tup
 
 
 def ensure_recbole_wheel(cache_dir: Path) -> Path:
-    """The recbole wheel in ``cache_dir``, downloaded with ``pip download --no-deps`` when not there yet."""
+    """The recbole wheel in ``cache_dir``, downloaded with ``pip download --no-deps`` when not there yet; its sha256
+    must be :data:`RECBOLE_SHA256` (a cached wheel that does not match is deleted and downloaded again)."""
+    import hashlib
+
     cache_dir.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache_dir.glob("recbole-1.2.1-*.whl"))
-    if wheels:
-        return wheels[0]
+    for wheel in sorted(cache_dir.glob("recbole-1.2.1-*.whl")):
+        if hashlib.sha256(wheel.read_bytes()).hexdigest() == RECBOLE_SHA256:
+            return wheel
+        log.warning("%s does not have the expected sha256: deleted, downloading again", wheel)
+        wheel.unlink()
     log.warning("movielens-100k data folder absent: downloading %s from PyPI (ratings and titles only)", RECBOLE_WHEEL)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        pinned = Path(tmp) / "requirements.txt"
+        pinned.write_text(f"{RECBOLE_WHEEL} --hash=sha256:{RECBOLE_SHA256}\n")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp,
-             RECBOLE_WHEEL],
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes", "-q",
+             "-d", tmp, "-r", str(pinned)],
             check=True, timeout=600,
         )
         found = sorted(Path(tmp).glob("recbole-1.2.1-*.whl"))
