@@ -22,6 +22,7 @@ class SummarizeConfig:
     backend: str
     model: str | None
     image_model: str | None
+    image_encoder: str | None
     policy_run: str | None
     encoder: str
     backfill: bool
@@ -37,7 +38,8 @@ class SummarizeConfig:
         if not args.summarizer_version or "/" in args.summarizer_version:
             raise ValueError(f"--summarizer-version must be a non-empty name without '/', got {args.summarizer_version!r}")
         return cls(args.dataset, args.summarizer_version, args.backend, args.model, args.image_model,
-                   args.policy_run, args.encoder, args.backfill, args.chunk_size, args.batch_size, args.limit,
+                   None if args.image_encoder == "none" else args.image_encoder, args.policy_run, args.encoder,
+                   args.backfill, args.chunk_size, args.batch_size, args.limit,
                    _item_ids(args.item_ids), args.device, not args.no_progress)
 
 
@@ -59,7 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="mllm backend: HF hub id or local path, or 'tiny' (default: the dataset's tiny LLaVA)")
     parser.add_argument("--image-model", default=None,
-                        help="extractive backend: also write image keywords with this MLLM ('tiny', hub id, path)")
+                        help="extractive backend: image keywords from this MLLM ('tiny', hub id, path) instead of "
+                             "the pretrained image encoder")
+    parser.add_argument("--image-encoder", default="efficientnet-lite0",
+                        help="extractive backend: image keywords from this image model's features (backfills "
+                             "item_image_features first); a HF vision model id/path, or 'none' for text only")
     parser.add_argument("--policy-run", default=None,
                         help="run id of train-summarizer (extractive policy, or tuned MLLM for --backend mllm)")
     parser.add_argument("--encoder", default="minilm", help="phi for R_info: minilm (default), hashing, or a path")
@@ -92,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
     items = items[: cfg.limit] if cfg.limit else items
     summarizer = build_summarizer(
         warehouse, cfg.dataset, backend=cfg.backend, items=items, catalogue=catalogue, model=cfg.model,
-        image_model=cfg.image_model, policy_run=cfg.policy_run, encoder_name=cfg.encoder,
+        image_model=cfg.image_model, image_encoder=cfg.image_encoder, policy_run=cfg.policy_run,
+        encoder_name=cfg.encoder,
         batch_size=cfg.batch_size, device=cfg.device,
     )
     done = existing_hashes(warehouse, cfg.dataset, version=cfg.version) if cfg.backfill else {}

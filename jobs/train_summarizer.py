@@ -30,13 +30,15 @@ class TrainSummarizerConfig:
     c_len: float
     n_max: int
     device: str | None
+    image_encoder: str | None
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> TrainSummarizerConfig:
         if a.steps < 1 or a.group_size < 2 or a.batch < 1:
             raise ValueError("--steps and --batch must be >= 1 and --group-size >= 2 (GRPO compares within a group)")
         return cls(a.dataset, a.backend, a.model, a.modality, a.encoder, a.steps, a.group_size, a.batch, a.lr,
-                   a.limit, a.seed, a.a_info, a.b_recon, a.c_len, a.n_max, a.device)
+                   a.limit, a.seed, a.a_info, a.b_recon, a.c_len, a.n_max, a.device,
+                   None if a.image_encoder == "none" else a.image_encoder)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--c-len", type=float, default=0.5, help="weight of R_len")
     parser.add_argument("--n-max", type=int, default=10, help="keyword cap N_max (R_len = -n/N_max)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--image-encoder", default="efficientnet-lite0",
+                        help="extractive: image model whose features give the image keywords (also tuned here); "
+                             "a HF vision model id/path, or 'none' for text only (default efficientnet-lite0)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -75,8 +80,16 @@ def main(args: argparse.Namespace) -> int:
     if cfg.backend == "extractive":
         grpo = GrpoConfig(steps=cfg.steps, batch_items=cfg.batch, group_size=cfg.group_size,
                           lr=cfg.lr if cfg.lr is not None else 0.03, seed=cfg.seed)
+        image_context = None
+        if cfg.image_encoder:
+            from mmsrarec_lib.summarize.image_context import build_image_context
+
+            catalogue = load_items(warehouse, cfg.dataset)
+            image_context = build_image_context(warehouse, cfg.dataset, catalogue=catalogue, encoder=encoder,
+                                                reward_config=reward, image_encoder=cfg.image_encoder,
+                                                device=cfg.device)
         result = train_extractive(warehouse, cfg.dataset, items=items, run_id=run_id, encoder=encoder,
-                                  reward_config=reward, grpo=grpo)
+                                  reward_config=reward, grpo=grpo, image_context=image_context)
     else:
         model_path = resolve_model(warehouse, cfg.dataset, model=cfg.model, policy_run=None, items=items)
         grpo = MllmGrpoConfig(steps=cfg.steps, batch_prompts=cfg.batch, group_size=cfg.group_size,
@@ -85,6 +98,8 @@ def main(args: argparse.Namespace) -> int:
                             encoder=encoder, reward_config=reward, grpo=grpo, modality=cfg.modality,
                             device=cfg.device)
     print(f"reward curve: {result.curve_png}")
-    print(json.dumps({"run_id": result.run_id, "run_uri": result.run_uri, "before": result.before,
-                      "after": result.after}))
+    summary = {"run_id": result.run_id, "run_uri": result.run_uri, "before": result.before, "after": result.after}
+    if result.image is not None:
+        summary["image"] = result.image
+    print(json.dumps(summary))
     return 0

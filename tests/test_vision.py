@@ -12,6 +12,7 @@ from PIL import Image
 
 from mmsrarec_lib.vision import MissingModelPackage, load_image_encoder, preprocess
 from mmsrarec_lib.vision.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from tests._vision_helpers import tiny_vit
 
 
 @pytest.fixture(scope="module")
@@ -86,22 +87,8 @@ def test_missing_weights_package_names_the_package(monkeypatch):
         load_image_encoder("efficientnet-lite3", device="cpu")
 
 
-def _tiny_vit(path: Path, *, classify: bool) -> Path:
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(0)
-    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=32, num_labels=3,
-                    id2label={0: "cat", 1: "dog", 2: "car"}, label2id={"cat": 0, "dog": 1, "car": 2})
-    model = ViTForImageClassification(cfg) if classify else ViTModel(cfg)
-    model.save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 def test_hf_vision_model_plugs_in_behind_the_same_interface(tmp_path):
-    backbone = load_image_encoder(str(_tiny_vit(tmp_path / "vit", classify=False)), device="cpu")
+    backbone = load_image_encoder(str(tiny_vit(tmp_path / "vit", classify=False)), device="cpu")
     imgs = [Image.new("RGB", (50, 40), c) for c in ((255, 0, 0), (0, 255, 0))]
     out = backbone.encode(imgs + [_png(imgs[0])], batch_size=2)
     assert backbone.feature_dim == 16 and out.features.shape == (3, 16) and out.probs is None
@@ -109,7 +96,7 @@ def test_hf_vision_model_plugs_in_behind_the_same_interface(tmp_path):
     np.testing.assert_allclose(out.features[0], out.features[2], atol=1e-5)  # PIL and bytes agree
     assert not np.allclose(out.features[0], out.features[1])
 
-    clf = load_image_encoder(str(_tiny_vit(tmp_path / "vit-clf", classify=True)), device="cpu")
+    clf = load_image_encoder(str(tiny_vit(tmp_path / "vit-clf", classify=True)), device="cpu")
     out = clf.encode(imgs)
     assert clf.class_names == ["cat", "dog", "car"] and out.probs.shape == (2, 3)
     np.testing.assert_allclose(out.probs.sum(1), 1.0, atol=1e-5)

@@ -4,8 +4,9 @@
 read from title + description + categories; image keywords from the image alone (the paper summarizes the two
 separately against modality bias). Every result carries its three reward terms.
 
-* ``ExtractiveSummarizer`` (CPU default, text): YAKE/KeyBERT candidates + a learned selection policy; optionally
-  an ``image_summarizer`` (an ``MllmSummarizer``) adds image keywords.
+* ``ExtractiveSummarizer`` (CPU default): text keywords from YAKE/KeyBERT candidates + a learned selection policy;
+  its ``image_summarizer`` adds image keywords: by default an ``ImageExtractiveSummarizer`` (pretrained image
+  features, ``image_keywords.py``), or an ``MllmSummarizer`` (``--image-model``).
 * ``MllmSummarizer``: any HF image-text-to-text model; prompts below; greedy decoding; output parsed by
   ``parse_keywords``.
 """
@@ -49,12 +50,13 @@ def _results(items, modality, keyword_lists, *, encoder, scorer, reward_config) 
 
 
 class ExtractiveSummarizer:
-    """Text keywords chosen from YAKE/KeyBERT candidates + categories by a ``SelectionPolicy``."""
+    """Text keywords chosen from YAKE/KeyBERT candidates + categories by a ``SelectionPolicy``; image keywords by
+    ``image_summarizer`` (anything with ``summarize_modality(items, "image")``), when given."""
 
     version_tag = "extractive"
 
     def __init__(self, *, policy: SelectionPolicy, encoder, scorer, reward_config: RewardConfig = RewardConfig(),
-                 image_summarizer: MllmSummarizer | None = None) -> None:
+                 image_summarizer=None) -> None:
         self.policy = policy
         self.encoder = encoder
         self.scorer = scorer

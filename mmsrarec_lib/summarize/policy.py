@@ -3,6 +3,9 @@
 ``p_keep = sigmoid(MLP(features))`` per candidate. Sampling keeps each candidate independently (Bernoulli), so a
 sample's log-probability is a sum over candidates, which is what GRPO needs. Decoding is deterministic: keep the
 candidates with ``p_keep >= threshold`` (best first, at most ``n_max``, at least one).
+
+One class serves both modalities: the text policy reads ``candidates.FEATURES``, the image policy
+``image_keywords.IMAGE_FEATURES`` (``features=`` at construction; saved in ``policy.json`` and checked on load).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmsrarec_lib.summarize.candidates import FEATURES, N_FEATURES
+from mmsrarec_lib.summarize.candidates import FEATURES
 
 
 @dataclass(frozen=True)
@@ -27,11 +30,12 @@ class PolicyConfig:
 
 
 class SelectionPolicy(nn.Module):
-    def __init__(self, config: PolicyConfig = PolicyConfig()) -> None:
+    def __init__(self, config: PolicyConfig = PolicyConfig(), *, features: tuple[str, ...] = FEATURES) -> None:
         super().__init__()
         self.config = config
+        self.features = tuple(features)
         torch.manual_seed(config.seed)
-        self.net = nn.Sequential(nn.Linear(N_FEATURES, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 1))
+        self.net = nn.Sequential(nn.Linear(len(self.features), config.hidden), nn.Tanh(), nn.Linear(config.hidden, 1))
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """[C, F] -> [C] keep logits."""
@@ -62,19 +66,20 @@ class SelectionPolicy(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), out / "policy.pt")
-        (out / "policy.json").write_text(json.dumps({"config": asdict(self.config), "features": list(FEATURES)}, indent=2))
+        (out / "policy.json").write_text(json.dumps({"config": asdict(self.config), "features": list(self.features)},
+                                                   indent=2))
         return out
 
     @classmethod
-    def load(cls, in_dir: str | Path) -> SelectionPolicy:
+    def load(cls, in_dir: str | Path, *, features: tuple[str, ...] = FEATURES) -> SelectionPolicy:
         in_dir = Path(in_dir)
         meta_path = in_dir / "policy.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"no selection policy at {in_dir} (policy.json missing)")
         meta = json.loads(meta_path.read_text())
-        if list(meta["features"]) != list(FEATURES):
-            raise ValueError(f"policy at {in_dir} was trained on features {meta['features']}, code has {list(FEATURES)}")
-        policy = cls(PolicyConfig(**meta["config"]))
+        if list(meta["features"]) != list(features):
+            raise ValueError(f"policy at {in_dir} was trained on features {meta['features']}, code has {list(features)}")
+        policy = cls(PolicyConfig(**meta["config"]), features=features)
         policy.load_state_dict(torch.load(in_dir / "policy.pt", weights_only=True))
         policy.eval()
         return policy

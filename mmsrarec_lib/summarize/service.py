@@ -1,7 +1,8 @@
 """Assembling summarizers from options: items, the tiny MLLM, encoders, scorers, saved policies and models.
 
 Trained artefacts live under ``<warehouse>/<dataset>/models/<run_id>/`` (``policy.json`` + ``policy.pt`` for the
-extractive policy, ``model/`` for a GRPO-tuned MLLM); local copies of remote folders are cached under
+extractive text policy, ``image/policy.json`` + ``image/policy.pt`` for the extractive image policy, ``model/`` for a
+GRPO-tuned MLLM); local copies of remote folders are cached under
 ``$MMSRAREC_CACHE`` (default ``~/.cache/mmsrarec``).
 """
 
@@ -102,6 +103,18 @@ def load_policy(warehouse: Warehouse, dataset: str, *, policy_run: str | None) -
     return SelectionPolicy.load(local_copy(warehouse, uri)), run
 
 
+def load_image_policy(warehouse: Warehouse, dataset: str, *, run: str | None) -> SelectionPolicy:
+    """The image policy saved with ``run`` (``image/``), else an untrained one (with a warning)."""
+    from mmsrarec_lib.summarize.image_keywords import IMAGE_FEATURES
+
+    if run is not None:
+        uri = models_uri(warehouse, dataset, run) + "/image"
+        if warehouse.exists(uri + "/policy.json"):
+            return SelectionPolicy.load(local_copy(warehouse, uri), features=IMAGE_FEATURES)
+    log.warning("no trained image selection policy for %s (run %s): using an untrained one", dataset, run)
+    return SelectionPolicy(PolicyConfig(), features=IMAGE_FEATURES)
+
+
 def reward_config_from(meta_dir: Path | None, default: RewardConfig) -> RewardConfig:
     """The reward config a policy was trained with (``reward.json`` beside it), else ``default``."""
     if meta_dir and (meta_dir / "reward.json").exists():
@@ -118,6 +131,7 @@ def build_summarizer(
     catalogue: list[ItemInput],
     model: str | None = None,
     image_model: str | None = None,
+    image_encoder: str | None = "efficientnet-lite0",
     policy_run: str | None = None,
     encoder_name: str = "minilm",
     reward_config: RewardConfig = RewardConfig(),
@@ -126,14 +140,25 @@ def build_summarizer(
 ):
     """An ``ExtractiveSummarizer`` or ``MllmSummarizer`` configured from CLI-level options.
 
-    ``catalogue`` (all items) trains the extractive R_recon LM, so a backfill of a few items scores like a full run.
+    ``catalogue`` (all items) trains the extractive R_recon LM and fits the image<->text maps, so a backfill of a
+    few items scores like a full run. Extractive image keywords come from ``image_model`` (an MLLM) when given,
+    else from the pretrained ``image_encoder``'s features (None: text keywords only).
     """
     from mmsrarec_lib.mllm import load_mllm
 
     encoder = make_encoder(encoder_name)
     if backend == "extractive":
-        policy, _ = load_policy(warehouse, dataset, policy_run=policy_run)
+        policy, run = load_policy(warehouse, dataset, policy_run=policy_run)
         image = None
+        if not image_model and image_encoder:
+            from mmsrarec_lib.summarize.image_context import build_image_context
+            from mmsrarec_lib.summarize.image_keywords import ImageExtractiveSummarizer
+
+            ctx = build_image_context(warehouse, dataset, catalogue=catalogue, encoder=encoder,
+                                      reward_config=reward_config, image_encoder=image_encoder, device=device)
+            if ctx is not None:
+                image = ImageExtractiveSummarizer(policy=load_image_policy(warehouse, dataset, run=run),
+                                                  builder=ctx.builder, scorer=ctx.scorer)
         if image_model:
             path = resolve_model(warehouse, dataset, model=image_model, policy_run=None, items=catalogue)
             m, proc = load_mllm(path, device=device)

@@ -28,6 +28,7 @@ class TrainResult:
     before: dict
     after: dict
     history: list
+    image: dict | None = None  # the image policy's {"before", "after"} (extractive, when images were there)
 
 
 def mean_terms(terms) -> dict:
@@ -73,7 +74,7 @@ def _finish(warehouse: Warehouse, dataset: str, *, run_id: str, local: Path, his
     uri = warehouse.uri(dataset, "models", run_id)
     if warehouse.local_path(uri) != local:
         warehouse.upload_dir(local, uri)
-    return TrainResult(run_id, uri, uri + "/reward_curve.png", before, after, history)
+    return TrainResult(run_id, uri, uri + "/reward_curve.png", before, after, history, meta.get("image"))
 
 
 def _run_dir(warehouse: Warehouse, uri: str, tmp: str) -> Path:
@@ -82,11 +83,47 @@ def _run_dir(warehouse: Warehouse, uri: str, tmp: str) -> Path:
     return local
 
 
+def train_image_policy(ctx, items: list[ItemInput], *, reward_config: RewardConfig, grpo: GrpoConfig,
+                       eval_items: int = 200):
+    """GRPO on the image selection policy (``ImageKeywordContext`` candidates and rewards); returns
+    (policy, before, after, history), or None when fewer than 2 items have an image feature."""
+    from mmsrarec_lib.summarize.grpo import train_selection_policy
+    from mmsrarec_lib.summarize.image_keywords import IMAGE_FEATURES
+    from mmsrarec_lib.summarize.policy import PolicyConfig, SelectionPolicy
+
+    usable = [it for it in items if it.has_input("image") and it.item_id in ctx.space]
+    if len(usable) < 2:
+        return None
+    train, held = _split(usable, eval_items=eval_items, seed=grpo.seed)
+    log.info("image candidates for %d items", len(usable))
+    cand_train = [ctx.builder.build(it.item_id) for it in train]
+    cand_held = [ctx.builder.build(it.item_id) for it in held]
+    policy = SelectionPolicy(PolicyConfig(n_max=reward_config.n_max, seed=grpo.seed), features=IMAGE_FEATURES)
+
+    def evaluate() -> dict:
+        chosen = [policy.select(c.phrases, c.features)[0] for c in cand_held]
+        out = mean_terms(ctx.scorer.score(chosen, [it.item_id for it in held]))
+        out["n_keywords"] = float(np.mean([len(c) for c in chosen]))
+        return out
+
+    def reward_fn(i: int, kw_lists: list[list[str]]) -> list[dict]:
+        terms = ctx.scorer.score(kw_lists, [train[i].item_id] * len(kw_lists))
+        return [{**asdict(t), "n_keywords": len(k)} for t, k in zip(terms, kw_lists)]
+
+    before = evaluate()
+    history = train_selection_policy(policy, cand_train, reward_fn, config=grpo,
+                                     on_step=lambda r: log.info("image step %(step)d reward %(reward).4f info "
+                                                                "%(r_info).4f recon %(r_recon).4f len %(r_len).4f", r))
+    return policy, before, evaluate(), history
+
+
 def train_extractive(
     warehouse: Warehouse, dataset: str, *, items: list[ItemInput], run_id: str, encoder,
-    reward_config: RewardConfig, grpo: GrpoConfig, eval_items: int = 200,
+    reward_config: RewardConfig, grpo: GrpoConfig, eval_items: int = 200, image_context=None,
 ) -> TrainResult:
-    """GRPO on the selection policy over ``items``; before/after measured on a held-out sample."""
+    """GRPO on the text selection policy over ``items`` and, with ``image_context``, on the image policy (saved
+    under ``image/``); before/after measured on held-out samples (``metrics.json``: text at the top level, image
+    under ``image``)."""
     from mmsrarec_lib.summarize.candidates import extract_candidates
     from mmsrarec_lib.summarize.grpo import train_selection_policy
     from mmsrarec_lib.summarize.policy import PolicyConfig, SelectionPolicy
@@ -117,6 +154,8 @@ def train_extractive(
                                      on_step=lambda r: log.info("step %(step)d reward %(reward).4f info %(r_info).4f "
                                                                 "recon %(r_recon).4f len %(r_len).4f", r))
     after = evaluate()
+    image = train_image_policy(image_context, items, reward_config=reward_config, grpo=grpo,
+                               eval_items=eval_items) if image_context is not None else None
     uri = warehouse.uri(dataset, "models", run_id)
     with tempfile.TemporaryDirectory() as tmp:
         local = _run_dir(warehouse, uri, tmp)
@@ -124,6 +163,16 @@ def train_extractive(
         (local / "reward.json").write_text(json.dumps(asdict(reward_config)))
         meta = {"backend": "extractive", "grpo": asdict(grpo), "reward": asdict(reward_config),
                 "encoder": getattr(encoder, "name", "?"), "train_items": len(train), "eval_items": len(held)}
+        if image is not None:
+            image_policy, image_before, image_after, image_history = image
+            image_policy.save(local / "image")
+            with (local / "image" / "history.jsonl").open("w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in image_history)
+            plot_curves(image_history, local / "image" / "reward_curve.png",
+                        title=f"extractive image-keyword GRPO on {dataset}")
+            meta["image"] = {"before": image_before, "after": image_after}
+            log.info("image policy: reward %.4f -> %.4f on held-out items", image_before["reward"],
+                     image_after["reward"])
         return _finish(warehouse, dataset, run_id=run_id, local=local, history=history, before=before, after=after,
                        meta=meta)
 
