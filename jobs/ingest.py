@@ -109,10 +109,14 @@ def main(args: argparse.Namespace) -> int:
 
         items = read_source(cfg.items, encoding=cfg.encoding) if cfg.items else None
         interactions = read_source(cfg.interactions, encoding=cfg.encoding)
-    timestamps = TimestampRange(
-        earliest=parse_timestamp(cfg.min_timestamp) if cfg.min_timestamp else EPOCH,
-        latest=parse_timestamp(cfg.max_timestamp) if cfg.max_timestamp else None,
-    )
+    def bound(flag: str, text: str | None):
+        try:
+            return parse_timestamp(text) if text else None
+        except ValueError:
+            raise ValueError(f"{flag} {text!r} is not an ISO-8601 date or datetime (e.g. 1995-01-01)") from None
+
+    timestamps = TimestampRange(earliest=bound("--min-timestamp", cfg.min_timestamp) or EPOCH,
+                                latest=bound("--max-timestamp", cfg.max_timestamp))
     warehouse = warehouse_from_args(args)
     summary = run_ingest(
         warehouse=warehouse, items=items, interactions=interactions, spark_master=cfg.spark_master,

@@ -172,3 +172,23 @@ def test_empty_items_file_is_refused_unless_allowed_and_missing_column_names_fil
     assert message.endswith("its columns are ['title', 'source_row']")  # the file's own, not internal ones
     failed = [s for s in wh.read_table(DS, "dataset_runs").to_pylist() if s["status"] == "failed"]
     assert len(failed) == 1 and "lacks required column" in failed[0]["message"]
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_empty_items_file_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "items.csv").write_text("item_id,title\n")
+    (tmp_path / "inter.csv").write_text("user_id,item_id,timestamp\nu1,i0,1700000000\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "ingest", "--dataset", "x", "--items", str(tmp_path / "items.csv"),
+         "--interactions", str(tmp_path / "inter.csv"), "--warehouse", str(tmp_path / "wh")],
+        cwd=Path(__file__).resolve().parents[1], env={**os.environ, "MMSRAREC_LOG_LEVEL": "WARNING"},
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == (
+        f"mmsrarec ingest: error: {tmp_path / 'items.csv'}: the items file has no data rows; refusing to replace "
+        "the dataset with an empty items table (pass --allow-empty if that is intended)")
