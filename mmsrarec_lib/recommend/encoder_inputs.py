@@ -1,16 +1,17 @@
 """Inputs of the ``minilm-effnet`` backbone: the user text, the candidate text, image features and id vectors.
 
 The prompt of the paper, in the form an encoder reads (two BERT segments; no instruction text, which a sentence
-encoder cannot follow)::
+encoder cannot follow), as pieces (``|``)::
 
-    [CLS] <title>: kw, kw, kw, kw ; <title>: kw, ... ; <newest title>: kw, ... [SEP] kw, kw, ... [SEP]
-          `-- segment A: the last n_history items, oldest first --'                `-- B: neighbours' keywords
+    [CLS] | <title>: kw, kw, kw, kw | <title>: kw, ... | <newest title>: kw, ... | [SEP] | kw, kw, kw, kw | ... | [SEP]
+            `-- segment A: the last n_history items, oldest first --'                `-- B: per neighbour, the keywords
+                                                                                         of its next item
     [CLS] <candidate title>. kw, kw, kw, kw, kw, kw [SEP]        (the candidate; its image and id are tokens too)
 
-Truncation (deterministic): history keywords deduplicated and cut to ``history_keywords`` per item; neighbours'
-keywords pooled over the first ``n_neighbors`` neighbours, deduplicated, cut to ``neighbor_keywords`` words and to
-``neighbor_tokens`` tokens; then the oldest history tokens are dropped until the user text fits ``max_user_tokens``
-(the newest item is kept whole when it fits). The candidate text is cut to ``max_item_tokens``. The no-summary
+Truncation (deterministic): history keywords deduplicated and cut to ``history_keywords`` per item; the first
+``n_neighbors`` neighbours, each its next item's keywords deduplicated and cut to ``neighbor_keywords //
+n_neighbors``, all neighbours together to ``neighbor_tokens`` tokens; then the oldest history items are dropped
+until the user text fits ``max_user_tokens`` (the newest item is cut when it alone does not fit). The candidate text is cut to ``max_item_tokens``. The no-summary
 ablation shows raw title + description text (cut to ``raw_chars`` per history item) instead of keywords.
 """
 
@@ -34,34 +35,30 @@ class EncoderPromptConfig:
     """Sizes of the encoder prompt (see the module docstring)."""
 
     n_history: int = 5
-    history_keywords: int = 4
+    history_keywords: int = 3
     keywords_per_item: int = 6
     n_neighbors: int = 3
     neighbor_keywords: int = 12
     neighbor_tokens: int = 24
-    max_user_tokens: int = 96
-    max_item_tokens: int = 32
+    max_user_tokens: int = 80
+    max_item_tokens: int = 20
     raw_chars: int = 60
     raw_item_chars: int = 160
 
 
 class InputBuilder:
-    """Token ids of user and item texts for one :class:`RecContext` (item pieces tokenised once, cached)."""
+    """Texts as piece lists (``backbone.Piece``: token ids + token type) for one :class:`RecContext`; every piece
+    is tokenised once and, being the same tuple every time, hits the backbone's frozen lower-layer cache."""
 
     def __init__(self, tokenizer, context: RecContext, config: EncoderPromptConfig) -> None:
         self.tok, self.ctx, self.cfg = tokenizer, context, config
         self.cls, self.sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-        self._semi = self._ids(";")
-        self._cache: dict[tuple[str, str], list[int]] = {}
+        self._cache: dict[tuple[str, str], tuple[int, ...]] = {}
 
-    def _ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def _cached(self, kind: str, item_id: str, make) -> list[int]:
-        key = (kind, item_id)
-        if key not in self._cache:
-            self._cache[key] = self._ids(make())
-        return self._cache[key]
+    def _ids(self, kind: str, key: str, make) -> tuple[int, ...]:
+        if (kind, key) not in self._cache:
+            self._cache[(kind, key)] = tuple(self.tok(make(), add_special_tokens=False)["input_ids"])
+        return self._cache[(kind, key)]
 
     def _title(self, item_id: str) -> str:
         item = self.ctx.items.get(item_id)
@@ -76,61 +73,55 @@ class InputBuilder:
                             else self.cfg.raw_item_chars)
         return ", ".join(dedup_keywords(item.keywords, limit))
 
-    def history_piece(self, item_id: str) -> list[int]:
-        return self._cached("hist", item_id, lambda: f"{self._title(item_id)}: "
-                            f"{self.keyword_text(item_id, self.cfg.history_keywords)}")
+    def history_piece(self, item_id: str) -> tuple[int, ...]:
+        return self._ids("hist", item_id, lambda: f"{self._title(item_id)}: "
+                         f"{self.keyword_text(item_id, self.cfg.history_keywords)}")
 
-    def user(self, history: Sequence[str], neighbor_keywords: Sequence[Sequence[str]]) -> tuple[list[int], list[int]]:
-        """(ids, token_type_ids) of the user text (see the module docstring)."""
+    def user(self, history: Sequence[str], neighbor_keywords: Sequence[Sequence[str]]) -> list[tuple]:
+        """The user text as pieces: [CLS], the last ``n_history`` items oldest first, [SEP], one piece per
+        neighbour (its next item's keywords, token type 1), [SEP] (see the module docstring for the cuts)."""
         cfg = self.cfg
-        pooled = [k for kws in list(neighbor_keywords)[: cfg.n_neighbors] for k in kws]
-        neigh = self._ids(", ".join(dedup_keywords(pooled, cfg.neighbor_keywords)))[: cfg.neighbor_tokens]
-        budget = cfg.max_user_tokens - 3 - len(neigh)
-        hist: list[int] = []
+        per = max(1, cfg.neighbor_keywords // max(1, cfg.n_neighbors))
+        neigh, used = [], 0
+        for kws in list(neighbor_keywords)[: cfg.n_neighbors]:
+            text = ", ".join(dedup_keywords(kws, per))
+            ids = self._ids("neigh", text, lambda t=text: t)[: cfg.neighbor_tokens - used]
+            if ids:
+                neigh.append((ids, 1))
+                used += len(ids)
+        budget = cfg.max_user_tokens - 3 - used
+        hist: list[tuple] = []
+        size = 0
         for item_id in reversed(list(history)[-cfg.n_history :]):  # newest first, then prepend older ones
-            piece = self.history_piece(item_id) + (self._semi if hist else [])
-            if len(hist) + len(piece) > budget:
+            piece = self.history_piece(item_id)
+            if size + len(piece) > budget:
                 if not hist:
-                    hist = piece[:budget]
+                    hist = [(piece[:budget], 0)]
                 break
-            hist = piece + hist
-        ids = [self.cls, *hist, self.sep, *neigh, self.sep]
-        types = [0] * (len(hist) + 2) + [1] * (len(neigh) + 1)
-        return ids, types
+            hist.insert(0, (piece, 0))
+            size += len(piece)
+        return [((self.cls,), 0), *hist, ((self.sep,), 0), *neigh, ((self.sep,), 1)]
 
-    def item(self, item_id: str) -> list[int]:
-        """[CLS] title. keywords (or raw text) [SEP], cut to max_item_tokens."""
-        body = self._cached("item", item_id, lambda: f"{self._title(item_id)}. "
+    def _single(self, kind: str, item_id: str, make) -> list[tuple]:
+        body = self._ids(kind, item_id, make)[: self.cfg.max_item_tokens - 2]
+        return [((self.cls, *body, self.sep), 0)]
+
+    def item(self, item_id: str) -> list[tuple]:
+        """[CLS] title. keywords (or raw text) [SEP] as one piece, cut to max_item_tokens."""
+        return self._single("item", item_id, lambda: f"{self._title(item_id)}. "
                             f"{self.keyword_text(item_id, self.cfg.keywords_per_item)}")
-        return [self.cls, *body[: self.cfg.max_item_tokens - 2], self.sep]
 
-    def keywords_only(self, item_id: str) -> list[int]:
+    def keywords_only(self, item_id: str) -> list[tuple]:
         """[CLS] keywords [SEP] (the next_kw / grounding targets)."""
-        body = self._cached("kw", item_id, lambda: self.keyword_text(item_id, self.cfg.keywords_per_item) or "none")
-        return [self.cls, *body[: self.cfg.max_item_tokens - 2], self.sep]
+        return self._single("kw", item_id, lambda: self.keyword_text(item_id, self.cfg.keywords_per_item) or "none")
 
-    def title(self, item_id: str) -> list[int]:
+    def title(self, item_id: str) -> list[tuple]:
         """[CLS] title [SEP] (the recovery target)."""
-        body = self._cached("title", item_id, lambda: self._title(item_id))
-        return [self.cls, *body[: self.cfg.max_item_tokens - 2], self.sep]
+        return self._single("title", item_id, lambda: self._title(item_id))
 
 
-def pad_batch(rows: Sequence[Sequence[int]], *, pad_id: int, types: Sequence[Sequence[int]] | None = None
-              ) -> dict[str, torch.Tensor]:
-    """Right-pad id lists -> ids [B, T], mask [B, T] (and types [B, T] when given)."""
-    t = max((len(r) for r in rows), default=1)
-    ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), t), dtype=torch.long)
-    typ = torch.zeros((len(rows), t), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-        if types is not None:
-            typ[i, : len(r)] = torch.tensor(types[i], dtype=torch.long)
-    out = {"ids": ids, "mask": mask}
-    if types is not None:
-        out["types"] = typ
-    return out
+def n_tokens(pieces: Sequence[tuple]) -> int:
+    return sum(len(p[0]) for p in pieces)
 
 
 class FeatureBank:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mmsrarec_lib.recommend.backbone import RecBackbone, yes_probability
-from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder, pad_batch
+from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder
 
 
 class EncoderReranker:
@@ -39,13 +39,13 @@ class EncoderReranker:
         todo = list(dict.fromkeys(i for i in items if i not in self._items))
         for start in range(0, len(todo), self.item_batch):
             chunk = todo[start : start + self.item_batch]
-            t = pad_batch([self.builder.item(i) for i in chunk], pad_id=self.builder.pad)
             feats, has = self.features.images(chunk)
-            toks = self.model.encode_items(t["ids"], t["mask"], feats, has, self.features.id_vecs(chunk))
+            toks = self.model.encode_items([self.builder.item(i) for i in chunk], feats, has,
+                                           self.features.id_vecs(chunk))
             self._items.update(zip(chunk, toks, strict=True))
         return torch.stack([self._items[i] for i in items]) if items else torch.zeros(0)
 
-    def user_text(self, user_id: str | None, history: Sequence[str]) -> tuple[list[int], list[int]]:
+    def user_text(self, user_id: str | None, history: Sequence[str]) -> list[tuple]:
         return self.builder.user(history, self.builder.ctx.neighbor_keywords(user_id, self.builder.cfg.n_neighbors))
 
     # ------------------------------------------------------------------ scoring
@@ -53,9 +53,7 @@ class EncoderReranker:
     def mllm_scores_batch(self, user_ids: Sequence[str | None], histories: Sequence[Sequence[str]],
                           candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """p per candidate [C_u] for a chunk of users (user part once per user, items from the cache)."""
-        texts = [self.user_text(u, h) for u, h in zip(user_ids, histories, strict=True)]
-        batch = pad_batch([t[0] for t in texts], pad_id=self.builder.pad, types=[t[1] for t in texts])
-        cache = self.model.encode_users(batch["ids"], batch["mask"], batch["types"])
+        cache = self.model.encode_users([self.user_text(u, h) for u, h in zip(user_ids, histories, strict=True)])
         flat = [(u, c) for u, cands in enumerate(candidates) for c in cands]
         probs = np.zeros(len(flat), dtype=np.float64)
         for start in range(0, len(flat), self.pair_batch):
@@ -72,14 +70,11 @@ class EncoderReranker:
     @torch.no_grad()
     def reference_scores(self, user_id: str | None, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """One full pass per candidate, nothing cached (the reference for tests and the bench)."""
-        ids, types = self.user_text(user_id, history)
-        u = pad_batch([ids], pad_id=self.builder.pad, types=[types])
+        user = self.user_text(user_id, history)
         out = []
         for c in candidates:
-            t = pad_batch([self.builder.item(c)], pad_id=self.builder.pad)
             feats, has = self.features.images([c])
-            logits = self.model.score_reference(u["ids"], u["mask"], u["types"], t["ids"], t["mask"], feats, has,
-                                                self.features.id_vecs([c]))
+            logits = self.model.score_reference(user, self.builder.item(c), feats, has, self.features.id_vecs([c]))
             out.append(float(yes_probability(logits)))
         return np.asarray(out)
 

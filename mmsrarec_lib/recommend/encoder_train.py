@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsrarec_lib.recommend.backbone import RecBackbone
-from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder, pad_batch
+from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder
 
 log = logging.getLogger(__name__)
 TASKS = ("yesno", "next_kw", "grounding", "recovery")
@@ -41,10 +41,10 @@ TASKS = ("yesno", "next_kw", "grounding", "recovery")
 class EncoderTrainSettings:
     """Optimisation settings, sized for the 2-core CPU (one variant in about a minute or two)."""
 
-    max_steps: int = 120
+    max_steps: int = 80
     batch_size: int = 16
     grad_accum: int = 1
-    negatives: int = 3
+    negatives: int = 2
     lr: float = 1e-3
     text_lr: float = 2e-4  # LoRA weights of the text encoder
     weight_decay: float = 0.01
@@ -92,8 +92,9 @@ class PointDataset(torch.utils.data.Dataset):
             c = self.catalogue[rng.randrange(len(self.catalogue))]
             if c not in seen and c != p.target and c not in negs:
                 negs.append(c)
-        ids, types = self.builder.user(p.history, self.builder.ctx.neighbor_keywords(p.user_id, 3))
-        return {"user_ids": ids, "user_types": types, "items": [p.target, *negs]}
+        pieces = self.builder.user(p.history, self.builder.ctx.neighbor_keywords(p.user_id,
+                                                                                 self.builder.cfg.n_neighbors))
+        return {"user": pieces, "items": [p.target, *negs]}
 
 
 class Collator:
@@ -102,25 +103,19 @@ class Collator:
     def __init__(self, builder: InputBuilder, features: FeatureBank, *, tasks: Sequence[str]) -> None:
         self.builder, self.features, self.tasks = builder, features, tuple(tasks)
 
-    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[dict]) -> dict:
         b = self.builder
-        users = pad_batch([e["user_ids"] for e in examples], pad_id=b.pad, types=[e["user_types"] for e in examples])
-        items = [i for e in examples for i in e["items"]]  # [B * (1 + K)]
-        cand = pad_batch([b.item(i) for i in items], pad_id=b.pad)
+        items = [i for e in examples for i in e["items"]]  # [B * (1 + K)], each row's positive first
         feats, has = self.features.images(items)
-        out = {"user_ids": users["ids"], "user_mask": users["mask"], "user_types": users["types"],
-               "item_ids": cand["ids"], "item_mask": cand["mask"], "image_feats": feats, "has_image": has,
-               "n_candidates": torch.tensor(len(examples[0]["items"]))}
+        out = {"user_pieces": [e["user"] for e in examples], "item_pieces": [b.item(i) for i in items],
+               "image_feats": feats, "has_image": has, "n_candidates": torch.tensor(len(examples[0]["items"]))}
         ids = self.features.id_vecs(items)
         if ids is not None:
             out["id_vecs"] = ids
         if len(self.tasks) > 1 or self.tasks[0] != "yesno":
             pos = [e["items"][0] for e in examples]
-            kw, ti = pad_batch([b.keywords_only(i) for i in pos], pad_id=b.pad), pad_batch([b.title(i) for i in pos],
-                                                                                          pad_id=b.pad)
-            pos_idx = torch.arange(len(examples)) * len(examples[0]["items"])  # each row's positive comes first
-            out.update(kw_ids=kw["ids"], kw_mask=kw["mask"], title_ids=ti["ids"], title_mask=ti["mask"],
-                       pos_index=pos_idx)
+            out.update(kw_pieces=[b.keywords_only(i) for i in pos], title_pieces=[b.title(i) for i in pos],
+                       pos_index=torch.arange(len(examples)) * len(examples[0]["items"]))
         return out
 
 
@@ -137,21 +132,21 @@ class TrainModule(nn.Module):
         super().__init__()
         self.backbone, self.tasks, self.aux_weight = backbone, tuple(tasks), aux_weight
 
-    def forward(self, user_ids, user_mask, user_types, item_ids, item_mask, image_feats, has_image, n_candidates,
-                id_vecs=None, kw_ids=None, kw_mask=None, title_ids=None, title_mask=None, pos_index=None):
+    def forward(self, user_pieces, item_pieces, image_feats, has_image, n_candidates, id_vecs=None, kw_pieces=None,
+                title_pieces=None, pos_index=None):
         m = self.backbone
-        n_users, c = user_ids.shape[0], int(n_candidates)
-        cache = m.encode_users(user_ids, user_mask, user_types)
-        tokens = m.encode_items(item_ids, item_mask, image_feats, has_image.bool(), id_vecs)  # [B*C, Tc, d]
-        user_index = torch.arange(n_users, device=user_ids.device).repeat_interleave(c)
+        n_users, c = len(user_pieces), int(n_candidates)
+        cache = m.encode_users(user_pieces)
+        tokens = m.encode_items(item_pieces, image_feats, has_image.bool(), id_vecs)  # [B*C, Tc, d]
+        user_index = torch.arange(n_users, device=image_feats.device).repeat_interleave(c)
         logits = m.score_cached(cache, user_index, tokens).view(n_users, c, 2)  # [B, C, 2]
         lp = logits.float().log_softmax(-1)
         bce = 0.5 * (-lp[:, 0, 0].mean() - lp[:, 1:, 1].mean())
         margin = logits[..., 0] - logits[..., 1]  # logit(p) [B, C]
         listwise = F.cross_entropy(margin.float(), torch.zeros(n_users, dtype=torch.long, device=margin.device))
         losses = {"yesno": bce + listwise}
-        if kw_ids is not None:
-            kw = m.pool(m.text_states(kw_ids, kw_mask), kw_mask)  # [B, d]
+        if kw_pieces is not None:
+            kw = m.pool(*m.text_states(kw_pieces))  # [B, d]
             if "next_kw" in self.tasks:
                 losses["next_kw"] = _in_batch_ce(cache.pooled, kw)
             if "grounding" in self.tasks:
@@ -160,7 +155,7 @@ class TrainModule(nn.Module):
                 if rows.sum() > 1:
                     losses["grounding"] = _in_batch_ce(img[rows], kw[rows])
             if "recovery" in self.tasks:
-                title = m.pool(m.text_states(title_ids, title_mask), title_mask)
+                title = m.pool(*m.text_states(title_pieces))
                 losses["recovery"] = _in_batch_ce(kw, title)
         aux = [v for k, v in losses.items() if k != "yesno"]
         loss = losses["yesno"] + (self.aux_weight * torch.stack(aux).mean() if aux else 0.0)
