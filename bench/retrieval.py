@@ -221,9 +221,12 @@ def plot_quality(variants: list[dict], path: str) -> None:
     print(f"wrote {path}", flush=True)
 
 
-def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | None = None) -> dict:
+def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | None = None,
+                 image_variants: bool = False) -> dict:
     """Side by side in one run: the paper's reading (SASRec, one last window per user), all windows, content
-    joined, and both (the default); then a real refresh of the default after ``frac`` of users change."""
+    joined, and both (the default); then a real refresh of the default after ``frac`` of users change.
+    ``image_variants``: instead, the default against the default with pretrained image features joined to the
+    content vector (``content_image_weight`` 0.5 and 1; needs ``item_image_features``), no refresh."""
     from mmsrarec_lib.collab.content import EmbedderConfig
     from mmsrarec_lib.collab.embed import sasrec_embedder
     from mmsrarec_lib.collab.pipeline import CollabConfig, build_collab
@@ -237,9 +240,17 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | Non
         ("hybrid, last window", WindowConfig(entries="last"), EmbedderConfig()),
         ("hybrid, all windows (default)", WindowConfig(), EmbedderConfig()),
     ]
+    if image_variants:
+        variants = [variants[-1]] + [
+            (f"hybrid + image x{w}, all windows", WindowConfig(), EmbedderConfig(content_image_weight=w))
+            for w in (0.5, 1.0)
+        ]
     src = Warehouse.from_uri(warehouse)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("interactions", "eval_candidates", "items", "models"):
+        names = ("interactions", "eval_candidates", "items", "models")
+        if image_variants:
+            names += ("item_image_features",)
+        for name in names:
             shutil.copytree(Path(src.uri(ds, name)), Path(tmp) / ds / name)
         wh = Warehouse.from_uri(tmp)
         embedder, run_id = sasrec_embedder(wh, ds)
@@ -256,6 +267,8 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | Non
                    **_quality(wh, ds, genres, targets)}
             print(json.dumps(row), flush=True)
             results.append(row)
+        if image_variants:
+            return {"variants": results}
         if plot:
             plot_quality(results, plot)
         changed = _simulate_new_interactions(wh, ds, frac)  # the default variant was built last
@@ -285,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="movielens-100k")
     p.add_argument("--only-dataset", action="store_true", help="skip the synthetic part (needs --warehouse)")
     p.add_argument("--plot", default="docs/collab_quality.png", help="PNG of the ML-100K quality comparison")
+    p.add_argument("--image-variants", action="store_true",
+                   help="ML-100K: the default vs content vectors with image features joined (no plot, no refresh)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import faiss
@@ -301,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             for approx in ("ivf", "hnsw") if refresh_size <= args.hnsw_max else ("ivf",):
                 bench_refresh(refresh_size, approx=approx)
     if args.warehouse:
-        bench_ml100k(args.warehouse, args.dataset, plot=args.plot)
+        bench_ml100k(args.warehouse, args.dataset, plot=None if args.image_variants else args.plot,
+                     image_variants=args.image_variants)
     return 0
 
 

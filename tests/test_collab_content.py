@@ -137,3 +137,26 @@ def test_genre_share_shuffled_lists_entry_draws_and_interval():
     mixed = genre_share([(f"q{i}", "t1", ["x"]) for i in range(4)], training_next={"v": ["x", "w"]}, genres=genres,
                         bootstrap=200, seed=1)
     assert mixed.ratio_ci[0] <= mixed.ratio <= mixed.ratio_ci[1]
+
+
+def test_image_features_join_the_content_vector_and_survive_a_round_trip():
+    texts = {i: i for i in RAW}
+    images = {"a": np.array([2.0, 0.0]), "b": np.array([-2.0, 0.0]), "c": np.array([0.0, 1.0])}  # "d": none
+    plain = fit_item_content(texts, CountingEncoder(RAW), dims=2, encoder="toy")
+    both = fit_item_content(texts, CountingEncoder(RAW), dims=2, encoder="toy", images=images, image_dims=1,
+                            image_weight=1.0)
+    assert both.dims == 3 and np.allclose(np.linalg.norm(both.vectors, axis=1), 1.0)
+    # image PCA: mean (0, 1/3), first axis +-x; a -> +1, b -> -1 after unit scaling, c -> 0 (no x component)
+    axis_sign = np.sign(both.image.axes[0, 0])
+    expected_a = np.hstack([plain.vectors[0], axis_sign * 1.0]) / np.sqrt(2)
+    np.testing.assert_allclose(both.vectors[0], expected_a, atol=1e-6)
+    np.testing.assert_allclose(both.vectors[1, 2], -axis_sign / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(both.vectors[3], np.hstack([plain.vectors[3], 0.0]), atol=1e-6)  # no image
+    back = ItemContent.from_bytes(both.to_bytes())
+    assert back.image is not None and np.array_equal(back.vectors, both.vectors)
+    # a new item is projected with the stored text and image projections
+    more = back.with_items({**texts, "e": "a"}, CountingEncoder({"a": RAW["a"]}), images={"e": np.array([2.0, 0])})
+    np.testing.assert_allclose(more.vectors[-1], both.vectors[0], atol=1e-6)
+    assert ItemContent.from_bytes(plain.to_bytes()).image is None  # text-only content files stay text only
+    with pytest.raises(ValueError, match="content_image_weight"):
+        EmbedderConfig(content_image_weight=-1.0)

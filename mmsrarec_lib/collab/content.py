@@ -13,6 +13,10 @@ predicts what a neighbour goes on to choose (docs/collab.md, "Quality"). Adding 
   L2-normalised. Items without text count as absent.
 * ``HybridEmbedder``: ``[ l2(SASRec(window)) ; weight * content(window) ]``; ``embed_histories`` normalises the
   concatenation, so the cosine is ``(cos_sasrec + weight^2 cos_content) / (1 + weight^2)`` for non-empty windows.
+* Optional image part (``content_image_weight > 0``): the item's pretrained image feature (``item_image_features``,
+  e.g. EfficientNet-Lite0) centred and projected on its own top ``content_image_dims`` principal axes, unit length,
+  joined to the text part as ``l2([ text ; image_weight * image ])``; an item without an image keeps its text part
+  only. Off by default: on ML-100K it did not raise the genre-share yardstick (docs/collab.md, "Image features").
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ class EmbedderConfig:
     content_dims: int = 32
     content_decay: float = 0.8
     content_encoder: str = "minilm"
+    content_image_weight: float = 0.0  # 0: text only (the default; see the module doc)
+    content_image_dims: int = 16
+    content_image_encoder: str = "efficientnet-lite0"
 
     def __post_init__(self) -> None:
         if self.kind not in ("sasrec", "hybrid"):
@@ -52,6 +59,8 @@ class EmbedderConfig:
             raise ValueError(
                 f"need content_weight > 0, content_dims >= 1 and 0 < content_decay <= 1, got {asdict(self)}"
             )
+        if self.content_image_weight < 0 or self.content_image_dims < 1:
+            raise ValueError(f"need content_image_weight >= 0 and content_image_dims >= 1, got {asdict(self)}")
 
 
 def make_encoder(name: str):
@@ -68,6 +77,31 @@ def item_text(title: str | None, description: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """The image half of the content vectors: PCA of the catalogue's image features and its weight."""
+
+    mean: np.ndarray  # (F,)
+    axes: np.ndarray  # (F, image_dims)
+    weight: float
+
+    @classmethod
+    def fit(cls, features: np.ndarray, *, dims: int, weight: float) -> ImagePart:
+        feats = np.asarray(features, dtype=np.float64)
+        mean = feats.mean(axis=0)
+        _, _, vt = np.linalg.svd(feats - mean, full_matrices=False)
+        return cls(mean.astype(np.float32), vt[: min(dims, vt.shape[0])].T.astype(np.float32), weight)
+
+    def join(self, item_ids: Sequence[str], text_vectors: np.ndarray, images: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(m, dims + image_dims): ``l2([ text ; weight * image ])``; zero image part for items without one."""
+        img = np.zeros((len(item_ids), self.axes.shape[1]), dtype=np.float32)
+        rows = [k for k, i in enumerate(item_ids) if i in images]
+        if rows:
+            raw = np.stack([np.asarray(images[item_ids[k]], dtype=np.float32) for k in rows])
+            img[rows] = _project(raw, self.mean, self.axes)
+        return l2_normalize(np.hstack([text_vectors, self.weight * img]))
+
+
+@dataclass(frozen=True)
 class ItemContent:
     """Projected item vectors (n_items, dims) plus the projection (mean (D,), axes (D, dims)) that made them."""
 
@@ -76,6 +110,7 @@ class ItemContent:
     mean: np.ndarray  # (D,)
     axes: np.ndarray  # (D, dims)
     encoder: str
+    image: ImagePart | None = None  # the image projection, when the vectors join image features
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_row", {item: i for i, item in enumerate(self.item_ids)})
@@ -88,14 +123,17 @@ class ItemContent:
         """Encoder outputs (m, D) -> unit rows (m, dims); all-zero inputs (no text) stay zero."""
         return _project(raw, self.mean, self.axes)
 
-    def with_items(self, texts: Mapping[str, str], encode: Callable[[list[str]], np.ndarray]) -> ItemContent:
-        """Add items this content has never seen (same projection); known items keep their vectors."""
+    def with_items(self, texts: Mapping[str, str], encode: Callable[[list[str]], np.ndarray], *,
+                   images: Mapping[str, np.ndarray] | None = None) -> ItemContent:
+        """Add items this content has never seen (same projections); known items keep their vectors."""
         new = sorted(i for i in texts if i not in self._row and texts[i])
         if not new:
             return self
         extra = self.project(np.asarray(encode([texts[i] for i in new]), dtype=np.float32))  # (m, dims)
+        if self.image is not None:
+            extra = self.image.join(new, extra, images or {})
         return ItemContent(self.item_ids + tuple(new), np.vstack([self.vectors, extra]), self.mean, self.axes,
-                           self.encoder)
+                           self.encoder, self.image)
 
     def window_vectors(self, histories: Sequence[Sequence[str]], *, decay: float) -> np.ndarray:
         """(n, dims): each history's items weighted ``decay ** age`` (age 0 = latest), summed, L2-normalised."""
@@ -110,15 +148,19 @@ class ItemContent:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
+        extra = {} if self.image is None else {"image_mean": self.image.mean, "image_axes": self.image.axes,
+                                               "image_weight": np.array(self.image.weight)}
         np.savez(buf, item_ids=np.array(self.item_ids, dtype=object), vectors=self.vectors, mean=self.mean,
-                 axes=self.axes, encoder=np.array(self.encoder))
+                 axes=self.axes, encoder=np.array(self.encoder), **extra)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ItemContent:
         with np.load(io.BytesIO(raw), allow_pickle=True) as z:
+            image = (ImagePart(z["image_mean"].astype(np.float32), z["image_axes"].astype(np.float32),
+                               float(z["image_weight"])) if "image_mean" in z.files else None)
             return cls(tuple(str(x) for x in z["item_ids"]), z["vectors"].astype(np.float32),
-                       z["mean"].astype(np.float32), z["axes"].astype(np.float32), str(z["encoder"]))
+                       z["mean"].astype(np.float32), z["axes"].astype(np.float32), str(z["encoder"]), image)
 
 
 def _project(raw: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
@@ -129,9 +171,11 @@ def _project(raw: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
 
 
 def fit_item_content(
-    texts: Mapping[str, str], encode: Callable[[list[str]], np.ndarray], *, dims: int, encoder: str
+    texts: Mapping[str, str], encode: Callable[[list[str]], np.ndarray], *, dims: int, encoder: str,
+    images: Mapping[str, np.ndarray] | None = None, image_dims: int = 16, image_weight: float = 0.0,
 ) -> ItemContent:
-    """Encode every item's text and project on the top ``dims`` principal axes of the catalogue."""
+    """Encode every item's text and project on the top ``dims`` principal axes of the catalogue; with ``images``
+    and ``image_weight > 0``, join each item's projected image feature (``ImagePart``)."""
     ids = sorted(i for i in texts if texts[i])
     if len(ids) < 2:
         raise ValueError(f"need text for at least 2 items to fit item content, got {len(ids)}")
@@ -141,9 +185,30 @@ def fit_item_content(
     axes = vt[: min(dims, vt.shape[0])].T  # (D, dims')
     axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1.0, 1.0)  # fixed signs
     mean, axes = mean.astype(np.float32), axes.astype(np.float32)
-    content = ItemContent(tuple(ids), _project(raw.astype(np.float32), mean, axes), mean, axes, encoder)
-    log.info("item content: %d items, %s encoder, %d -> %d dims", len(ids), encoder, raw.shape[1], content.dims)
+    vectors = _project(raw.astype(np.float32), mean, axes)
+    image = None
+    if images and image_weight > 0:
+        image = ImagePart.fit(np.stack([images[i] for i in sorted(images)]), dims=image_dims, weight=image_weight)
+        vectors = image.join(ids, vectors, images)
+    content = ItemContent(tuple(ids), vectors, mean, axes, encoder, image)
+    log.info("item content: %d items, %s encoder, %d -> %d dims%s", len(ids), encoder, raw.shape[1], content.dims,
+             f" (with {len(images)} image features, weight {image_weight})" if image else "")
     return content
+
+
+def load_item_image_features(warehouse: Warehouse, dataset: str, config: EmbedderConfig) -> dict | None:
+    """item_id -> image feature for the content vectors; None when ``config`` uses no image part or the table
+    has no rows for its encoder (then the content is text only, with a warning)."""
+    if config.kind != "hybrid" or config.content_image_weight <= 0:
+        return None
+    from mmsrarec_lib.vision.table import read_feature_rows
+
+    rows = read_feature_rows(warehouse, dataset, encoder=config.content_image_encoder)
+    if not rows.item_ids:
+        log.warning("no %s image features in %s: content vectors stay text only (run encode-images)",
+                    config.content_image_encoder, dataset)
+        return None
+    return dict(zip(rows.item_ids, rows.features))
 
 
 def load_item_texts(warehouse: Warehouse, dataset: str) -> dict[str, str]:
@@ -170,8 +235,10 @@ def hybrid_embedder(
     texts: Mapping[str, str],
     *,
     content: ItemContent | None = None,
+    images: Mapping[str, np.ndarray] | None = None,
 ) -> HybridEmbedder:
-    """Fit the item content (or extend a stored one with new items) and wrap the ID embedder."""
+    """Fit the item content (or extend a stored one with new items) and wrap the ID embedder; ``images``
+    (item_id -> image feature) join the content when ``config.content_image_weight > 0``."""
     loaded: list = []
 
     def encode(batch: list[str]) -> np.ndarray:  # the encoder is loaded only when something needs encoding
@@ -180,7 +247,9 @@ def hybrid_embedder(
         return loaded[0].encode(batch)
 
     if content is None:
-        content = fit_item_content(texts, encode, dims=config.content_dims, encoder=config.content_encoder)
+        content = fit_item_content(texts, encode, dims=config.content_dims, encoder=config.content_encoder,
+                                   images=images, image_dims=config.content_image_dims,
+                                   image_weight=config.content_image_weight)
     else:
-        content = content.with_items(texts, encode)
+        content = content.with_items(texts, encode, images=images)
     return HybridEmbedder(ids, content, weight=config.content_weight, decay=config.content_decay)

@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from mmsrarec_lib.collab.content import CONTENT_FILE, EmbedderConfig, ItemContent, hybrid_embedder, load_item_texts
+from mmsrarec_lib.collab.content import (
+    CONTENT_FILE,
+    EmbedderConfig,
+    ItemContent,
+    hybrid_embedder,
+    load_item_image_features,
+    load_item_texts,
+)
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
 from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index
 from mmsrarec_lib.collab.store import prune_index_versions, save_index
@@ -101,7 +108,8 @@ def collab_embedder(
     if config.kind == "sasrec":
         return ids, {}
     stored = ItemContent.from_bytes(files[CONTENT_FILE]) if files and CONTENT_FILE in files else None
-    hybrid = hybrid_embedder(ids, config, load_item_texts(warehouse, dataset), content=stored)
+    hybrid = hybrid_embedder(ids, config, load_item_texts(warehouse, dataset), content=stored,
+                             images=load_item_image_features(warehouse, dataset, config))
     return hybrid, {CONTENT_FILE: hybrid.content.to_bytes()}
 
 
