@@ -11,8 +11,9 @@ in the manifest table ``dataset_runs`` of its dataset, an append-only log with o
 
 A run killed between 1 and 3 (kill -9, lost machine) leaves its ``running`` row. The next writer of the dataset,
 holding the dataset lock (:mod:`mmsrarec_lib.locks`, so no live writer can be running), calls :func:`repair`: each
-such run is marked ``abandoned`` and its tables are restored to their base versions (a new Delta commit with the
-old content; a table it created is removed). So every run, killed or not, ends with a row saying how it ended.
+such run is marked ``abandoned`` and its tables are restored to their base versions (the base version's rows
+rewritten as a new Delta commit; a table it created is removed). So every run, killed or not, ends with a row
+saying how it ended.
 
 **Readers** resolve versions here: a table in the ``base_versions`` of a run that has not ended (in progress, or
 dead and not yet repaired) reads at that base version; every other table at its latest version. A crash between
@@ -166,7 +167,10 @@ def _roll_back(warehouse: Warehouse, dataset: str, base: Mapping[str, int]) -> l
             warehouse.delete_dir(warehouse.table_uri(dataset, table))
             restored.append(f"{table} (removed: created by the run)")
         else:
-            warehouse.delta_table(dataset, table).restore(version)
+            # the base version's rows, rewritten as a new commit (delta-rs' own restore hung against moto's S3)
+            parts = list(warehouse.delta_table(dataset, table, version=version).metadata().partition_columns)
+            warehouse.write_table(dataset, table, warehouse.read_table(dataset, table, version=version),
+                                  mode="overwrite", partition_by=parts or None)
             restored.append(f"{table} v{latest}->v{version}")
     if restored:
         log.warning("rolled back %s: %s", dataset, ", ".join(restored))

@@ -133,3 +133,22 @@ def test_kill_after_every_commit_readers_see_old_or_new_never_a_mix(tmp_path):
             assert repair(wh, DS, by="next") == [f"r2-{n}"]
             assert _state(wh) == (1, 1, 1)
     assert sorted({s[0] for s in states.values()}) == [(1, 1, 1), (2, 2, 2)]
+
+
+def test_failed_run_on_s3_is_rolled_back_and_a_dead_one_repaired():
+    from mmsrarec_lib.testing.s3 import moto_s3
+
+    with moto_s3() as s3:
+        wh = Warehouse.from_uri(s3.warehouse_uri, storage_options=s3.storage_options)
+        _gen(wh, 1, run_id="r1")
+        with pytest.raises(RuntimeError):
+            with DatasetRun(wh, DS, run_id="r2", job="test", tables=TABLES) as run:
+                run.committed("a", wh.write_table(DS, "a", pa.table({"g": [2, 2]})))
+                raise RuntimeError("boom")
+        assert _state(wh) == (1, 1, 1)
+        run = DatasetRun(wh, DS, run_id="dead", job="test", tables=TABLES).__enter__()
+        run.committed("b", wh.write_table(DS, "b", pa.table({"g": [3]})))
+        snapshots._OWN_RUNS.discard("dead")
+        assert _state(wh) == (1, 1, 1) == _sql_state(wh)
+        assert repair(wh, DS, by="next") == ["dead"] and _state(wh) == (1, 1, 1)
+        assert [s["status"] for s in run_states(wh, DS)] == ["complete", "failed", "abandoned"]
