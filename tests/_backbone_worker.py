@@ -76,7 +76,7 @@ def main() -> None:
                 time.sleep(600)
 
     ctx, seqs, feats = synthetic()
-    cfg = BackboneConfig(text_model=tiny_bert(args.bert_dir), lora_layers=1, image_dim=16, block_heads=4,
+    cfg = BackboneConfig(text_model=tiny_bert(args.bert_dir), lora_layers=1, image_dim=16, block_heads=4, block_dim=16,
                          block_ff=32, image_tokens=2)
     model, tok = build_backbone(cfg, seed=1)
     builder = InputBuilder(tok, ctx, EncoderPromptConfig(max_user_tokens=48, max_item_tokens=16))

@@ -29,7 +29,7 @@ def bert_dir(tmp_path_factory):
 def _model(bert_dir, *, id_dim=0, seed=0):
     from mmsrarec_lib.recommend.backbone import BackboneConfig, build_backbone
 
-    cfg = BackboneConfig(text_model=bert_dir, lora_layers=1, image_dim=16, id_dim=id_dim, block_heads=4,
+    cfg = BackboneConfig(text_model=bert_dir, lora_layers=1, image_dim=16, id_dim=id_dim, block_heads=4, block_dim=16,
                          block_ff=32, dropout=0.0)
     model, tok = build_backbone(cfg, seed=seed)
     with torch.no_grad():  # LoRA B starts at zero: make the adapters matter, as after training

@@ -14,10 +14,12 @@ Parts (all 384-d, MiniLM's width):
   feature into ``image_tokens`` input tokens; an item without an ok image gets learned "no image" tokens;
 * **id projector** (the id-token variant, ``id_dim > 0``): Linear(id_dim -> 384) turns the candidate's SASRec item
   embedding into one input token (the paper's id_{n+1});
-* **interaction block**: ``block_layers`` pre-LN transformer layers over ``[USER tokens; CANDIDATE tokens; ANSWER]``
-  with a *prefix mask*: user rows attend to user columns only, candidate and answer rows attend to everything;
-* **readout**: two logits at the ANSWER position, ``[l_yes, l_no] = W LN(h_answer) + b`` with W's rows initialised
-  from MiniLM's word embeddings of "yes" and "no"; p = softmax([l_yes, l_no])[0] = p(yes) / (p(yes) + p(no)).
+* **interaction block**: ``block_layers`` pre-LN transformer layers of width ``block_dim`` (inputs projected down
+  from 384) over ``[USER tokens; CANDIDATE tokens; ANSWER]`` with a *prefix mask*: user rows attend to user columns
+  only, candidate and answer rows attend to everything;
+* **readout**: two logits at the ANSWER position, ``[l_yes, l_no] = W LN(up(h_answer)) + b`` (``up``: block_dim ->
+  384) with W's rows initialised from MiniLM's word embeddings of "yes" and "no";
+  p = softmax([l_yes, l_no])[0] = p(yes) / (p(yes) + p(no)).
 
 One pass per (user, candidate), the user part once per user: the user tokens never see a candidate (prefix mask),
 so their states and per-layer keys/values are computed once per user (``encode_users``) and reused by every
@@ -65,8 +67,9 @@ class BackboneConfig:
     image_tokens: int = 2
     id_dim: int = 0  # SASRec item-embedding dim; 0 = no id token
     block_layers: int = 2
-    block_heads: int = 6
-    block_ff: int = 768
+    block_dim: int = 128  # the block's width (per-pair cost ~ block_dim^2: 9x cheaper than 384)
+    block_heads: int = 4
+    block_ff: int = 256
     dropout: float = 0.1
 
     def to_dict(self) -> dict:
@@ -83,7 +86,7 @@ class BackboneConfig:
 class UserCache:
     """The user part, computed once per user: per block layer the user keys/values and the key mask."""
 
-    keys: list[torch.Tensor] = field(default_factory=list)  # per layer [U, H, Tu, dh]
+    keys: list[torch.Tensor] = field(default_factory=list)  # per layer [U, H, Tu, dh], dh = block_dim / H
     values: list[torch.Tensor] = field(default_factory=list)  # per layer [U, H, Tu, dh]
     mask: torch.Tensor | None = None  # [U, Tu] bool, True = real token
     pooled: torch.Tensor | None = None  # [U, d] mean of the text encoder's user states (next_kw task)
@@ -138,8 +141,11 @@ class RecBackbone(nn.Module):
         self.segment = nn.Parameter(torch.randn(5, d) * 0.02)  # user, text, image, id, answer
         self.piece_pos = nn.Parameter(torch.zeros(32, d))  # position of a piece within its text
         self.answer = nn.Parameter(torch.randn(d) * 0.02)
-        self.blocks = nn.ModuleList(Block(d, config.block_heads, config.block_ff, config.dropout)
+        bd = config.block_dim
+        self.down = nn.Linear(d, bd)  # text-encoder width -> block width
+        self.blocks = nn.ModuleList(Block(bd, config.block_heads, config.block_ff, config.dropout)
                                     for _ in range(config.block_layers))
+        self.up = nn.Linear(bd, d)
         self.ln_f = nn.LayerNorm(d)
         self.readout = nn.Linear(d, 2)  # rows: yes, no
         if yes_no_embeddings is not None:  # [2, d]
@@ -240,7 +246,8 @@ class RecBackbone(nn.Module):
 
     def encode_items(self, rows: Sequence[Sequence[Piece]], feats: torch.Tensor, has_image: torch.Tensor,
                      id_vecs: torch.Tensor | None = None, *, cache: bool = True) -> torch.Tensor:
-        """Per item its input tokens [N, n_item_tokens, d]: pooled text, image tokens, id token, ANSWER.
+        """Per item its block input tokens [N, n_item_tokens, block_dim]: pooled text, image tokens, id token,
+        ANSWER (projected down to the block width).
 
         Depends on the item only, so it is computed once per item and reused for every user."""
         seg = self.segment
@@ -253,16 +260,16 @@ class RecBackbone(nn.Module):
             parts.append((self.id_proj(id_vecs) + seg[3]).unsqueeze(1))  # [N, 1, d]
         n = len(rows)
         parts.append((self.answer + seg[4]).expand(n, 1, self.d))  # [N, 1, d]
-        return torch.cat(parts, dim=1)
+        return self.down(torch.cat(parts, dim=1))  # [N, Tc, block_dim]
 
     # ------------------------------------------------------------------ the cached path
     def encode_users(self, rows: Sequence[Sequence[Piece]], *, cache: bool = True) -> UserCache:
         """The user part once per user: MiniLM (+LoRA) states of the user text + the user segment vector, through
         the block under the prefix mask (user->user only); keys/values kept per layer."""
         states, mask = self.text_states(rows, cache=cache)
-        x = states + self.segment[0]  # [U, Tu, d]
         keep = mask.bool()
-        cache = UserCache(mask=keep, pooled=self.pool(x, mask))
+        cache = UserCache(mask=keep, pooled=self.pool(states, mask))
+        x = self.down(states + self.segment[0])  # [U, Tu, block_dim]
         pair = keep[:, None, :] & keep[:, :, None] | torch.eye(keep.shape[1], dtype=torch.bool)[None]
         for block in self.blocks:
             _, k, v = block.split(x)
@@ -286,7 +293,7 @@ class RecBackbone(nn.Module):
             tu = ku.shape[2]
             out = att[..., :tu] @ vu + att[..., tu:] @ v  # [P, H, Tc, dh]
             x = block.finish(x, out)
-        return self.readout(self.ln_f(x[:, -1]))  # ANSWER is the last candidate token
+        return self.readout(self.ln_f(self.up(x[:, -1])))  # ANSWER is the last candidate token
 
     # ------------------------------------------------------------------ the reference (no caching)
     def score_reference(self, user: Sequence[Piece], item: Sequence[Piece], feats: torch.Tensor,
@@ -295,7 +302,7 @@ class RecBackbone(nn.Module):
         over the user text and the item text, then the block over the whole sequence [user; candidate; ANSWER]
         with the prefix mask. ``feats`` [1, image_dim], ``has_image`` [1], ``id_vecs`` [1, id_dim]."""
         states, user_mask = self.text_states([user], cache=False)
-        u = states + self.segment[0]  # [1, Tu, d]
+        u = self.down(states + self.segment[0])  # [1, Tu, block_dim]
         c = self.encode_items([item], feats, has_image, id_vecs, cache=False)  # [1, Tc, d]
         x = torch.cat([u, c], dim=1)  # [1, Tu + Tc, d]
         tu, tc = u.shape[1], c.shape[1]
@@ -305,13 +312,36 @@ class RecBackbone(nn.Module):
         mask |= torch.eye(tu + tc, dtype=torch.bool)
         for block in self.blocks:
             x = block.forward_masked(x, mask[None])
-        return self.readout(self.ln_f(x[0, -1]))
+        return self.readout(self.ln_f(self.up(x[0, -1])))
 
     # ------------------------------------------------------------------ save / load of the trained parts
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Everything trained: LoRA weights, projectors, segments, ANSWER, block, readout."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
         return {n: t.detach().cpu().contiguous() for n, t in self.state_dict().items() if n in names}
+
+
+def load_piece_cache(path: str | Path) -> int:
+    """Merge a saved piece cache (see ``save_piece_cache``) into the process cache; returns entries added."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    try:
+        saved = torch.load(path, weights_only=False)
+    except Exception:  # a torn or stale file is only a cache: recompute
+        return 0
+    new = {k: v for k, v in saved.items() if k not in _BOTTOM}
+    _BOTTOM.update(new)
+    return len(new)
+
+
+def save_piece_cache(path: str | Path) -> None:
+    """Write the process cache of frozen piece vectors (atomic rename), so later processes skip recomputing them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{id(_BOTTOM)}.tmp")
+    torch.save(dict(_BOTTOM), tmp)
+    tmp.replace(path)
 
 
 def yes_probability(logits: torch.Tensor) -> torch.Tensor:

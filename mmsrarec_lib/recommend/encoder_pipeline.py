@@ -77,6 +77,13 @@ def features_for(warehouse: Warehouse, dataset: str, *, backbone: BackboneConfig
                        image_dim=backbone.image_dim, id_vectors=ids, id_dim=backbone.id_dim)
 
 
+def piece_cache_file(warehouse: Warehouse, dataset: str) -> Path | None:
+    """``<warehouse>/<dataset>/cache/minilm-pieces.pt`` for a local warehouse (frozen MiniLM piece vectors, keyed
+    by text model and layer count, shared by every run and process); None on object storage."""
+    local = warehouse.local_path(warehouse.uri(dataset))
+    return None if local is None else Path(local) / "cache" / "minilm-pieces.pt"
+
+
 def sasrec_dim(warehouse: Warehouse, dataset: str, generator_run: str) -> int:
     meta = json.loads(warehouse.read_bytes(warehouse.uri(dataset, "models", generator_run, "config.json")))
     return int(meta["dim"])
@@ -89,7 +96,12 @@ def train_encoder_run(warehouse: Warehouse, *, ctx, sequences: dict[str, list[st
     ``backbone.safetensors`` + ``tokenizer/`` into ``work``. Returns (model, tokenizer, features, summary)."""
     from safetensors.torch import save_file
 
+    from mmsrarec_lib.recommend.backbone import load_piece_cache, save_piece_cache
+
     model, tokenizer = build_backbone(run_cfg.backbone, seed=run_cfg.train.seed)
+    cache_file = piece_cache_file(warehouse, dataset)
+    if cache_file is not None:
+        log.info("piece cache: %d frozen piece vectors loaded from %s", load_piece_cache(cache_file), cache_file)
     features = features_for(warehouse, dataset, backbone=run_cfg.backbone, image_encoder=run_cfg.image_encoder,
                             generator_run=generator_run)
     builder = InputBuilder(tokenizer, ctx, run_cfg.prompt)
@@ -101,6 +113,8 @@ def train_encoder_run(warehouse: Warehouse, *, ctx, sequences: dict[str, list[st
                              tasks=tasks, settings=run_cfg.train, output_dir=str(work / "checkpoints"),
                              progress=progress)
     model.eval()
+    if cache_file is not None:
+        save_piece_cache(cache_file)
     work.mkdir(parents=True, exist_ok=True)
     save_file(model.trainable_state(), str(work / "backbone.safetensors"))
     tokenizer.save_pretrained(work / "tokenizer")

@@ -150,7 +150,7 @@ class TrainModule(nn.Module):
             if "next_kw" in self.tasks:
                 losses["next_kw"] = _in_batch_ce(cache.pooled, kw)
             if "grounding" in self.tasks:
-                img = tokens[pos_index, 1 : 1 + m.config.image_tokens].mean(1)  # [B, d]
+                img = m.image_tokens(image_feats[pos_index], has_image.bool()[pos_index]).mean(1)  # [B, d]
                 rows = has_image.bool()[pos_index]
                 if rows.sum() > 1:
                     losses["grounding"] = _in_batch_ce(img[rows], kw[rows])
