@@ -117,6 +117,8 @@ def main() -> int:
                 print(f"shards={n}: {final['state']} in {took:.1f} s (recommend tasks {span:.1f} s start to end,"
                       f" each {[round(t['duration'], 1) for t in rec]} s); partition {rows} rows, sha {digest};"
                       f" load {os.getloadavg()[0]:.1f}", flush=True)
+                other = {t["task_id"]: round(t["duration"] or 0, 1) for t in tis if t["task_id"] != "recommend"}
+                print(f"  other tasks (s): {other}", flush=True)
         finally:
             subprocess.run(demo + ["--stop"], cwd=REPO, env=env, capture_output=True)
     if len(results) >= 2:
