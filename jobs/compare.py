@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="all", help="'all' or a comma list (pop,sasrec,mmsrarec,...)")
     parser.add_argument("--run-id", default=None, help="evaluation run id; the same id again resumes")
     parser.add_argument("--steps", type=int, default=None,
-                        help="fine-tuning steps per MMSRARec variant (default: 120 minilm-effnet, 150 decoder)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 minilm-effnet, 8 decoder")
-    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 minilm-effnet, 2e-3 decoder")
+                        help="fine-tuning steps per MMSRARec variant (default: 100 minilm-effnet, 150 decoder)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 minilm-effnet, 8 decoder")
+    parser.add_argument("--lr", type=float, default=None, help="default: 2e-3 minilm-effnet, 2e-3 decoder")
     parser.add_argument("--top-m", type=int, default=50, help="full protocol: SASRec candidates reranked")
     parser.add_argument("--fusion-weight", type=float, default=None,
                         help="fixed fusion weight (default: each run's weight, chosen on its validation users)")
@@ -133,6 +133,10 @@ def main(args: argparse.Namespace) -> int:
     if c.jobs > 1 and len(c.seeds) > 1:
         import sys
 
+        from mmsrarec_lib.recommend.encoder_pipeline import warm_piece_cache
+
+        if c.base_model is None:  # once here, so the parallel seeds only load the frozen piece vectors
+            warm_piece_cache(wh, c.dataset)
         argv = _strip(sys.argv[sys.argv.index("compare") + 1 :], ("--seed", "--seeds", "--run-id", "--jobs"))
         run_seeds_in_parallel(argv, seeds=c.seeds, run_id=run_id, jobs=c.jobs)
         print(summary_table(wh, c.dataset, run_id))

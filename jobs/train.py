@@ -34,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "scoring ('tiny-llava' = the random test fixture); default: the minilm-effnet backbone")
     parser.add_argument("--generator-run", default=None, help="SASRec run (default: latest for the protocol)")
     parser.add_argument("--run-id", default=None, help="model run id; the same id again resumes a killed run")
-    parser.add_argument("--steps", type=int, default=None, help="default: 120 minilm-effnet, 300 decoder")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 minilm-effnet, 8 decoder")
+    parser.add_argument("--steps", type=int, default=None, help="default: 100 minilm-effnet, 300 decoder")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 minilm-effnet, 8 decoder")
     parser.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (minilm-effnet)")
-    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 minilm-effnet (LoRA: --text-lr), "
+    parser.add_argument("--lr", type=float, default=None, help="default: 2e-3 minilm-effnet (LoRA: --text-lr), "
                                                              "2e-3 decoder")
     parser.add_argument("--text-lr", type=float, default=2e-4, help="minilm-effnet: LoRA learning rate")
-    parser.add_argument("--negatives", type=int, default=3, help="minilm-effnet: negatives per training position")
+    parser.add_argument("--negatives", type=int, default=8, help="minilm-effnet: negatives per training position")
     parser.add_argument("--lora-layers", type=int, default=2, help="minilm-effnet: LoRA on the top N MiniLM layers")
     parser.add_argument("--image-tokens", type=int, default=2, help="minilm-effnet: tokens per candidate image")
     parser.add_argument("--warmup-steps", type=int, default=None)

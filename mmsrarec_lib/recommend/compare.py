@@ -81,60 +81,77 @@ def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
     Per seed and training protocol (``paper``; ``full``, whose models are also scored under ``sampled``): SASRec
     (generator and fusion signal of every variant), Pop, then each variant trained and evaluated."""
     from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
+    from mmsrarec_lib.models.baselines import fit_baseline
+
+    ds, out = config.dataset, []
+    if config.base_model is None and any(m not in BASELINES for m in config.models):
+        from mmsrarec_lib.recommend.encoder_pipeline import warm_piece_cache
+
+        warm_piece_cache(warehouse, ds, run_cfg=config.encoder,
+                         keyword_sources=("summary", "raw") if "mmsrarec-no-summary" in config.models else ("summary",))
+    core = {"pop", "sasrec", "mmsrarec", MLLM_ONLY}
+    phases = [[u for u in _units(config.models) if u[0] in core], [u for u in _units(config.models) if u[0] not in core]]
+    generators: dict[tuple[int, str], object] = {}
+    for seed in config.seeds:
+        for units in phases:  # the headline rows of both protocols first, then the variants and ablations
+            for train_proto in ("paper", "full"):
+                protos = [p for p in config.protocols if TRAINING_PROTOCOL[p] == train_proto]
+                todo = [(unit, names) for unit, names in units
+                        if not all(_done(warehouse, ds, config.run_id, n, p, seed) for n in names for p in protos)]
+                if not protos or not todo:
+                    continue
+                if (seed, train_proto) not in generators:
+                    generators[(seed, train_proto)] = fit_baseline(
+                        warehouse, ds, kind="sasrec", protocol=train_proto, seed=seed,
+                        sasrec_overrides=config.sasrec, progress=config.progress)
+                out += _run_units(warehouse, config, todo, seed=seed, train_proto=train_proto, protos=protos,
+                                  generator=generators[(seed, train_proto)])
+    return out
+
+
+def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, train_proto: str, protos: list[str],
+               generator) -> list[dict]:
+    """Train (or fit) and evaluate each unit for one seed and training protocol."""
     from mmsrarec_lib.eval.registry import evaluate_scorer
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.pipeline import train_recommender
     from mmsrarec_lib.recommend.scorer import _resolved, build_scorer, mllm_only
 
     ds, out = config.dataset, []
-    for seed in config.seeds:
-        for train_proto in ("paper", "full"):
-            protos = [p for p in config.protocols if TRAINING_PROTOCOL[p] == train_proto]
-            if not protos:
-                continue
-            todo = [(unit, names) for unit, names in _units(config.models)
-                    if not all(_done(warehouse, ds, config.run_id, n, p, seed) for n in names for p in protos)]
-            if not todo:
-                continue
-            generator = fit_baseline(warehouse, ds, kind="sasrec", protocol=train_proto, seed=seed,
-                                     sasrec_overrides=config.sasrec, progress=config.progress)
-            for unit, names in todo:
-                t0 = time.perf_counter()
-                if unit in BASELINES:
-                    trained = generator if unit == "sasrec" else fit_baseline(
-                        warehouse, ds, kind=unit, protocol=train_proto, seed=seed, progress=config.progress)
-                    for p in protos:
-                        values = evaluate_scorer(warehouse, ds, trained.scorer, p, model=unit,
-                                                 model_version=trained.run_id, seed=seed,
-                                                 config={"compare": config.run_id}, run_id=config.run_id)
-                        out.append({"seed": seed, "protocol": p, "model": unit, **values,
-                                    "seconds": time.perf_counter() - t0})
-                    continue
-                cfg = RecTrainConfig.for_variant(unit, dataset=ds, protocol=train_proto, base_model=config.base_model,
-                                                 generator_run=generator.run_id, train=replace(config.train, seed=seed))
-                if config.scoring.fusion_weight is not None:
-                    cfg = replace(cfg, fusion_weight=config.scoring.fusion_weight, choose_fusion=False)
-                meta = train_recommender(warehouse, config=cfg, encoder=config.encoder, progress=config.progress)
-                scorer, meta, scoring = build_scorer(warehouse, ds, meta["run_id"], scoring=config.scoring,
-                                                     progress=config.progress)
-                resolved = _resolved(scorer, meta, scoring, seeded=True)
-                for name in names:
-                    s = scorer
-                    if name == MLLM_ONLY:
-                        s = (mllm_only(scorer) if getattr(scorer.reranker, "_encoder", None) is not None else
-                             build_scorer(warehouse, ds, meta["run_id"], scoring=replace(scoring, fusion_weight=0.0),
-                                          progress=config.progress)[0])
-                    for p in protos:
-                        values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"],
-                                                 seed=seed, config={**resolved.config, "compare": config.run_id,
-                                                                    **({"fusion_weight": 0.0} if name == MLLM_ONLY
-                                                                       else {})},
-                                                 run_id=config.run_id)
-                        out.append({"seed": seed, "protocol": p, "model": name, **values,
-                                    "seconds": time.perf_counter() - t0})
-                        log.info("compare %s seed %d %s: %s", p, seed, name, values)
-                log.info("compare seed %d %s %s: %.1f s (training %.1f s)", seed, train_proto, unit,
-                         time.perf_counter() - t0, meta.get("training", {}).get("train_seconds") or 0.0)
+    for unit, names in todo:
+        t0 = time.perf_counter()
+        if unit in BASELINES:
+            trained = generator if unit == "sasrec" else fit_baseline(
+                warehouse, ds, kind=unit, protocol=train_proto, seed=seed, progress=config.progress)
+            for p in protos:
+                values = evaluate_scorer(warehouse, ds, trained.scorer, p, model=unit, model_version=trained.run_id,
+                                         seed=seed, config={"compare": config.run_id}, run_id=config.run_id)
+                out.append({"seed": seed, "protocol": p, "model": unit, **values, "seconds": time.perf_counter() - t0})
+            continue
+        cfg = RecTrainConfig.for_variant(unit, dataset=ds, protocol=train_proto, base_model=config.base_model,
+                                         generator_run=generator.run_id, train=replace(config.train, seed=seed))
+        if config.scoring.fusion_weight is not None:
+            cfg = replace(cfg, fusion_weight=config.scoring.fusion_weight, choose_fusion=False)
+        meta = train_recommender(warehouse, config=cfg, encoder=config.encoder, progress=config.progress)
+        scorer, meta, scoring = build_scorer(warehouse, ds, meta["run_id"], scoring=config.scoring,
+                                             progress=config.progress)
+        resolved = _resolved(scorer, meta, scoring, seeded=True)
+        for name in names:
+            s = scorer
+            if name == MLLM_ONLY:
+                s = (mllm_only(scorer) if getattr(scorer.reranker, "_encoder", None) is not None else
+                     build_scorer(warehouse, ds, meta["run_id"], scoring=replace(scoring, fusion_weight=0.0),
+                                  progress=config.progress)[0])
+            extra = {"fusion_weight": 0.0} if name == MLLM_ONLY else {}
+            for p in protos:
+                values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"], seed=seed,
+                                         config={**resolved.config, "compare": config.run_id, **extra},
+                                         run_id=config.run_id)
+                out.append({"seed": seed, "protocol": p, "model": name, **values,
+                            "seconds": time.perf_counter() - t0})
+                log.info("compare %s seed %d %s: %s", p, seed, name, values)
+        log.info("compare seed %d %s %s: %.1f s (training %.1f s)", seed, train_proto, unit,
+                 time.perf_counter() - t0, meta.get("training", {}).get("train_seconds") or 0.0)
     return out
 
 

@@ -84,6 +84,39 @@ def piece_cache_file(warehouse: Warehouse, dataset: str) -> Path | None:
     return None if local is None else Path(local) / "cache" / "minilm-pieces.pt"
 
 
+def warm_piece_cache(warehouse: Warehouse, dataset: str, *, run_cfg: EncoderRunConfig | None = None,
+                     keyword_sources: Sequence[str] = ("summary", "raw")) -> int:
+    """Compute the frozen piece vector of every item piece (history, candidate, keywords, title, neighbour) for each
+    keyword source once, in large batches, and save the cache file (before parallel runs, which then only load
+    it). Returns the number of cached pieces."""
+    from mmsrarec_lib.recommend.backbone import _BOTTOM, load_piece_cache, save_piece_cache
+    from mmsrarec_lib.recommend.context import load_context
+    from mmsrarec_lib.recommend.prompts import dedup_keywords
+
+    run_cfg = run_cfg or EncoderRunConfig()
+    cache_file = piece_cache_file(warehouse, dataset)
+    if cache_file is not None:
+        load_piece_cache(cache_file)
+    model, tokenizer = build_backbone(run_cfg.backbone, seed=0)
+    per = max(1, run_cfg.prompt.neighbor_keywords // max(1, run_cfg.prompt.n_neighbors))
+    for source in keyword_sources:
+        ctx = load_context(warehouse, dataset, keyword_source=source, use_neighbors=False)
+        b = InputBuilder(tokenizer, ctx, run_cfg.prompt)
+        pieces = []
+        for i in sorted(ctx.items):
+            pieces += [(b.history_piece(i), 0), *b.item(i), *b.keywords_only(i), *b.title(i)]
+            text = ", ".join(dedup_keywords(ctx.keywords.get(i, []), per))
+            ids = b._ids("neigh", text, lambda t=text: t)[: run_cfg.prompt.neighbor_tokens]
+            if ids:
+                pieces.append((ids, 1))
+        pieces += [((b.cls,), 0), ((b.sep,), 0), ((b.sep,), 1)]
+        model.bottom_states(pieces)
+        log.info("piece cache: %s keywords, %d pieces (%d cached in all)", source, len(set(pieces)), len(_BOTTOM))
+    if cache_file is not None:
+        save_piece_cache(cache_file)
+    return len(_BOTTOM)
+
+
 def sasrec_dim(warehouse: Warehouse, dataset: str, generator_run: str) -> int:
     meta = json.loads(warehouse.read_bytes(warehouse.uri(dataset, "models", generator_run, "config.json")))
     return int(meta["dim"])

@@ -41,11 +41,11 @@ TASKS = ("yesno", "next_kw", "grounding", "recovery")
 class EncoderTrainSettings:
     """Optimisation settings, sized for the 2-core CPU (one variant in about a minute or two)."""
 
-    max_steps: int = 80
-    batch_size: int = 16
+    max_steps: int = 100
+    batch_size: int = 32
     grad_accum: int = 1
-    negatives: int = 2
-    lr: float = 1e-3
+    negatives: int = 8
+    lr: float = 2e-3
     text_lr: float = 2e-4  # LoRA weights of the text encoder
     weight_decay: float = 0.01
     warmup_steps: int = 10
