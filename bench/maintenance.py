@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DATASET = "bench"
 QUERY = REPO / "sql" / "top_k_per_user.sql"
+# a query over the table that compaction changes most (30 appended files -> 1)
+POPULAR = "SELECT item_id, count(*) AS n FROM interactions GROUP BY item_id ORDER BY n DESC, item_id LIMIT 10"
 
 
 def cli_seconds(root: str, repeats: int) -> list[float]:
@@ -44,14 +46,14 @@ def cli_seconds(root: str, repeats: int) -> list[float]:
     return out
 
 
-def engine_seconds(warehouse, repeats: int) -> tuple[list[float], int]:
+def engine_seconds(warehouse, repeats: int, sql: str | None = None) -> tuple[list[float], int]:
     from mmsrarec_lib.sql.engine import SqlEngine
 
     out, rows = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
         with SqlEngine(warehouse=warehouse, dataset=DATASET, params={"k": "10"}) as engine:
-            rows = engine.query(QUERY.read_text()).num_rows
+            rows = engine.query(sql or QUERY.read_text()).num_rows
         out.append(time.perf_counter() - t0)
     return out, rows
 
@@ -108,12 +110,14 @@ def main() -> int:
         before = files(warehouse, tables)
         cli_before = cli_seconds(warehouse.root, args.repeats)
         eng_before, rows = engine_seconds(warehouse, args.repeats)
+        pop_before, _ = engine_seconds(warehouse, args.repeats, POPULAR)
         t0 = time.perf_counter()
         maintain(warehouse, config=MaintenanceConfig(dataset=DATASET), today=now.date())
         took = time.perf_counter() - t0
         after = files(warehouse, tables)
         cli_after = cli_seconds(warehouse.root, args.repeats)
         eng_after, rows_after = engine_seconds(warehouse, args.repeats)
+        pop_after, _ = engine_seconds(warehouse, args.repeats, POPULAR)
         assert rows_after == rows, "maintenance changed the query's result"
         travel = check_time_travel(warehouse, when, RETENTION_DAYS, now)
 
@@ -127,6 +131,8 @@ def main() -> int:
           f"  ratio {med(cli_before) / med(cli_after):.2f}x")
     print(f"  in-process (engine + query)  before {med(eng_before):.3f} s  after {med(eng_after):.3f} s"
           f"  ratio {med(eng_before) / med(eng_after):.2f}x")
+    print(f"  item popularity over interactions, in-process: before {med(pop_before):.3f} s  after"
+          f" {med(pop_after):.3f} s  ratio {med(pop_before) / med(pop_after):.2f}x")
     print(f"\ntime travel after vacuum (window = last {RETENTION_DAYS} days):")
     for t, (inside, readable, gone) in travel.items():
         print(f"  {t:<18} versions in window {inside}, readable {readable}; older versions vacuumed away {gone}")
