@@ -32,10 +32,10 @@ with DAG(
         **common.warehouse_params(),
         "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
         "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
-        "item_ids": Param("", type="string",
+        "item_ids": Param("", type=common.OPTIONAL_STRING,
                           description="only these items: a comma list or @FILE (one id per line); empty = all"),
         "limit": Param(0, type="integer", minimum=0, description="only the first N items by item_id; 0 = all"),
-        "policy_run": Param("", type="string", description="train-summarizer run; empty = the latest"),
+        "policy_run": Param("", type=common.OPTIONAL_STRING, description="train-summarizer run; empty = the latest"),
         "summarize_args": common.args_param("mmsrarec summarize"),
     },
 ) as dag:
