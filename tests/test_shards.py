@@ -171,3 +171,32 @@ def test_two_publishes_of_one_date_at_once_leave_exactly_one_copy(wh):
     assert errors == []
     rows = partition(warehouse)
     assert len(rows) == 3 * len(seqs) and len({(u, r) for u, r, _, _ in rows}) == len(rows)
+
+
+def test_unlocked_concurrent_partition_replacements_retry_the_lost_commit_and_leave_one_copy(wh):
+    """Without the dataset lock (a writer that does not take it), delta-rs' conflict detection still decides."""
+    import pyarrow as pa
+
+    from mmsrarec_lib import schemas
+    from mmsrarec_lib.recommend.publish import replace_partition
+
+    warehouse, seqs = wh
+    recommend(warehouse, config=cfg(), score_users=scorer(seqs))
+    rows = pa.Table.from_pylist(scorer(seqs)(sorted(seqs)), schema=schemas.RECOMMENDATIONS)
+    barrier, errors = threading.Barrier(4), []
+
+    def write():
+        try:
+            barrier.wait()
+            replace_partition(warehouse, "toy", rows, run_date=DAY)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = partition(warehouse)
+    assert len(got) == rows.num_rows and len({(u, r) for u, r, _, _ in got}) == len(got)

@@ -17,8 +17,11 @@ selection with the same model and K, that their users are disjoint and add up to
 gate (:mod:`mmsrarec_lib.recommend.gate`) and replaces the ``run_date`` partition in **one** commit. Anything
 missing or failing raises before the commit, so yesterday's (or this date's previous) partition stays visible.
 
-Two publishes of one date at once: both compute the same rows; delta-rs detects the conflicting partition
-overwrite (``CommitFailedError``), the loser re-reads the table and commits again, so exactly one copy is left.
+The publish holds the dataset's write lock (:mod:`mmsrarec_lib.locks`, shared with ``ingest`` and
+``refresh-collab``) from reading the shards to advancing the watermark, and first repairs an ingest that died
+mid-way, so the gate checks against a consistent ``items`` / ``user_sequences``. Two publishes of one date
+therefore run one after the other; should a writer without the lock race it anyway, delta-rs detects the
+conflicting partition overwrite (``CommitFailedError``) and the loser commits again on top: one copy is left.
 """
 
 from __future__ import annotations
@@ -200,19 +203,27 @@ def publish_recommendations(
     key: str | None = None,
 ) -> dict:
     """Check all staged shards, run the quality gate, replace the partition in one commit, advance the watermark."""
+    from mmsrarec_lib.locks import dataset_lock
     from mmsrarec_lib.recommend.gate import run_quality_gate
+    from mmsrarec_lib.runs import new_run_id
+    from mmsrarec_lib.snapshots import repair
 
     if shards < 1:
         raise ValueError(f"--shards must be >= 1, got {shards}")
-    table, receipts = read_shards(warehouse, dataset, run_date=run_date, shards=shards, key=key)
-    first = receipts[0]
-    users = [u for r in receipts for u in r.users]
-    gate = run_quality_gate(warehouse, dataset, staged=table, users=users, top_k=first.top_k, run_date=run_date)
-    order = pc.sort_indices(table, sort_keys=[("user_id", "ascending"), ("rank", "ascending")])
-    version = replace_partition(warehouse, dataset, table.take(order), run_date=run_date,
-                                metadata={"run_date": run_date.isoformat(), "shards": shards,
-                                          "model_run": first.model_run, "rows": table.num_rows})
-    write_watermark(warehouse, dataset, run_date=run_date, newest=first.newest_interaction_us)
+    run_id = new_run_id("publish-recommendations")
+    with dataset_lock(warehouse, dataset, owner=run_id, purpose=f"publish recommendations {run_date}") as lease:
+        repair(warehouse, dataset, by=run_id)  # an ingest that died mid-way is rolled back before the gate reads
+        table, receipts = read_shards(warehouse, dataset, run_date=run_date, shards=shards, key=key)
+        first = receipts[0]
+        users = [u for r in receipts for u in r.users]
+        gate = run_quality_gate(warehouse, dataset, staged=table, users=users, top_k=first.top_k,
+                                run_date=run_date)
+        order = pc.sort_indices(table, sort_keys=[("user_id", "ascending"), ("rank", "ascending")])
+        lease.check()  # never commit after losing the lock
+        version = replace_partition(warehouse, dataset, table.take(order), run_date=run_date,
+                                    metadata={"run_date": run_date.isoformat(), "shards": shards,
+                                              "model_run": first.model_run, "rows": table.num_rows})
+        write_watermark(warehouse, dataset, run_date=run_date, newest=first.newest_interaction_us)
     log.info("published %d rows for %d users of %s from %d shard(s) as version %d", table.num_rows, len(users),
              run_date, shards, version)
     return {"run_date": run_date.isoformat(), "shards": shards, "users": len(users), "rows": table.num_rows,
