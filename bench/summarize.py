@@ -44,10 +44,12 @@ def main() -> None:
     ap.add_argument("--mllm-items", type=int, default=64)
     ap.add_argument("--image-quality", action="store_true", help="measure the image keywords instead")
     ap.add_argument("--tiny-items", type=int, default=200, help="--image-quality: items for the tiny LLaVA (0: skip)")
+    ap.add_argument("--tracks-only", action="store_true", help="--image-quality: only the reward-vs-text check")
     ap.add_argument("--policy-run", default=None, help="--image-quality: policy run (default: the latest)")
     args = ap.parse_args()
     if args.image_quality:
-        image_quality(args.warehouse, args.dataset, tiny_items=args.tiny_items, policy_run=args.policy_run)
+        image_quality(args.warehouse, args.dataset, tiny_items=args.tiny_items, policy_run=args.policy_run,
+                      tracks_only=args.tracks_only)
         return
 
     import pyarrow as pa
@@ -111,7 +113,24 @@ def _fmt(w) -> str:
     return f"{w.rate:.3f} [{w.ci95[0]:.3f}, {w.ci95[1]:.3f}] (n={w.n})"
 
 
-def image_quality(warehouse: str, ds: str, *, tiny_items: int, policy_run: str | None) -> None:
+def _tracks(ctx, items, encoder) -> None:
+    import json
+
+    from mmsrarec_lib.summarize.image_quality import reward_tracks_text
+    from mmsrarec_lib.summarize.rewards import keyword_vector
+
+    sample = [it for it in items if it.item_id in ctx.space][::5]
+    tracks = reward_tracks_text(
+        [ctx.builder.build(it.item_id).phrases for it in sample], [it.item_id for it in sample],
+        encoder.encode([it.text for it in sample]),
+        terms=lambda sets, ids: [{"r_info": t.r_info, "r_recon": t.r_recon} for t in ctx.scorer.score(sets, ids)],
+        embed=lambda kws: keyword_vector(kws, encoder))
+    for key, row in tracks.items():
+        print(f"image {key} vs own-text margin, 2-keyword sets (within-item Spearman): {json.dumps(row)}")
+
+
+def image_quality(warehouse: str, ds: str, *, tiny_items: int, policy_run: str | None,
+                  tracks_only: bool = False) -> None:
     import json
 
     import numpy as np
@@ -120,7 +139,7 @@ def image_quality(warehouse: str, ds: str, *, tiny_items: int, policy_run: str |
     from mmsrarec_lib.summarize.encoders import make_encoder
     from mmsrarec_lib.summarize.image_context import build_image_context
     from mmsrarec_lib.summarize.image_keywords import ImageExtractiveSummarizer
-    from mmsrarec_lib.summarize.image_quality import own_vs_random, reward_tracks_text
+    from mmsrarec_lib.summarize.image_quality import own_vs_random
     from mmsrarec_lib.summarize.policy import PolicyConfig, SelectionPolicy
     from mmsrarec_lib.summarize.rewards import RewardConfig, keyword_vector
     from mmsrarec_lib.summarize.service import (
@@ -143,6 +162,9 @@ def image_quality(warehouse: str, ds: str, *, tiny_items: int, policy_run: str |
     print(f"image context (maps, vocabulary): {time.perf_counter() - t0:.1f} s; policy run {run}")
     items = [it for it in catalogue if it.has_input("image")]
     own = encoder.encode([it.text for it in items])
+    if tracks_only:
+        _tracks(ctx, items, encoder)
+        return
 
     def vecs(lists):
         return np.stack([keyword_vector(k, encoder) for k in lists])
@@ -178,13 +200,7 @@ def image_quality(warehouse: str, ds: str, *, tiny_items: int, policy_run: str |
         print(f"tiny LLaVA (former default) on {len(sample)} items: {sum(bool(k) for k in lists)} with a keyword; "
               f"win rate {_fmt(own_vs_random(vecs(lists), own[idx]))}; same items, tuned policy "
               f"{_fmt(own_vs_random(vecs([tuned[i] for i in idx]), own[idx]))}")
-    sample = [it for it in items if it.item_id in ctx.space][::5]
-    tracks = reward_tracks_text(
-        [ctx.builder.build(it.item_id).phrases for it in sample], [it.item_id for it in sample],
-        encoder.encode([it.text for it in sample]),
-        reward=lambda sets, ids: [t.reward for t in ctx.scorer.score(sets, ids)],
-        embed=lambda kws: keyword_vector(kws, encoder))
-    print("image reward vs own-text margin (within-item Spearman):", json.dumps(tracks))
+    _tracks(ctx, items, encoder)
     for it, kws in list(zip(items, tuned))[:: max(1, len(items) // 10)][:10]:
         print(f"  {it.title!r}: {kws}")
 

@@ -128,3 +128,23 @@ def test_train_summarizer_tunes_both_policies_and_summarize_uses_them(warehouse,
     assert _summarize(warehouse, vit, "--summarizer-version", "v2", "--policy-run", run) == 0
     rows = warehouse.read_table(DS, TABLE).to_pylist()
     assert {r["modality"] for r in rows if r["summarizer_version"] == "v2"} == {"text", "image"}
+
+
+def test_reward_tracks_text_is_one_for_a_term_equal_to_the_margin():
+    from mmsrarec_lib.summarize.image_quality import reward_tracks_text
+
+    own = np.eye(5)[:4]  # item i's text is e_i; dimension 4 is "noise" no text has
+    table = {f"w{i}{a}": a * np.eye(5)[i] + (5 - a) * np.eye(5)[4] for i in range(4) for a in range(1, 5)}
+
+    def embed(kws):
+        return np.mean([table[k] for k in kws], axis=0)
+
+    def terms(sets, ids):  # cosine with the owner's own text: for the item itself it equals the margin
+        k = int(ids[0][1:])
+        return [{"own_cos": float(embed(s) @ own[k] / np.linalg.norm(embed(s)))} for s in sets]
+
+    out = reward_tracks_text([[f"w{i}{a}" for a in range(1, 5)] for i in range(4)], [f"i{i}" for i in range(4)],
+                             own, terms=terms, embed=embed, samples=6, size=2)
+    assert out["own_cos"]["items"] == 4 and out["own_cos"]["spearman"] == pytest.approx(1.0)
+    assert out["own_cos"]["share_positive"] == 1.0
+    assert np.isnan(out["own_cos"]["spearman_control"])  # another item's text: the term is constant (0)

@@ -3,11 +3,12 @@
 * ``own_vs_random``: for each item, is phi(image keywords) closer (cosine) to the item's own text than to a random
   other item's text? The win rate (0.5 = chance) with a bootstrap 95% interval; an item with no image keyword counts
   as a loss (``empty_is_loss``), so coverage and quality are judged together.
-* ``reward_tracks_text``: for each item, draw random keyword sets from its candidates; within each item, the
-  Spearman correlation between the image reward (which sees only the image) and the keywords' margin
-  ``cos(kws, own text) - cos(kws, random text)`` (which the reward never sees). Averaged over items; positive means
-  raising the image reward raises what the keywords say about the item. The control scores every item's keyword
-  sets with another item's image (a derangement) and should sit near 0.
+* ``reward_tracks_text``: for each item, draw random keyword sets of one fixed size from its candidates (so R_len
+  is equal within an item and cannot confound); within each item, the Spearman correlation between each image
+  reward term (which sees only the image) and the keywords' margin ``cos(kws, own text) - cos(kws, random text)``
+  (which the rewards never see). Averaged over items; positive means raising the term raises what the keywords say
+  about the item. The control scores every item's keyword sets with another item's image (a derangement) and
+  should sit near 0.
 """
 
 from __future__ import annotations
@@ -78,32 +79,32 @@ def reward_tracks_text(
     item_ids: Sequence[str],
     own_text: np.ndarray,
     *,
-    reward: Callable[[list[list[str]], list[str]], list[float]],
+    terms: Callable[[list[list[str]], list[str]], list[dict]],
     embed: Callable[[list[str]], np.ndarray],
     samples: int = 8,
+    size: int = 2,
     seed: int = 0,
 ) -> dict:
-    """Mean within-item Spearman(reward, own-vs-random text margin) over random keyword subsets, and the same with
-    each item's reward computed against another item's image (control)."""
+    """Per reward term (the keys of ``terms``' dicts): mean within-item Spearman(term, own-vs-random text margin)
+    over ``samples`` random keyword sets of ``size`` candidates, and the same with another item's image."""
     rng = np.random.default_rng(seed)
     n = len(item_ids)
     t = _unit(np.asarray(own_text, dtype=np.float64))
     other = (np.arange(n) + rng.integers(1, n, size=n)) % n
     shifted = (np.arange(n) + rng.integers(1, n, size=n)) % n  # the control's image owner
-    real, control = [], []
+    real: dict[str, list[float]] = {}
+    control: dict[str, list[float]] = {}
     for i, cands in enumerate(candidates):
-        if len(cands) < 2:
+        if len(cands) <= size:
             continue
-        sets = []
-        for _ in range(samples):
-            m = rng.random(len(cands)) < 0.5
-            m[rng.integers(len(cands))] = True
-            sets.append([c for c, keep in zip(cands, m) if keep])
+        sets = [[cands[j] for j in sorted(rng.choice(len(cands), size=size, replace=False))] for _ in range(samples)]
         vecs = _unit(np.stack([embed(s) for s in sets]))
         margin = vecs @ t[i] - vecs @ t[other[i]]
-        real.append(spearman(reward(sets, [item_ids[i]] * samples), margin))
-        control.append(spearman(reward(sets, [item_ids[shifted[i]]] * samples), margin))
-    real_a, control_a = np.array(real), np.array(control)
-    return {"items": int(np.isfinite(real_a).sum()), "spearman": float(np.nanmean(real_a)),
-            "spearman_control": float(np.nanmean(control_a)),
-            "share_positive": float(np.nanmean(real_a[np.isfinite(real_a)] > 0))}
+        for out, owner in ((real, item_ids[i]), (control, item_ids[shifted[i]])):
+            scored = terms(sets, [owner] * samples)
+            for key in scored[0]:
+                out.setdefault(key, []).append(spearman([s[key] for s in scored], margin))
+    return {key: {"items": int(np.isfinite(real[key]).sum()), "spearman": float(np.nanmean(real[key])),
+                  "spearman_control": float(np.nanmean(control[key])),
+                  "share_positive": float(np.mean(np.array(real[key])[np.isfinite(real[key])] > 0))}
+            for key in real}
