@@ -17,7 +17,9 @@ Per table, with delta-rs' own operations (each one commit, with the lineage meta
    7 days by default) unless ``allow_short_retention``.
 3. Staged recommendation shards (``staging/recommendations/run_date=D``) older than the retention are deleted.
 
-Each table reports files and bytes before/after (active files of the latest version, and data files on storage,
+The whole run holds the dataset's write lock (:mod:`mmsrarec_lib.locks`), after repairing a run that died mid-way:
+no job rewrites a table while it is compacted, and no half-done run's base version is vacuumed from under its
+rollback. Each table reports files and bytes before/after (active files of the latest version, and data files on storage,
 which still include the removed files that vacuum keeps for time travel).
 """
 
@@ -143,16 +145,25 @@ def delta_tables(warehouse: Warehouse, dataset: str) -> list[str]:
 
 def maintain(warehouse: Warehouse, *, config: MaintenanceConfig, today: dt.date | None = None) -> dict:
     """Maintain every table of the dataset (or ``config.tables``), then prune old staging; returns the report."""
+    from mmsrarec_lib.locks import dataset_lock
     from mmsrarec_lib.recommend.publish import prune_staging
+    from mmsrarec_lib.runs import new_run_id
+    from mmsrarec_lib.snapshots import repair
 
     tables: Sequence[str] = config.tables or delta_tables(warehouse, config.dataset)
     missing = [t for t in tables if not warehouse.has_table(config.dataset, t)]
     if missing:
         raise FileNotFoundError(f"no Delta table {', '.join(missing)} in dataset {config.dataset!r}")
-    reports = [maintain_table(warehouse, config.dataset, t, config=config) for t in tables]
-    today = today or dt.datetime.now(dt.timezone.utc).date()
-    cutoff = today - dt.timedelta(days=max(1, int(config.retention_days)))
-    pruned = prune_staging(warehouse, config.dataset, older_than=cutoff)
+    run_id = new_run_id("maintain")
+    with dataset_lock(warehouse, config.dataset, owner=run_id, purpose="maintain") as lease:
+        repair(warehouse, config.dataset, by=run_id)
+        reports = []
+        for table in tables:
+            lease.check()
+            reports.append(maintain_table(warehouse, config.dataset, table, config=config))
+        today = today or dt.datetime.now(dt.timezone.utc).date()
+        cutoff = today - dt.timedelta(days=max(1, int(config.retention_days)))
+        pruned = prune_staging(warehouse, config.dataset, older_than=cutoff)
     return {"dataset": config.dataset, "retention_hours": config.retention_hours, "tables": reports,
             "staging_pruned": pruned,
             "active_files": {"before": sum(r["before"]["active_files"] for r in reports),
