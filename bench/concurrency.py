@@ -174,9 +174,11 @@ _CRASH = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.sources import read_source
+    from mmsrarec_lib.ingest.splits import SplitConfig
     from mmsrarec_lib.storage import Warehouse
     run_ingest(warehouse=Warehouse.from_uri(sys.argv[2]), items=read_source(sys.argv[3]),
-               interactions=read_source(sys.argv[4]), config=IngestConfig(dataset="tiny"), spark_master="local[1]")
+               interactions=read_source(sys.argv[4]), spark_master="local[1]",
+               config=IngestConfig(dataset="tiny", splits=SplitConfig(k_core=2)))  # B is too sparse for 5
 """)
 FINGERPRINT = ("SELECT (SELECT count(*) FROM items) AS items, (SELECT count(*) FROM interactions) AS interactions,"
                " (SELECT coalesce(sum(length), 0) FROM user_sequences) AS seq_events,"

@@ -27,6 +27,7 @@ class IngestArgs:
     mode: str
     encoding: str
     allow_empty: bool
+    allow_sparse: bool
     image_deadline_s: float
     image_max_bytes: int
     min_timestamp: str | None
@@ -57,7 +58,8 @@ class IngestArgs:
         return cls(dataset=dataset, items=args.items, interactions=args.interactions, source=args.source,
                    data_dir=args.data_dir, spark_master=args.spark_master, max_image_side=args.max_image_side,
                    k_core=args.k_core, seed=args.seed, mode=args.mode, encoding=args.encoding,
-                   allow_empty=args.allow_empty, image_deadline_s=args.image_deadline_s,
+                   allow_empty=args.allow_empty, allow_sparse=args.allow_sparse,
+                   image_deadline_s=args.image_deadline_s,
                    image_max_bytes=args.image_max_bytes, min_timestamp=args.min_timestamp,
                    max_timestamp=args.max_timestamp, lock_wait_s=args.lock_wait_s)
 
@@ -80,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cp1252); rows with bytes invalid in it are quarantined as bad_encoding")
     parser.add_argument("--allow-empty", action="store_true",
                         help="accept an items file (or, with --mode overwrite, an interactions file) with no rows")
+    parser.add_argument("--allow-sparse", action="store_true",
+                        help="keep the result when the k-core filter leaves no evaluation users (else the run "
+                             "stops and suggests a --k-core; see docs/ingest.md)")
     parser.add_argument("--image-deadline-s", type=float, default=30.0,
                         help="total time for one image fetch, retries included; then it is missing (default 30)")
     parser.add_argument("--image-max-bytes", type=int, default=50 * 1024 * 1024,
@@ -122,11 +127,13 @@ def main(args: argparse.Namespace) -> int:
         warehouse=warehouse, items=items, interactions=interactions, spark_master=cfg.spark_master,
         config=IngestConfig(dataset=cfg.dataset, mode=cfg.mode, max_image_side=cfg.max_image_side,
                             image_deadline_s=cfg.image_deadline_s, image_max_bytes=cfg.image_max_bytes,
-                            timestamps=timestamps, allow_empty=cfg.allow_empty, lock_wait_s=cfg.lock_wait_s,
+                            timestamps=timestamps, allow_empty=cfg.allow_empty, allow_sparse=cfg.allow_sparse,
+                            lock_wait_s=cfg.lock_wait_s,
                             splits=SplitConfig(k_core=cfg.k_core, seed=cfg.seed)),
     )
     print(json.dumps({"run_id": summary.run_id, "dataset": summary.dataset,
                       "warehouse": warehouse.uri(summary.dataset), "counts": summary.counts,
                       "image_status": summary.image_status, "eval_split_users": summary.eval_split_users,
+                      "kcore": summary.kcore, "warnings": list(summary.warnings),
                       "seconds": summary.seconds}, indent=1))
     return 0

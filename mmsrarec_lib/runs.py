@@ -70,6 +70,12 @@ class IngestRun:
     rows_duplicate: int
     started_at: dt.datetime
     finished_at: dt.datetime
+    kcore_k: int | None = None
+    kcore_users: int | None = None
+    kcore_items: int | None = None
+    kcore_interactions: int | None = None
+    kcore_share_kept: float | None = None
+    warnings: str | None = None
 
     def __post_init__(self) -> None:
         total = self.rows_written + self.rows_quarantined + self.rows_duplicate
@@ -83,6 +89,23 @@ def ingest_runs_table(runs: list[IngestRun]) -> pa.Table:
     """The ``ingest_runs`` rows of ``runs`` (with the code version)."""
     cv = code_version()
     return pa.Table.from_pylist([{**r.__dict__, "code_version": cv} for r in runs], schema=schemas.INGEST_RUNS)
+
+
+def ingest_runs_update(warehouse: Warehouse, runs: list[IngestRun]) -> tuple[pa.Table, str]:
+    """What to commit to ``ingest_runs`` for ``runs``, and how: an append, or (once, for a table written before
+    the k-core columns existed) the old rows with null new columns plus the new rows as an overwrite."""
+    new = ingest_runs_table(runs)
+    dataset = runs[0].dataset
+    if not warehouse.has_table(dataset, INGEST_RUNS_TABLE):
+        return new, "append"
+    stored = warehouse.dataset(dataset, INGEST_RUNS_TABLE).schema.names
+    if all(name in stored for name in schemas.INGEST_RUNS.names):
+        return new, "append"
+    old = warehouse.read_table(dataset, INGEST_RUNS_TABLE)
+    for f in schemas.INGEST_RUNS:
+        if f.name not in old.column_names:
+            old = old.append_column(f.name, pa.nulls(old.num_rows, f.type))
+    return pa.concat_tables([old.select(schemas.INGEST_RUNS.names).cast(schemas.INGEST_RUNS), new]), "overwrite"
 
 
 def record_ingest_runs(warehouse: Warehouse, runs: list[IngestRun]) -> int | None:

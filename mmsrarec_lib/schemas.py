@@ -98,6 +98,13 @@ INGEST_RUNS = pa.schema(
         ("started_at", TS),
         ("finished_at", TS),
         ("code_version", pa.string()),
+        # what the k-core filter kept (null in rows written before these columns existed)
+        ("kcore_k", pa.int64()),
+        ("kcore_users", pa.int64()),
+        ("kcore_items", pa.int64()),
+        ("kcore_interactions", pa.int64()),
+        ("kcore_share_kept", pa.float64()),  # of the interactions
+        ("warnings", pa.string()),  # e.g. the sparse-data warning, with the suggested --k-core
     ]
 )
 

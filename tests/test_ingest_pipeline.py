@@ -15,7 +15,10 @@ from tests._ingest_helpers import jpeg_bytes, write_rows
 
 DS = "tiny"
 N_USERS, N_ITEMS = 10, 30
-CFG = IngestConfig(dataset=DS, max_image_side=32, splits=SplitConfig(k_core=2, seed=0, n_negatives=5))
+# 4 users x 8 items over 30 items leave nothing after k-core 2: these tiny inputs are sparse on purpose
+# (--allow-sparse); the sparse-data check itself is tested in test_ingest_validation.py
+CFG = IngestConfig(dataset=DS, max_image_side=32, splits=SplitConfig(k_core=2, seed=0, n_negatives=5),
+                   allow_sparse=True)
 
 
 def _files(folder, *, n_users: int = N_USERS, extra: list[dict] | None = None):

@@ -192,3 +192,41 @@ def test_cli_refuses_an_empty_items_file_in_one_line(tmp_path):
     assert proc.stderr.splitlines()[0] == (
         f"mmsrarec ingest: error: {tmp_path / 'items.csv'}: the items file has no data rows; refusing to replace "
         "the dataset with an empty items table (pass --allow-empty if that is intended)")
+
+
+def test_sparse_catalogue_stops_with_a_suggested_k_core_and_allow_sparse_proceeds(spark, tmp_path):
+    """A fashion-like catalogue: 60 items bought about twice each by 40 users; k-core 5 keeps nothing."""
+    from mmsrarec_lib.ingest.diagnostics import SparseDataError
+    from mmsrarec_lib.storage import Warehouse
+
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n" + "".join(f"p{k},Product {k}\n" for k in range(60)))
+    rows = [f"c{u},p{(u * 3 + j) % 60},{1_700_000_000 + 60 * j}" for u in range(40) for j in range(3)]
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    wh = Warehouse.from_uri(str(tmp_path / "wh"))
+    cfg = IngestConfig(dataset="fashion", splits=SplitConfig(k_core=5, n_negatives=5, history_len=2))
+    with pytest.raises(SparseDataError) as err:
+        run_ingest(warehouse=wh, items=read_source(items), interactions=read_source(inter), config=cfg, spark=spark)
+    message = str(err.value)
+    # 40 users x 3 purchases; items p0..p59 each bought twice (u*3+j covers 0..119 mod 60)
+    assert message.startswith("k-core(5) kept 0/40 users, 0/60 items, 0/120 interactions (0%)")
+    assert "try --k-core 2" in message and "k=2: 40 users, 60 items, 120 interactions (100%)" in message
+    assert "--allow-sparse" in message
+    assert not wh.has_table("fashion", "items")  # nothing was committed: every table is built before the commits
+    from mmsrarec_lib.snapshots import run_states
+
+    [failed] = run_states(wh, "fashion")
+    assert failed["status"] == "failed" and "SparseDataError" in failed["message"]
+
+    summary = run_ingest(warehouse=wh, items=read_source(items), interactions=read_source(inter),
+                         config=dataclasses.replace(cfg, allow_sparse=True), spark=spark)
+    assert summary.kcore["interactions_kept"] == 0 and summary.warnings and "try --k-core 2" in summary.warnings[0]
+    logged = wh.read_table("fashion", "ingest_runs").to_pylist()
+    assert {r["kcore_k"] for r in logged} == {5} and {r["kcore_interactions"] for r in logged} == {0}
+    assert all("try --k-core 2" in r["warnings"] for r in logged)
+
+    good = run_ingest(warehouse=wh, items=read_source(items), interactions=read_source(inter),
+                      config=dataclasses.replace(cfg, splits=SplitConfig(k_core=2, n_negatives=5, history_len=2)),
+                      spark=spark)
+    assert good.warnings == () and good.kcore["share_kept"] == 1.0 and sum(good.eval_split_users.values()) == 40

@@ -8,7 +8,8 @@ of the warehouse to its last commit, so concurrent appends (and ``refresh-collab
 rebuilding the derived tables from stale snapshots; and it is a :class:`mmsrarec_lib.snapshots.DatasetRun`: a
 ``running`` row in ``dataset_runs`` before its first commit, ``complete`` after its last, so readers never see half
 a run, a run that raises is rolled back (``failed``), and a killed one is rolled back by the next writer
-(``abandoned``).
+(``abandoned``). Every table is built before the first commit, and the k-core result is checked before it
+(:mod:`.diagnostics`: a filter that leaves nothing to evaluate stops the run with a suggested ``--k-core``).
 
 Modes:
 - ``overwrite`` (default): every table is replaced by this run's content, sorted deterministically, so a rerun on
@@ -20,6 +21,7 @@ Modes:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,12 +31,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib import schemas
+from mmsrarec_lib.ingest.diagnostics import check_kcore, kcore_report
 from mmsrarec_lib.ingest.interactions import TimestampRange, build_interactions
 from mmsrarec_lib.ingest.items import build_item_table
 from mmsrarec_lib.ingest.sources import SourceTable, describe_quarantine
 from mmsrarec_lib.ingest.splits import SplitConfig, build_splits
 from mmsrarec_lib.locks import DEFAULT_TTL_S, DEFAULT_WAIT_S, dataset_lock
-from mmsrarec_lib.runs import INGEST_RUNS_TABLE, IngestRun, ingest_runs_table, new_run_id, utcnow
+from mmsrarec_lib.runs import INGEST_RUNS_TABLE, IngestRun, ingest_runs_update, new_run_id, utcnow
 from mmsrarec_lib.snapshots import DatasetRun, repair
 from mmsrarec_lib.storage import Warehouse
 
@@ -57,6 +60,7 @@ class IngestConfig:
     image_max_bytes: int = 50 * 1024 * 1024
     timestamps: TimestampRange = field(default_factory=TimestampRange)
     allow_empty: bool = False  # accept an items (or, overwriting, interactions) file with no rows
+    allow_sparse: bool = False  # keep a k-core result with an empty evaluation set (else SparseDataError)
     lock_wait_s: float = DEFAULT_WAIT_S
     lock_ttl_s: float = DEFAULT_TTL_S
     splits: SplitConfig = field(default_factory=SplitConfig)
@@ -77,6 +81,8 @@ class IngestSummary:
     image_status: dict[str, int]
     eval_split_users: dict[str, int]
     seconds: dict[str, float]
+    kcore: dict = field(default_factory=dict)  # what the k-core filter kept (diagnostics.KCoreReport)
+    warnings: tuple[str, ...] = ()
 
 
 def _value_counts(col: pa.ChunkedArray) -> dict[str, int]:
@@ -139,11 +145,13 @@ def run_ingest(
 
 def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTable, config: IngestConfig, spark,
          run_id: str, commit) -> IngestSummary:
+    """Build every table first, check the k-core result, then commit them one after another (a short window)."""
     ds, append = config.dataset, config.mode == "append"
     seconds, runs = {}, []
     created = utcnow()
 
     t0, started = time.perf_counter(), utcnow()
+    item_res = None
     if items is None:  # interactions-only feed: the catalogue stays as stored
         all_items = warehouse.read_table(ds, ITEMS, columns=["item_id", "image_status"])
         items_quarantined = items_duplicate = 0
@@ -155,8 +163,6 @@ def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTa
         )
         describe_quarantine(items, item_res.quarantine, what="items")
         all_items = _upsert_items(warehouse, ds, item_res.items) if append else item_res.items
-        commit(ITEMS, all_items)
-        commit(ITEMS_Q, item_res.quarantine, "append" if append else "overwrite")
         runs.append(IngestRun(run_id, ds, ITEMS, item_res.rows_in, item_res.items.num_rows,
                               item_res.quarantine.num_rows, item_res.rows_duplicate, started, utcnow()))
         items_quarantined, items_duplicate = item_res.quarantine.num_rows, item_res.rows_duplicate
@@ -170,14 +176,7 @@ def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTa
         created_at=created, existing=existing, timestamps=config.timestamps,
     )
     describe_quarantine(interactions, inter_res.quarantine, what="interactions")
-    if existing is not None:
-        if inter_res.new_rows.num_rows:
-            commit(INTERACTIONS, inter_res.new_rows, "append")
-        full = pa.concat_tables([existing, inter_res.new_rows])
-    else:
-        commit(INTERACTIONS, inter_res.new_rows)
-        full = inter_res.new_rows
-    commit(INTERACTIONS_Q, inter_res.quarantine, "append" if append else "overwrite")
+    full = inter_res.new_rows if existing is None else pa.concat_tables([existing, inter_res.new_rows])
     runs.append(IngestRun(run_id, ds, INTERACTIONS, inter_res.rows_in, inter_res.new_rows.num_rows,
                           inter_res.quarantine.num_rows, inter_res.rows_duplicate, started, utcnow()))
     seconds["interactions"] = time.perf_counter() - t0
@@ -185,16 +184,34 @@ def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTa
     t0, started = time.perf_counter(), utcnow()
     split_res = build_splits(spark, interactions=full, cfg=config.splits)
     sequences = split_res.user_sequences
-    commit(USER_SEQUENCES, sequences)
-    commit(SPLIT_LOO, split_res.split_loo)
-    commit(EVAL_CANDIDATES, split_res.eval_candidates)
+    eval_users = _value_counts(split_res.eval_candidates.column("split"))
+    kcore = kcore_report(full, k=config.splits.k_core, users_kept=split_res.kcore_users,
+                         items_kept=split_res.kcore_items, interactions_kept=split_res.kcore_interactions,
+                         eval_users=eval_users)
+    warnings = check_kcore(kcore, full, history_len=config.splits.history_len, allow_sparse=config.allow_sparse)
     finished = utcnow()
     for name, table in ((USER_SEQUENCES, sequences), (SPLIT_LOO, split_res.split_loo),
                         (EVAL_CANDIDATES, split_res.eval_candidates)):
         runs.append(IngestRun(run_id, ds, name, table.num_rows, table.num_rows, 0, 0, started, finished))
+    runs = [dataclasses.replace(r, kcore_k=kcore.k, kcore_users=kcore.users_kept, kcore_items=kcore.items_kept,
+                                kcore_interactions=kcore.interactions_kept,
+                                kcore_share_kept=round(kcore.share_kept, 4),
+                                warnings="\n".join(warnings) or None) for r in runs]
     seconds["sequences_and_splits"] = time.perf_counter() - t0
 
-    commit(INGEST_RUNS_TABLE, ingest_runs_table(runs), "append")
+    # every table is built: the commits follow one another, the dataset_runs manifest makes them one publication
+    if item_res is not None:
+        commit(ITEMS, all_items)
+        commit(ITEMS_Q, item_res.quarantine, "append" if append else "overwrite")
+    if existing is None:
+        commit(INTERACTIONS, inter_res.new_rows)
+    elif inter_res.new_rows.num_rows:
+        commit(INTERACTIONS, inter_res.new_rows, "append")
+    commit(INTERACTIONS_Q, inter_res.quarantine, "append" if append else "overwrite")
+    commit(USER_SEQUENCES, sequences)
+    commit(SPLIT_LOO, split_res.split_loo)
+    commit(EVAL_CANDIDATES, split_res.eval_candidates)
+    commit(INGEST_RUNS_TABLE, *ingest_runs_update(warehouse, runs))
     counts = {
         ITEMS: all_items.num_rows, ITEMS_Q: items_quarantined, INTERACTIONS: full.num_rows,
         INTERACTIONS_Q: inter_res.quarantine.num_rows, "interactions_duplicate": inter_res.rows_duplicate,
@@ -206,8 +223,8 @@ def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTa
     summary = IngestSummary(
         run_id=run_id, dataset=ds, counts=counts, runs=tuple(runs),
         image_status=_value_counts(all_items.column("image_status")),
-        eval_split_users=_value_counts(split_res.eval_candidates.column("split")),
-        seconds={k: round(v, 2) for k, v in seconds.items()},
+        eval_split_users=eval_users, seconds={k: round(v, 2) for k, v in seconds.items()},
+        kcore=kcore.to_dict(), warnings=tuple(warnings),
     )
     log.info("ingest %s (%s): %s; images %s; eval users %s; seconds %s", run_id, ds, counts,
              summary.image_status, summary.eval_split_users, summary.seconds)

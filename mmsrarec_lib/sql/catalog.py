@@ -83,7 +83,11 @@ TABLES: dict[str, TableDoc] = {
             "ingest_runs", schemas.INGEST_RUNS, "Run accounting of every job that writes data.",
             "one row per job run and table written", ("run_id", "table"), "none",
             "`ingest` and the other writing jobs (append)",
-            {"rows_in": "= rows_written + rows_quarantined + rows_duplicate (checked by the writer)"},
+            {"rows_in": "= rows_written + rows_quarantined + rows_duplicate (checked by the writer)",
+             "kcore_k": "the run's --k-core; kcore_users/items/interactions: what the filter kept (same on every row"
+             " of the run; null before these columns existed)",
+             "kcore_share_kept": "kept share of the interactions (0..1)",
+             "warnings": "e.g. the sparse-data warning with a suggested --k-core (see docs/ingest.md)"},
         ),
         TableDoc(
             "dataset_runs", schemas.DATASET_RUNS,
