@@ -230,3 +230,27 @@ def test_sparse_catalogue_stops_with_a_suggested_k_core_and_allow_sparse_proceed
                       config=dataclasses.replace(cfg, splits=SplitConfig(k_core=2, n_negatives=5, history_len=2)),
                       spark=spark)
     assert good.warnings == () and good.kcore["share_kept"] == 1.0 and sum(good.eval_split_users.values()) == 40
+
+
+def test_ingest_runs_written_before_the_kcore_columns_is_migrated_once(warehouse):
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from mmsrarec_lib import schemas
+    from mmsrarec_lib.runs import IngestRun, ingest_runs_update
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    old_schema = pa.schema([f for f in schemas.INGEST_RUNS if not f.name.startswith("kcore") and f.name != "warnings"])
+    old = pa.Table.from_pylist([{"run_id": "old", "dataset": "d", "table": "items", "rows_in": 3, "rows_written": 3,
+                                 "rows_quarantined": 0, "rows_duplicate": 0, "started_at": now, "finished_at": now,
+                                 "code_version": "x"}], schema=old_schema)
+    warehouse.write_table("d", "ingest_runs", old)
+    run = IngestRun("new", "d", "items", 2, 2, 0, 0, now, now, kcore_k=5, kcore_users=1, kcore_items=2,
+                    kcore_interactions=3, kcore_share_kept=0.5, warnings="w")
+    table, mode = ingest_runs_update(warehouse, [run])
+    assert mode == "overwrite" and table.schema == schemas.INGEST_RUNS
+    assert [(r["run_id"], r["kcore_k"]) for r in table.to_pylist()] == [("old", None), ("new", 5)]
+    warehouse.write_table("d", "ingest_runs", table, mode=mode)
+    again, mode = ingest_runs_update(warehouse, [run])
+    assert mode == "append" and again.num_rows == 1
