@@ -58,8 +58,7 @@ def _inter(path: Path, extra: list[str] | None = None, *, raw: bytes = b"") -> P
 def _drip_server(seconds: float):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Length", "1000000")
+            self.send_response(200)  # no Content-Length: the body ends when the server closes (HTTP/1.0)
             self.end_headers()
             end = time.monotonic() + seconds
             try:

@@ -103,6 +103,7 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.ingest.interactions import EPOCH, TimestampRange
     from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.splits import SplitConfig
+    from mmsrarec_lib.locks import LockTimeout
     from mmsrarec_lib.sql.tables import parse_timestamp
 
     if cfg.source:
@@ -114,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
 
         items = read_source(cfg.items, encoding=cfg.encoding) if cfg.items else None
         interactions = read_source(cfg.interactions, encoding=cfg.encoding)
+
     def bound(flag: str, text: str | None):
         try:
             return parse_timestamp(text) if text else None
@@ -123,14 +125,16 @@ def main(args: argparse.Namespace) -> int:
     timestamps = TimestampRange(earliest=bound("--min-timestamp", cfg.min_timestamp) or EPOCH,
                                 latest=bound("--max-timestamp", cfg.max_timestamp))
     warehouse = warehouse_from_args(args)
-    summary = run_ingest(
-        warehouse=warehouse, items=items, interactions=interactions, spark_master=cfg.spark_master,
-        config=IngestConfig(dataset=cfg.dataset, mode=cfg.mode, max_image_side=cfg.max_image_side,
-                            image_deadline_s=cfg.image_deadline_s, image_max_bytes=cfg.image_max_bytes,
-                            timestamps=timestamps, allow_empty=cfg.allow_empty, allow_sparse=cfg.allow_sparse,
-                            lock_wait_s=cfg.lock_wait_s,
-                            splits=SplitConfig(k_core=cfg.k_core, seed=cfg.seed)),
-    )
+    try:
+        summary = run_ingest(
+            warehouse=warehouse, items=items, interactions=interactions, spark_master=cfg.spark_master,
+            config=IngestConfig(dataset=cfg.dataset, mode=cfg.mode, max_image_side=cfg.max_image_side,
+                                image_deadline_s=cfg.image_deadline_s, image_max_bytes=cfg.image_max_bytes,
+                                timestamps=timestamps, allow_empty=cfg.allow_empty, allow_sparse=cfg.allow_sparse,
+                                lock_wait_s=cfg.lock_wait_s, splits=SplitConfig(k_core=cfg.k_core, seed=cfg.seed)),
+        )
+    except LockTimeout as exc:  # another writer kept the dataset the whole time: one clear line, exit 2
+        raise ValueError(str(exc)) from exc
     print(json.dumps({"run_id": summary.run_id, "dataset": summary.dataset,
                       "warehouse": warehouse.uri(summary.dataset), "counts": summary.counts,
                       "image_status": summary.image_status, "eval_split_users": summary.eval_split_users,

@@ -1,7 +1,8 @@
 """Spark job ``build_item_table``: validate item rows, dedup, quarantine, clean text, load images.
 
 Flow: the driver's Arrow table -> Spark DataFrame -> (1) a row with no ``item_id`` is quarantined
-(``missing_item_id``; ids are stripped of white space of any kind at both ends, tab and NBSP included); (2) per ``item_id`` the first row by ``source_row`` wins; a later row with the same content
+(``missing_item_id``; ids are stripped of white space of any kind at both ends, tab and NBSP included); (2) per
+``item_id`` the first row by ``source_row`` wins; a later row with the same content
 is an exact duplicate (counted), one with different content is quarantined (``conflicting_duplicate``); (3) columns
 outside the contract go into ``attributes``; (4) ``mapInArrow`` cleans text, computes ``text_sha256`` and loads
 each image (see :mod:`.images`) with a small thread pool per partition, so network fetches overlap. The result is

@@ -138,7 +138,8 @@ def run_ingest(
 
             def commit(table: str, data: pa.Table, mode: str = "overwrite") -> None:
                 lease.check()  # never commit after losing the lock
-                run.committed(table, warehouse.write_table(config.dataset, table, data, mode=mode))  # type: ignore[arg-type]
+                version = warehouse.write_table(config.dataset, table, data, mode=mode)  # type: ignore[arg-type]
+                run.committed(table, version)
 
             return _run(warehouse, items, interactions, config, spark, run_id, commit)
 

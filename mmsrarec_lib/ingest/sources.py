@@ -166,7 +166,8 @@ def _read_delimited(path: Path, delimiter: str, encoding: str) -> tuple[pa.Table
             raise ValueError(f"{path}: header row cannot be read: {exc}") from None
         if any(_SURROGATE.search(h) for h in header):
             raise ValueError(f"{path}: header row has bytes that are not valid {encoding} "
-                             f"({_escape_bad_bytes(delimiter.join(header))[:200]}); declare the encoding with --encoding")
+                             f"({_escape_bad_bytes(delimiter.join(header))[:200]}); "
+                             "declare the encoding with --encoding")
         if len(set(header)) != len(header):
             raise ValueError(f"{path}: duplicate column names in header {header}")
         cols: list[list] = [[] for _ in header]
