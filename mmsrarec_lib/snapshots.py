@@ -116,7 +116,7 @@ def resolve_versions(warehouse: Warehouse, dataset: str, tables: Iterable[str]) 
             if table in pinned and table != MANIFEST:
                 out[table] = None if pinned[table] == ABSENT else pinned[table]
             else:
-                out[table] = warehouse.table_version(dataset, table)
+                out[table] = _latest(warehouse, dataset, table)
         if _manifest_version(warehouse, dataset) == before:
             return out
         log.info("dataset_runs of %s moved while resolving versions; resolving again", dataset)
@@ -151,8 +151,15 @@ def _append(warehouse: Warehouse, dataset: str, rows: list[dict]) -> int:
                                  mode="append")
 
 
+def _latest(warehouse: Warehouse, dataset: str, table: str) -> int | None:
+    try:
+        return warehouse.delta_table(dataset, table).version()  # one log listing (table_version makes two)
+    except FileNotFoundError:
+        return None
+
+
 def _latest_or_absent(warehouse: Warehouse, dataset: str, table: str) -> int:
-    version = warehouse.table_version(dataset, table)
+    version = _latest(warehouse, dataset, table)
     return ABSENT if version is None else version
 
 
