@@ -1,10 +1,15 @@
 """One ``minilm-effnet`` run end to end: read the tables, train (resumable), choose the fusion weight on
-validation users, save ``model.json`` with configs, training summary, fusion record and lineage."""
+validation users, save ``model.json`` with configs, training summary, fusion record and lineage.
+
+Until ``model.json`` is written, ``checkpoints/`` (Trainer checkpoints) lets a killed run resume with the same
+``--run-id`` (on a local warehouse); a complete run deletes them and keeps ``backbone.safetensors`` + ``tokenizer/``.
+On object storage the run trains in a local temp folder and uploads only those two."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -68,8 +73,13 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
         fusion = choose_fusion_weight(warehouse, ds, reranker=reranker, generator=gen, protocol=config.protocol,
                                       max_users=run_cfg.fusion_users)
         config = replace(config, fusion_weight=fusion["weight"])
-    if local is None:
-        warehouse.upload_dir(work, base_uri)
+    if local is None:  # the trained parts only: checkpoints serve a resume of this process's local folder
+        for part in ("backbone.safetensors", "tokenizer"):
+            path = work / part
+            if path.is_dir():
+                warehouse.upload_dir(path, f"{base_uri}/{part}")
+            else:
+                warehouse.write_bytes(f"{base_uri}/{part}", path.read_bytes())
     meta = {
         "kind": KIND, "backbone": NAME, "run_id": run_id, "dataset": ds, "variant": config.variant,
         "protocol": config.protocol, "seed": config.train.seed, "base_model": NAME, "generator_run": generator,
@@ -83,6 +93,7 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
         "code_version": code_version(), "created_at": utcnow().isoformat(),
     }
     warehouse.write_bytes(f"{base_uri}/model.json", json.dumps(meta, indent=1, default=str).encode())
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)  # complete: no resume needed (~200 MB of full states)
     log.info("saved %s run %s (%s, %s, %s) at %s: %.1f s training, fusion weight %s", KIND, run_id, NAME,
              config.variant, config.protocol, base_uri, summary["train_seconds"], config.fusion_weight)
     return meta
