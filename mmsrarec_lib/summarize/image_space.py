@@ -9,6 +9,11 @@ on the catalogue's own (image feature, item text embedding) pairs bridge them:
 * ``B``: text -> image. ``reconstruct(kws vector, i)`` predicts the image feature's deviation from the mean image
   from a keyword embedding. R_recon of image keywords uses it.
 
+Both ridge penalties are 7.5 per training row (on standardised inputs; 10,000 for ML-100K's ~1,330 rows per fold),
+chosen on ML-100K by how often the map puts an item closer to its own counterpart than to a random item's
+(image->text 72.7% of items, 61.8% with a penalty of 100; text->image 71.8%, 62.4% with 10); the choice never looks
+at keywords. Per row, so a small catalogue is not flattened by a penalty sized for a big one.
+
 Cross-fitting: items are split into ``folds`` by a hash of their id; an item's maps are fitted on the other folds
 only, so an item's own text never enters its own projection (the projection cannot copy the text it is scored
 against). Features are standardised per dimension before the ridge.
@@ -58,8 +63,9 @@ class CrossModalMap:
 
     @classmethod
     def fit(cls, item_ids: Sequence[str], image_features: np.ndarray, text_vectors: np.ndarray, *,
-            folds: int = 5, lam_image: float = 10_000.0, lam_text: float = 10.0) -> CrossModalMap:
-        """Fit both maps per fold. ``image_features`` [n, D_img], ``text_vectors`` [n, D_text], rows aligned."""
+            folds: int = 5, lam_image: float = 7.5, lam_text: float = 7.5) -> CrossModalMap:
+        """Fit both maps per fold. ``image_features`` [n, D_img], ``text_vectors`` [n, D_text], rows aligned;
+        ``lam_*``: ridge penalty per training row."""
         n = len(item_ids)
         if n != len(image_features) or n != len(text_vectors):
             raise ValueError(f"{n} item ids, {len(image_features)} image rows, {len(text_vectors)} text rows")
@@ -77,9 +83,10 @@ class CrossModalMap:
             if not held.any() or train.sum() < 2:
                 reverse.append((t_mean, np.ones(t.shape[1]), np.zeros((t.shape[1], f.shape[1]))))
                 continue
-            xm, xs, w, ym = _ridge(fz[train], t[train], lam_image)
+            rows = int(train.sum())
+            xm, xs, w, ym = _ridge(fz[train], t[train], lam_image * rows)
             projected[held] = ((fz[held] - xm) / xs) @ w + ym
-            tm, ts, b, _ = _ridge(t[train], fz[train], lam_text)
+            tm, ts, b, _ = _ridge(t[train], fz[train], lam_text * rows)
             reverse.append((tm, ts, b))
         centred = _unit(projected - t_mean)
         return cls(list(item_ids), centred.astype(np.float32), t_mean.astype(np.float32), fz.astype(np.float32),
