@@ -188,15 +188,22 @@ def make_reranker(model: RecBackbone, assets: EncoderAssets, *, context, generat
 
 
 def choose_fusion_weight(warehouse: Warehouse, dataset: str, *, reranker, generator, protocol: str,
-                         top_m: int = 50, max_users: int = 300, grid: Sequence[float] = FUSION_GRID) -> dict:
+                         top_m: int = 50, max_users: int = 300, grid: Sequence[float] = FUSION_GRID,
+                         default: float = 1.0) -> dict:
     """Pick the fusion weight on validation users only (see the module docstring); returns
-    {"weight", "metric", "n_users", "grid": {w: value}}."""
+    {"weight", "metric", "n_users", "grid": {w: value}} (``default`` when the dataset has no validation users)."""
     from mmsrarec_lib.eval import metrics
     from mmsrarec_lib.eval.protocols import FullCases, load_full_cases, load_paper_cases, rank_full
     from mmsrarec_lib.eval.registry import RetrieveThenRerank
     from mmsrarec_lib.recommend.encoder_scorer import FusedView
 
     values: dict[float, float] = {}
+    try:
+        _ = (load_paper_cases if protocol == "paper" else load_full_cases)(warehouse, dataset, split="valid")
+    except ValueError as exc:  # e.g. a toy dataset without validation users: nothing to choose on
+        log.warning("no validation users to choose the fusion weight on (%s): w = %s", exc, default)
+        return {"weight": default, "metric": None, "n_users": 0, "split": "valid", "grid": {},
+                "chosen_on": "default: no validation users"}
     if protocol == "paper":
         cases = load_paper_cases(warehouse, dataset, split="valid")
         n, metric = len(cases.user_ids), "ndcg@5"
