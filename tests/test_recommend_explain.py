@@ -21,3 +21,12 @@ def test_keywords_found_in_the_items_title_or_description_explain_it():
     # "space": whole words only, so neither counts
     assert exp["history_keywords"] == ["space opera", "rebels"]
     assert exp["neighbor_keywords"] == ["empire"] and exp["neighbor_ids"] == ["v1"]
+
+
+def test_shared_catalogue_categories_explain_an_item():
+    ctx = RecContext(items={"c": Candidate("c", "Heat")}, descriptions={}, images={},
+                     keywords={"h1": ["bank robbery"], "c": ["los angeles"], "n1": ["boxing"]},
+                     categories={"h1": ["Crime", "Thriller"], "c": ["Action", "Crime"], "n1": ["Drama"]},
+                     neighbors={"u": [NeighborRef("v1", "n1")]})
+    exp = explain(ctx, user_id="u", history=["h1"], item_id="c", n_history=5, n_neighbors=3)
+    assert exp == {"history_keywords": ["Crime"], "neighbor_keywords": [], "neighbor_ids": []}

@@ -41,6 +41,7 @@ class RecContext:
     keywords: dict[str, list[str]]
     images: dict[str, bytes]
     neighbors: dict[str, list[NeighborRef]] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)  # catalogue categories (genres), explanations
     keyword_source: str = RAW
     index_version: str | None = None
     use_neighbors: bool = True
@@ -108,8 +109,8 @@ def load_context(
     """Read items (with images), keywords and neighbours for ``dataset``."""
     from mmsrarec_lib.collab.table import load_keywords
 
-    rows = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "image_status",
-                                                           "image_bytes"]).to_pylist()
+    rows = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "categories",
+                                                           "image_status", "image_bytes"]).to_pylist()
     if not rows:
         raise ValueError(f"items table of {dataset!r} is empty")
     raw = keyword_source == RAW
@@ -125,6 +126,7 @@ def load_context(
         keywords={k: list(v) for k, v in keywords.items()},
         images={r["item_id"]: r["image_bytes"] for r in rows if r.get("image_status") == "ok" and r["image_bytes"]},
         neighbors=neighbors,
+        categories={r["item_id"]: list(r.get("categories") or []) for r in rows},
         keyword_source=source,
         index_version=index_version,
         use_neighbors=use_neighbors,

@@ -172,6 +172,11 @@ def load_encoder_run(warehouse: Warehouse, dataset: str, run_id: str, meta: dict
         raise ValueError(f"run {run_id!r}: backbone.safetensors does not match its config "
                          f"(missing {sorted(trained & set(missing))[:5]}, unexpected {unexpected[:5]})")
     model.eval()
+    from mmsrarec_lib.recommend.backbone import load_piece_cache
+
+    cache_file = piece_cache_file(warehouse, dataset)
+    if cache_file is not None:  # the frozen piece vectors computed by training (same text model, same layers)
+        log.info("piece cache: %d frozen piece vectors loaded", load_piece_cache(cache_file))
     features = features_for(warehouse, dataset, backbone=run_cfg.backbone, image_encoder=run_cfg.image_encoder,
                             generator_run=meta.get("generator_run"))
     return model, EncoderAssets(tokenizer, features, run_cfg.prompt, meta)

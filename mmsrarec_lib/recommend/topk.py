@@ -1,9 +1,10 @@
 """Catalogue top-K: candidate generation (top-M unseen by the generator) -> MLLM rerank -> top-K + explanations.
 
 Never recommends an item the user already had: seen items are removed at generation *and* again at selection.
-Explanation of a recommended item (stored in ``recommendations.explanation``): the history keywords and the
-neighbour keywords that also describe the item (case-insensitive: one of the item's own keywords, or a whole word
-or phrase of its title or description), and the ids of the neighbours whose keywords overlap it or whose next item
+Explanation of a recommended item (stored in ``recommendations.explanation``); an item's keywords here are its
+summary keywords plus its catalogue categories (e.g. genres). The history keywords and the
+neighbour keywords that also describe the item (case-insensitive: one of the item's own keywords, or the keyword or
+one of its content words found as a whole word in the item's keywords, title or description), and the ids of the neighbours whose keywords overlap it or whose next item
 *is* it.
 """
 
@@ -54,14 +55,20 @@ _STOP = frozenset("a an and are as at be but by for from had has have he her him
 
 
 def _overlap(words: Sequence[str], target: set[str], text: str = "") -> list[str]:
-    """Words of ``words`` also in ``target`` or, as whole words, in ``text`` (case-insensitive, first occurrence),
-    minus stop words and one- or two-letter words."""
+    """Keywords of ``words`` that also describe the item (case-insensitive, first occurrence): the keyword is one of
+    the item's keywords (``target``), or the keyword or one of its content words (4+ letters, not a stop word)
+    appears as a whole word in ``text`` (the item's keywords, title and description). Stop words and one- or
+    two-letter keywords never count."""
     import re
+
+    def in_text(phrase: str) -> bool:
+        return bool(text) and re.search(rf"\b{re.escape(phrase)}\b", text) is not None
 
     out, seen = [], set()
     for w in words:
         key = w.lower()
-        hit = key in target or (text and re.search(rf"\b{re.escape(key)}\b", text) is not None)
+        hit = key in target or in_text(key) or any(
+            len(part) >= 4 and part not in _STOP and in_text(part) for part in key.split() if part != key)
         if hit and key not in seen and len(key) > 2 and key not in _STOP:
             seen.add(key)
             out.append(w)
@@ -71,14 +78,17 @@ def _overlap(words: Sequence[str], target: set[str], text: str = "") -> list[str
 def explain(ctx: RecContext, *, user_id: str | None, history: Sequence[str], item_id: str, n_history: int,
             n_neighbors: int) -> dict:
     """The EXPLANATION struct for recommending ``item_id`` to the user (see the module docstring)."""
-    target = {w.lower() for w in ctx.keywords.get(item_id, [])}
+    def kws(i: str) -> list[str]:  # an item's keywords for explanations: summary keywords + its categories
+        return [*ctx.keywords.get(i, []), *ctx.categories.get(i, [])]
+
+    target = {w.lower() for w in kws(item_id)}
     item = ctx.items.get(item_id)
-    text = f"{item.title if item else ''} {ctx.descriptions.get(item_id, '')}".lower()
-    hist_words = [w for h in list(history)[-n_history:] for w in ctx.keywords.get(h, [])]
+    text = f"{item.title if item else ''} {ctx.descriptions.get(item_id, '')} {' ; '.join(target)}".lower()
+    hist_words = [w for h in list(history)[-n_history:] for w in kws(h)]
     neigh = ctx.neighbors.get(user_id, [])[:n_neighbors] if (ctx.use_neighbors and user_id) else []
     neigh_words, neigh_ids = [], []
     for n in neigh:
-        words = ctx.keywords.get(n.next_item_id, [])
+        words = kws(n.next_item_id)
         hit = _overlap(words, target, text)
         neigh_words += hit
         if hit or n.next_item_id == item_id:
