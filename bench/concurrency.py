@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -181,7 +182,7 @@ _CRASH = textwrap.dedent("""
                config=IngestConfig(dataset="tiny", splits=SplitConfig(k_core=2)))  # B is too sparse for 5
 """)
 FINGERPRINT = ("SELECT (SELECT count(*) FROM items) AS items, (SELECT count(*) FROM interactions) AS interactions,"
-               " (SELECT coalesce(sum(length), 0) FROM user_sequences) AS seq_events,"
+               " (SELECT CAST(coalesce(sum(length), 0) AS BIGINT) FROM user_sequences) AS seq_events,"
                " (SELECT count(*) FROM split_loo) AS split_loo, (SELECT count(*) FROM eval_candidates) AS eval,"
                " (SELECT count(*) FROM ingest_runs) AS ingest_runs")
 
@@ -217,9 +218,11 @@ def crash(*, points: list[int]) -> dict:
         assert run(ref, b_items, b_inter) == 0
         state_b = seen(Warehouse.from_uri(ref))
         out["state_a"], out["state_b"] = state_a, state_b
+        base = Path(d) / "base"
+        assert run(str(base), a_items, a_inter) == 0
         for n in points:
             root = str(Path(d) / f"wh{n}")
-            run(root, a_items, a_inter)
+            shutil.copytree(base, root)  # dataset A, as the reference run wrote it
             code = run(root, b_items, b_inter, fault=n)
             wh = Warehouse.from_uri(root)
             state = seen(wh)
@@ -229,6 +232,7 @@ def crash(*, points: list[int]) -> dict:
             out["kills"][n] = {"exit": code, "reader_saw": label,
                                "after_repair": "A" if after_repair == state_a else "B" if after_repair == state_b
                                else f"MIX {after_repair}"}
+            print(f"kill after commit {n}: {out['kills'][n]}", flush=True)
         labels = [k["reader_saw"] for k in out["kills"].values()]
         out["states"] = {s: labels.count(s) for s in sorted(set(labels))}
     return out
@@ -250,13 +254,13 @@ def main() -> None:
     if "recommend" in only:
         for kind in kinds:
             for locked in (False, True):
-                print("recommend", json.dumps(recommend(kind, locked=locked)), flush=True)
+                print("recommend", json.dumps(recommend(kind, locked=locked), default=str), flush=True)
     if "appenders" in only:
         for kind in kinds:
-            print("appenders", json.dumps(appenders(kind, rounds=rounds, repo=args.repo)), flush=True)
+            print("appenders", json.dumps(appenders(kind, rounds=rounds, repo=args.repo), default=str), flush=True)
     if "crash" in only:
         points = [1, 3, 10] if args.quick else list(range(1, 11))
-        print("crash", json.dumps(crash(points=points)), flush=True)
+        print("crash", json.dumps(crash(points=points), default=str), flush=True)
 
 
 if __name__ == "__main__":

@@ -96,10 +96,13 @@ def _counts(root: str, dataset: str) -> dict:
     out = {t: wh.read_table(dataset, t).num_rows for t in TABLES if wh.has_table(dataset, t)}
     if wh.has_table(dataset, "ingest_runs"):
         runs = wh.read_table(dataset, "ingest_runs").to_pylist()
-        last = max(r["started_at"] for r in runs)
+        last = max(runs, key=lambda r: r["finished_at"])["run_id"]
         out["ingest_runs"] = {r["table"]: f"in {r['rows_in']} = written {r['rows_written']} + quarantined "
                               f"{r['rows_quarantined']} + duplicate {r['rows_duplicate']}"
-                              for r in runs if r["started_at"] >= last and r["table"] in ("items", "interactions")}
+                              for r in runs if r["run_id"] == last and r["table"] in ("items", "interactions")}
+    if wh.has_table(dataset, "items"):
+        statuses = wh.read_table(dataset, "items", columns=["image_status", "image_error"]).to_pylist()
+        out["image_status"] = sorted({(r["image_status"], (r["image_error"] or "")[:120]) for r in statuses})
     if wh.has_table(dataset, "interactions_quarantine"):
         out["interactions_quarantine_reasons"] = sorted(
             {(r["reason"], r["source_row"]) for r in wh.read_table(dataset, "interactions_quarantine").to_pylist()})
@@ -107,7 +110,9 @@ def _counts(root: str, dataset: str) -> dict:
         out["items_quarantine_reasons"] = sorted(
             {(r["reason"], r["source_row"]) for r in wh.read_table(dataset, "items_quarantine").to_pylist()})
     if wh.has_table(dataset, "dataset_runs"):
-        out["dataset_runs"] = [r["status"] for r in wh.read_table(dataset, "dataset_runs").to_pylist()]
+        from mmsrarec_lib.snapshots import run_states
+
+        out["dataset_runs"] = [r["status"] for r in run_states(wh, dataset)]
     return out
 
 
@@ -116,8 +121,13 @@ def main() -> None:
     parser.add_argument("--repo", default=str(REPO))
     parser.add_argument("--drip-s", type=float, default=90.0)
     parser.add_argument("--only", action="append")
+    parser.add_argument("--recount", help="only print the tables of every case in this existing warehouse")
     args = parser.parse_args()
     repo = str(Path(args.repo).resolve())
+    if args.recount:
+        for ds in Warehouse.from_uri(args.recount).list_dir(args.recount):
+            print(json.dumps({"dataset": ds, "tables": _counts(args.recount, ds)}, default=str), flush=True)
+        return
     d = Path(tempfile.mkdtemp(prefix="hostile-"))
     wh = str(d / "wh")
     common = ["--warehouse", wh, "--spark-master", "local[1]", "--k-core", "0"]
