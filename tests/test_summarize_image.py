@@ -148,3 +148,4 @@ def test_reward_tracks_text_is_one_for_a_term_equal_to_the_margin():
     assert out["own_cos"]["items"] == 4 and out["own_cos"]["spearman"] == pytest.approx(1.0)
     assert out["own_cos"]["share_positive"] == 1.0
     assert np.isnan(out["own_cos"]["spearman_control"])  # another item's text: the term is constant (0)
+    assert np.isnan(out["own_cos"]["paired_diff"])  # no item has both a real and a control correlation

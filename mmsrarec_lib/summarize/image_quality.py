@@ -8,7 +8,8 @@
   reward term (which sees only the image) and the keywords' margin ``cos(kws, own text) - cos(kws, random text)``
   (which the rewards never see). Averaged over items; positive means raising the term raises what the keywords say
   about the item. The control scores every item's keyword sets with another item's image (a derangement) and
-  should sit near 0.
+  should sit near 0; ``paired_diff`` is the mean per-item difference (own image minus the control) with a 95%
+  bootstrap interval over items.
 """
 
 from __future__ import annotations
@@ -104,7 +105,15 @@ def reward_tracks_text(
             scored = terms(sets, [owner] * samples)
             for key in scored[0]:
                 out.setdefault(key, []).append(spearman([s[key] for s in scored], margin))
-    return {key: {"items": int(np.isfinite(real[key]).sum()), "spearman": float(np.nanmean(real[key])),
-                  "spearman_control": float(np.nanmean(control[key])),
-                  "share_positive": float(np.mean(np.array(real[key])[np.isfinite(real[key])] > 0))}
-            for key in real}
+    out = {}
+    for key in real:
+        r, c = np.array(real[key]), np.array(control[key])
+        both = np.isfinite(r) & np.isfinite(c)
+        diff = r[both] - c[both]  # paired: the same item's keyword sets, its own image vs another's
+        boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(1000)] if len(diff) else [np.nan]
+        out[key] = {"items": int(np.isfinite(r).sum()), "spearman": float(np.nanmean(r)),
+                    "spearman_control": float(np.nanmean(c)) if np.isfinite(c).any() else float("nan"),
+                    "share_positive": float(np.mean(r[np.isfinite(r)] > 0)),
+                    "paired_diff": float(diff.mean()) if len(diff) else float("nan"),
+                    "paired_diff_ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+    return out
