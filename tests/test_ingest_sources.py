@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 
@@ -101,6 +102,9 @@ def test_movielens_falls_back_to_the_cached_recbole_wheel(tmp_path, monkeypatch,
     with zipfile.ZipFile(cache / "recbole-1.2.1-py3-none-any.whl", "w") as zf:
         zf.writestr(movielens.WHEEL_PREFIX + "ml-100k.item", ITEM_FILE)
         zf.writestr(movielens.WHEEL_PREFIX + "ml-100k.inter", INTER_FILE)
+    # the cached wheel is verified by its sha256: this stand-in must pass as the real one (no download)
+    fake = hashlib.sha256((cache / "recbole-1.2.1-py3-none-any.whl").read_bytes()).hexdigest()
+    monkeypatch.setattr(movielens, "RECBOLE_SHA256", fake)
     monkeypatch.setenv(movielens.ENV_DATA_DIR, str(tmp_path / "absent"))
     caplog.set_level("WARNING")
     items, inter = movielens.load_movielens(cache_dir=cache)
