@@ -105,8 +105,9 @@ def suggestion(interactions: pa.Table, *, k: int, history_len: int, min_share: f
     kept = sweep(interactions, ks, min_history=history_len)
     n = max(interactions.num_rows, 1)
     good = [c for c in ks if c < k and kept[c][2] / n >= min_share and kept[c][3] > 0]
-    table = "; ".join(f"k={c}: {u:,} users, {i:,} items, {m:,} interactions ({m / n:.0%})"
-                      for c, (u, i, m, _) in sorted(kept.items(), reverse=True))
+    shown = sorted({c for c in (k, *(good[-1:]), 20, 10, 5, 3, 2) if c in kept}, reverse=True)
+    table = "; ".join(f"k={c}: {kept[c][0]:,} users, {kept[c][1]:,} items, {kept[c][2]:,} interactions "
+                      f"({kept[c][2] / n:.0%})" for c in shown)
     advice = (f"try --k-core {max(good)}" if good else
               "even --k-core 2 keeps too little: try --k-core 0 (no filter)")
     return f"{advice} ({table})"
