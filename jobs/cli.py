@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    os.environ.setdefault("MMSRAREC_JOB", args.command)  # commit lineage (mmsrarec_lib.storage.commit_metadata)
+    # commit lineage (mmsrarec_lib.storage.commit_metadata): this command, for this call only (an in-process
+    # caller, e.g. a test, runs several commands in one process)
+    previous_job = os.environ.get("MMSRAREC_JOB")
+    os.environ["MMSRAREC_JOB"] = args.command
     try:
         return int(args._main(args) or 0)
     except (ValueError, FileNotFoundError, PermissionError) as exc:
@@ -64,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("mmsrarec").debug("failed", exc_info=True)
         print(f"mmsrarec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if previous_job is None:
+            os.environ.pop("MMSRAREC_JOB", None)
+        else:
+            os.environ["MMSRAREC_JOB"] = previous_job
 
 
 if __name__ == "__main__":

@@ -82,3 +82,18 @@ def test_cli_commits_are_attributed_to_the_job_and_time_travel_reads_them(wareho
     n_rows = "SELECT count(*) AS n FROM recommendations"
     assert sql(n_rows) == [{"n": 3 * len(seqs)}]
     assert sql(n_rows, "--as-of-version", "recommendations=0") == [{"n": 2 * len(seqs)}]
+
+
+def test_the_cli_names_the_job_for_one_call_only(monkeypatch):
+    """An in-process caller running several commands must not stamp a later command with an earlier one's name."""
+    import jobs.sql
+    from jobs import cli
+
+    seen = []
+    monkeypatch.setattr(jobs.sql, "main", lambda args: seen.append(os.environ.get("MMSRAREC_JOB")) or 0)
+    monkeypatch.delenv("MMSRAREC_JOB", raising=False)
+    assert cli.main(["sql", "--dataset", "d", "SELECT 1"]) == 0
+    assert seen == ["sql"] and "MMSRAREC_JOB" not in os.environ
+    monkeypatch.setenv("MMSRAREC_JOB", "outer")
+    assert cli.main(["sql", "--dataset", "d", "SELECT 1"]) == 0
+    assert seen == ["sql", "sql"] and os.environ["MMSRAREC_JOB"] == "outer"
