@@ -109,6 +109,9 @@ def test_append_adds_only_new_interactions_and_rebuilds_sequences(runs):
     q = snap3["interactions_quarantine"]
     assert sorted(q.column("run_id").to_pylist()) == sorted([second.run_id, third.run_id])  # appended
     assert snap3["items"].num_rows == N_ITEMS  # upsert by item_id, no duplicates
+    wh = runs[0]
+    ops = [(h["version"], h["operation"]) for h in wh.delta_table(DS, "items").history()]
+    assert [op for _, op in sorted(ops)] == ["WRITE", "WRITE", "MERGE", "WRITE"], ops  # run 3 upserts by MERGE
 
 
 def test_changed_inputs_replace_rows_and_old_versions_stay_readable(runs):

@@ -92,8 +92,12 @@ def _value_counts(col: pa.ChunkedArray) -> dict[str, int]:
     return dict(sorted(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
 
 
+MERGE_KEYS = {ITEMS: ("item_id",)}
+
+
 def _upsert_items(warehouse: Warehouse, dataset: str, new: pa.Table) -> pa.Table:
-    """Append mode: existing items not in ``new`` plus ``new`` (new rows win)."""
+    """Append mode: existing items not in ``new`` plus ``new`` (new rows win), in memory, for the derived tables and
+    the counts; the commit itself is a MERGE of ``new`` on ``item_id``."""
     if not warehouse.has_table(dataset, ITEMS):
         return new
     old = warehouse.read_table(dataset, ITEMS).cast(schemas.ITEMS)
@@ -138,7 +142,10 @@ def run_ingest(
 
             def commit(table: str, data: pa.Table, mode: str = "overwrite") -> None:
                 lease.check()  # never commit after losing the lock
-                version = warehouse.write_table(config.dataset, table, data, mode=mode)  # type: ignore[arg-type]
+                if mode == "merge":  # upsert on the table's key (delta-rs MERGE: only touched files rewritten)
+                    version = warehouse.merge_table(config.dataset, table, data, keys=MERGE_KEYS[table])
+                else:
+                    version = warehouse.write_table(config.dataset, table, data, mode=mode)  # type: ignore[arg-type]
                 run.committed(table, version)
 
             return _run(warehouse, items, interactions, config, spark, run_id, commit)
@@ -202,7 +209,10 @@ def _run(warehouse: Warehouse, items: SourceTable | None, interactions: SourceTa
 
     # every table is built: the commits follow one another, the dataset_runs manifest makes them one publication
     if item_res is not None:
-        commit(ITEMS, all_items)
+        if append and warehouse.has_table(ds, ITEMS):
+            commit(ITEMS, item_res.items, "merge")  # new rows win, stored items not in the file stay
+        else:
+            commit(ITEMS, all_items)
         commit(ITEMS_Q, item_res.quarantine, "append" if append else "overwrite")
     if existing is None:
         commit(INTERACTIONS, inter_res.new_rows)
