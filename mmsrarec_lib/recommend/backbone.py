@@ -44,6 +44,7 @@ NAME = "minilm-effnet"
 Piece = tuple[tuple[int, ...], int]  # (token ids, token type id)
 _BOTTOM: dict[tuple, torch.Tensor] = {}  # (text model, frozen layers, piece) -> [len, d] frozen lower-layer states
 _BOTTOM_MAX = 500_000
+PIECE_BATCH = 1  # pieces per frozen forward: 1 keeps every vector bit-identical whatever else is computed (resume)
 
 
 def minilm_path() -> str:
@@ -191,21 +192,21 @@ class RecBackbone(nn.Module):
         key0 = (self.config.text_model, self.n_frozen)
         todo = list(dict.fromkeys(p for p in pieces if not cache or (key0, p) not in _BOTTOM))
         fresh: dict[Piece, torch.Tensor] = {}
-        for start in range(0, len(todo), 128):
-            chunk = todo[start : start + 128]
-            t = max(len(p[0]) for p in chunk)
-            ids = torch.zeros((len(chunk), t), dtype=torch.long)
-            types = torch.zeros_like(ids)
-            mask = torch.zeros_like(ids)
-            for i, (tok, typ) in enumerate(chunk):
-                ids[i, : len(tok)], types[i, : len(tok)], mask[i, : len(tok)] = torch.tensor(tok), typ, 1
-            was = self.bert.embeddings.training
-            self.bert.embeddings.eval()
-            x = self.bert.embeddings(input_ids=ids, token_type_ids=types)
-            self.bert.embeddings.train(was)
-            x = self._layers(x, mask, self.bert.encoder.layer[: self.n_frozen])
-            for i, p in enumerate(chunk):
-                fresh[p] = x[i, : len(p[0])].mean(0)
+        by_len: dict[int, list[Piece]] = {}
+        for p in todo:  # no padding, fixed batch: a piece's vector must not depend on which pieces share its batch
+            by_len.setdefault(len(p[0]), []).append(p)
+        was = self.bert.embeddings.training
+        self.bert.embeddings.eval()
+        for length, group in sorted(by_len.items()):
+            for start in range(0, len(group), PIECE_BATCH):
+                chunk = group[start : start + PIECE_BATCH]
+                ids = torch.tensor([p[0] for p in chunk], dtype=torch.long)  # [n, length]
+                types = torch.tensor([[p[1]] * length for p in chunk], dtype=torch.long)
+                x = self.bert.embeddings(input_ids=ids, token_type_ids=types)
+                x = self._layers(x, torch.ones_like(ids), self.bert.encoder.layer[: self.n_frozen])
+                for i, p in enumerate(chunk):
+                    fresh[p] = x[i].mean(0)
+        self.bert.embeddings.train(was)
         if cache:
             if len(_BOTTOM) + len(fresh) > _BOTTOM_MAX:
                 _BOTTOM.clear()
