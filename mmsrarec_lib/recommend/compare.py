@@ -4,8 +4,9 @@ the id-token variant and the three ablations, N seeds, protocols paper / full / 
 
 Per (seed, training protocol): Pop and SASRec are fitted on the protocol's training data; that SASRec is also the
 candidate generator / fusion signal of every MMSRARec variant of the same seed and protocol, and each variant is
-fine-tuned on the same protocol's training data (``sampled`` reuses the ``full`` models). Rows already stored for (run_id, model, protocol, seed) are skipped, so a
-crashed comparison rerun with the same ``--run-id`` continues where it stopped.
+fine-tuned on the same protocol's training data (``sampled`` reuses the ``full`` models). Rows already stored
+for (run_id, model, protocol, seed) are skipped, so a crashed comparison rerun with the same ``--run-id`` continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
         warm_piece_cache(warehouse, ds, run_cfg=config.encoder,
                          keyword_sources=("summary", "raw") if "mmsrarec-no-summary" in config.models else ("summary",))
     core = {"pop", "sasrec", "mmsrarec", MLLM_ONLY}
-    phases = [[u for u in _units(config.models) if u[0] in core], [u for u in _units(config.models) if u[0] not in core]]
+    units = _units(config.models)
+    phases = [[u for u in units if u[0] in core], [u for u in units if u[0] not in core]]
     generators: dict[tuple[int, str], object] = {}
     for seed in config.seeds:
         for units in phases:  # the headline rows of both protocols first, then the variants and ablations

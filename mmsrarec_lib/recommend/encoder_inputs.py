@@ -11,7 +11,8 @@ encoder cannot follow), as pieces (``|``)::
 Truncation (deterministic): history keywords deduplicated and cut to ``history_keywords`` per item; the first
 ``n_neighbors`` neighbours, each its next item's keywords deduplicated and cut to ``neighbor_keywords //
 n_neighbors``, all neighbours together to ``neighbor_tokens`` tokens; then the oldest history items are dropped
-until the user text fits ``max_user_tokens`` (the newest item is cut when it alone does not fit). The candidate text is cut to ``max_item_tokens``. The no-summary
+until the user text fits ``max_user_tokens`` (the newest item is cut when it alone does not fit). The candidate
+text is cut to ``max_item_tokens``. The no-summary
 ablation shows raw title + description text (cut to ``raw_chars`` per history item) instead of keywords.
 """
 

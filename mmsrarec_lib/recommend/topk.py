@@ -2,10 +2,10 @@
 
 Never recommends an item the user already had: seen items are removed at generation *and* again at selection.
 Explanation of a recommended item (stored in ``recommendations.explanation``); an item's keywords here are its
-summary keywords plus its catalogue categories (e.g. genres). The history keywords and the
-neighbour keywords that also describe the item (case-insensitive: one of the item's own keywords, or the keyword or
-one of its content words found as a whole word in the item's keywords, title or description), and the ids of the neighbours whose keywords overlap it or whose next item
-*is* it.
+summary keywords plus its catalogue categories (e.g. genres). The history keywords and the neighbour keywords that
+also describe the item (case-insensitive: one of the item's own keywords, or the keyword or one of its content words
+found as a whole word in the item's keywords, title or description), and the ids of the neighbours whose keywords
+overlap it or whose next item *is* it.
 """
 
 from __future__ import annotations
