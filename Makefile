@@ -43,9 +43,9 @@ demo: venv
 # features included (the candidates' image tokens). COMPARE_ARGS passes extra flags (e.g. --steps 200).
 eval: venv
 	$(MMSRAREC) ingest --source $(DATASET)
+	$(MMSRAREC) encode-images --dataset $(DATASET) --backfill
 	$(MMSRAREC) train-summarizer --dataset $(DATASET) --backend extractive --steps 30
 	$(MMSRAREC) summarize --dataset $(DATASET) --summarizer-version extractive-v1 --backend extractive --backfill
-	$(MMSRAREC) encode-images --dataset $(DATASET)
 	$(MMSRAREC) train-baseline --dataset $(DATASET) --model sasrec --protocol paper
 	$(MMSRAREC) build-collab --dataset $(DATASET)
 	$(MMSRAREC) compare --dataset $(DATASET) --seeds $(SEEDS) --jobs $(SEEDS) --sasrec-epochs 8 --no-progress $(COMPARE_ARGS)
