@@ -132,3 +132,18 @@ def test_item_ingested_after_training_is_recommended_to_a_user_about_that_kind_o
     assert index.score(fan, [["new_horror", "r1"]])[0][0] > index.score(fan, [["new_horror", "r1"]])[0][1]
     third = refresh_content_index(wh, "ds", config=cfg)  # nothing changed: no new version
     assert (third["encoded"], third["changed"], third["version"]) == (0, False, second["version"])
+
+
+def test_old_versions_are_pruned_and_latest_always_loads(tmp_path):
+    from mmsrarec_lib.candidates import latest_content_version
+
+    wh = Warehouse.from_uri(str(tmp_path))
+    cfg = ContentIndexConfig(text_encoder="hashing", image_weight=0.0)
+    versions = []
+    for n in range(1, 6):  # each round adds an item: a new version each time
+        rows = [(f"i{j}", f"title {j}", f"horror ghost {j}") for j in range(n + 1)]
+        wh.write_table("ds", "items", _items_table(rows), mode="overwrite")
+        versions.append(refresh_content_index(wh, "ds", config=cfg, keep_versions=2)["version"])
+    kept = sorted(p.name for p in (tmp_path / "ds" / "indexes" / "content").iterdir() if p.is_dir())
+    assert kept == sorted(versions[-2:])
+    assert latest_content_version(wh, "ds") == versions[-1] and len(load_content_index(wh, "ds")) == 6

@@ -73,9 +73,12 @@ def prune_content_versions(warehouse: Warehouse, dataset: str, *, keep: int) -> 
     if not warehouse.exists(root):
         return []
     latest = latest_content_version(warehouse, dataset)
-    names = sorted(n.rstrip("/").rsplit("/", 1)[-1] for n in warehouse.list_dir(root))
-    versions = [n for n in names if n.startswith("content-")
-                and warehouse.exists(content_index_uri(warehouse, dataset, n, "meta.json"))]
+    created = {}  # complete versions -> created_at (ids made within one second do not sort by time)
+    for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in warehouse.list_dir(root)):
+        meta_uri = content_index_uri(warehouse, dataset, name, "meta.json")
+        if name.startswith("content-") and warehouse.exists(meta_uri):
+            created[name] = json.loads(warehouse.read_bytes(meta_uri))["created_at"]
+    versions = sorted(created, key=lambda v: (created[v], v))  # oldest first
     doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != latest]
     for v in doomed:
         warehouse.delete_dir(content_index_uri(warehouse, dataset, v))
