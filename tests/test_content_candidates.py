@@ -147,3 +147,16 @@ def test_old_versions_are_pruned_and_latest_always_loads(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "ds" / "indexes" / "content").iterdir() if p.is_dir())
     assert kept == sorted(versions[-2:])
     assert latest_content_version(wh, "ds") == versions[-1] and len(load_content_index(wh, "ds")) == 6
+
+
+def test_an_image_feature_computed_after_indexing_re_encodes_that_item():
+    cfg = ContentIndexConfig(text_encoder="onehot", image_weight=1.0)
+    items = [ItemContentInput("h1", "horror", "sha-h1"), ItemContentInput("r1", "romance", "sha-r1"),
+             ItemContentInput("s1", "space", "sha-s1")]
+    feats = {"h1": np.array([1.0, 0.0]), "r1": np.array([0.0, 1.0])}
+    index, _ = build_or_refresh(items, config=cfg, encode_text=onehot_encode, image_features=feats)
+    seen = CountingEncoder()
+    index2, stats = build_or_refresh(items, config=cfg, encode_text=seen,
+                                     image_features={**feats, "s1": np.array([1.0, 1.0])}, previous=index)
+    assert seen.seen == ["space"] and stats["encoded"] == 1
+    assert np.any(index2.vectors[2][len(VOCAB):]) and not np.any(index.vectors[2][len(VOCAB):])

@@ -52,9 +52,12 @@ class ItemContentInput:
     text: str
     image_sha256: str | None = None
 
-    def content_sha256(self, config: ContentIndexConfig) -> str:
+    def content_sha256(self, config: ContentIndexConfig, *, has_image_feature: bool) -> str:
+        """What the vector depends on: the settings, the text, and the image only when its feature exists (an
+        image encoded after the item was indexed changes the hash, so the refresh picks it up)."""
+        image = self.image_sha256 if has_image_feature else None
         key = "\x1f".join([config.text_encoder, config.image_encoder, str(config.image_weight), self.text,
-                           self.image_sha256 or ""])
+                           image or ""])
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -220,7 +223,7 @@ def build_or_refresh(
     else:
         feats = [image_features[it.item_id] for it in items if it.item_id in image_features]
         image_mean = np.mean(np.stack(feats), axis=0).astype(np.float32) if feats and config.image_weight > 0 else None
-    hashes = [it.content_sha256(config) for it in items]
+    hashes = [it.content_sha256(config, has_image_feature=it.item_id in image_features) for it in items]
     keep: dict[int, int] = {}  # position in items -> row in previous
     if reuse:
         for pos, (it, h) in enumerate(zip(items, hashes, strict=True)):
