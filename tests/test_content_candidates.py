@@ -160,3 +160,14 @@ def test_an_image_feature_computed_after_indexing_re_encodes_that_item():
                                      image_features={**feats, "s1": np.array([1.0, 1.0])}, previous=index)
     assert seen.seen == ["space"] and stats["encoded"] == 1
     assert np.any(index2.vectors[2][len(VOCAB):]) and not np.any(index.vectors[2][len(VOCAB):])
+
+
+def test_an_index_built_before_any_image_feature_gains_the_image_block():
+    cfg = ContentIndexConfig(text_encoder="onehot", image_weight=1.0)
+    items = [ItemContentInput("h1", "horror", "sha-h1"), ItemContentInput("r1", "romance", "sha-r1")]
+    index, _ = build_or_refresh(items, config=cfg, encode_text=onehot_encode, image_features={})
+    assert index.image_mean is None and index.dim == len(VOCAB)
+    feats = {"h1": np.array([1.0, 0.0]), "r1": np.array([0.0, 1.0])}
+    index2, stats = build_or_refresh(items, config=cfg, encode_text=onehot_encode, image_features=feats,
+                                     previous=index)
+    assert stats["encoded"] == 2 and index2.dim == len(VOCAB) + 2

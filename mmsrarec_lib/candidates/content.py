@@ -215,9 +215,12 @@ def build_or_refresh(
     """A content index over ``items``. With ``previous`` (same config), items whose content hash is unchanged keep
     their stored vectors and only new or changed items are encoded; items gone from ``items`` are dropped.
     Returns the index and counts (``items``, ``encoded``, ``reused``, ``removed``)."""
-    reuse = previous is not None and previous.config == config
+    gains_images = (previous is not None and previous.image_mean is None and bool(image_features)
+                    and config.image_weight > 0)  # built before any image feature existed: the width changes
+    reuse = previous is not None and previous.config == config and not gains_images
     if previous is not None and not reuse:
-        log.info("content index config changed (%s -> %s): re-encoding every item", previous.config, config)
+        log.info("content index %s: re-encoding every item",
+                 "gains an image block" if gains_images else f"config changed ({previous.config} -> {config})")
     if reuse:
         image_mean = previous.image_mean
     else:
