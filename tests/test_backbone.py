@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests._backbone_worker import synthetic, tiny_bert
+from tests._kill_helpers import kill_when_hanging
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,14 +121,7 @@ def test_trainer_resumes_after_a_killed_subprocess_and_matches_an_uninterrupted_
 
     ck = tmp_path / "ck"
     cmd, env = _worker(bert_dir, ck, tmp_path / "out.safetensors", "--hang-at", "4")
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while not (ck / "hanging").exists():
-        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-        assert time.time() < deadline, "training never reached step 4"
-        time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)  # a hard kill: no cleanup runs
-    proc.wait(timeout=30)
+    kill_when_hanging(cmd, env, cwd=ROOT, marker=ck / "hanging")  # SIGKILL at step 4: no cleanup runs
     assert (ck / "checkpoint-4" / "rng_state.pth").exists() and not (tmp_path / "out.safetensors").exists()
 
     cmd, env = _worker(bert_dir, ck, tmp_path / "out.safetensors")

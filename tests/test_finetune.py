@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import torch
 from mmsrarec_lib.recommend.finetune import IGNORE, Encoded, collate, encode_example, step_order
 from mmsrarec_lib.recommend.scoring import PromptEncoder
 from mmsrarec_lib.recommend.tasks import Example
+from tests._kill_helpers import kill_when_hanging
 from tests._recommend_helpers import tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,14 +85,7 @@ def test_training_resumes_after_a_killed_subprocess_and_matches_an_uninterrupted
 
     ck = tmp_path / "ck"
     cmd, env = _worker(tiny_mllm_dir, ck, tmp_path / "out", "--hang-at", "4")
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while not (ck / "hanging").exists():
-        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-        assert time.time() < deadline, "training never reached step 4"
-        time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)  # a hard kill: no cleanup runs
-    proc.wait(timeout=30)
+    kill_when_hanging(cmd, env, cwd=ROOT, marker=ck / "hanging")  # SIGKILL at step 4: no cleanup runs
     assert (ck / "latest").read_text() == "step-000004" and not (tmp_path / "out").exists()
 
     cmd, env = _worker(tiny_mllm_dir, ck, tmp_path / "out")

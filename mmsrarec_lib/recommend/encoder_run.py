@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 from mmsrarec_lib.recommend.backbone import NAME
 from mmsrarec_lib.recommend.encoder_pipeline import (
@@ -22,7 +20,7 @@ from mmsrarec_lib.recommend.encoder_pipeline import (
     sasrec_dim,
     train_encoder_run,
 )
-from mmsrarec_lib.runs import code_version, new_run_id, utcnow
+from mmsrarec_lib.runs import code_version, utcnow
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
@@ -34,25 +32,14 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.lineage import collect_lineage
-    from mmsrarec_lib.recommend.pipeline import (
-        KIND,
-        _config_dict,
-        _latest_generator,
-        run_uri,
-        training_sequences,
-    )
+    from mmsrarec_lib.recommend.pipeline import KIND, config_dict, latest_generator, start_run, training_sequences
     from mmsrarec_lib.recommend.scorer import history_index
     from mmsrarec_lib.recommend.tasks import parse_tasks
 
-    run_id = run_id or new_run_id(KIND)
     ds = config.dataset
-    base_uri = run_uri(warehouse, ds, run_id)
-    if warehouse.exists(f"{base_uri}/model.json"):
-        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
-    local = warehouse.local_path(base_uri)
-    work = local if local is not None else Path(tempfile.mkdtemp(prefix=f"mmsrarec-{run_id}-"))
+    run_id, base_uri, local, work = start_run(warehouse, ds, run_id)
     run_cfg = run_cfg or EncoderRunConfig()
-    generator = config.generator_run or _latest_generator(warehouse, ds, config.protocol)
+    generator = config.generator_run or latest_generator(warehouse, ds, config.protocol)
     backbone = replace(run_cfg.backbone, id_dim=sasrec_dim(warehouse, ds, generator) if config.id_token else 0)
     run_cfg = replace(run_cfg, backbone=backbone, train=replace(run_cfg.train, seed=config.train.seed))
     ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
@@ -83,7 +70,7 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     meta = {
         "kind": KIND, "backbone": NAME, "run_id": run_id, "dataset": ds, "variant": config.variant,
         "protocol": config.protocol, "seed": config.train.seed, "base_model": NAME, "generator_run": generator,
-        "config": _config_dict(config), "encoder": run_cfg.to_dict(), "fusion": fusion,
+        "config": config_dict(config), "encoder": run_cfg.to_dict(), "fusion": fusion,
         "training": {k: v for k, v in summary.items() if k != "loss_curve"},
         "loss_curve": summary["loss_curve"],
         "lineage": {**collect_lineage(warehouse, ds, keyword_source=ctx.keyword_source,

@@ -85,6 +85,18 @@ def run_uri(warehouse: Warehouse, dataset: str, run_id: str) -> str:
     return warehouse.uri(dataset, "models", run_id)
 
 
+def start_run(warehouse: Warehouse, dataset: str, run_id: str | None) -> tuple[str, str, Path | None, Path]:
+    """(run id, its warehouse URI, its local folder or None on object storage, the folder to work in) of a new or
+    resumed training run; refuses a run that is already complete."""
+    run_id = run_id or new_run_id(KIND)
+    base_uri = run_uri(warehouse, dataset, run_id)
+    if warehouse.exists(f"{base_uri}/model.json"):
+        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
+    local = warehouse.local_path(base_uri)
+    work = local if local is not None else Path(tempfile.mkdtemp(prefix=f"mmsrarec-{run_id}-"))
+    return run_id, base_uri, local, work
+
+
 def training_sequences(warehouse: Warehouse, dataset: str, protocol: str) -> dict[str, list[str]]:
     """user_id -> training sequence, by the harness' rule (see the module docstring)."""
     from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
@@ -149,18 +161,13 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
         from mmsrarec_lib.recommend.encoder_run import train_encoder_recommender
 
         return train_encoder_recommender(warehouse, config=config, run_cfg=encoder, run_id=run_id, progress=progress)
-    run_id = run_id or new_run_id(KIND)
     ds = config.dataset
-    base_uri = run_uri(warehouse, ds, run_id)
-    if warehouse.exists(f"{base_uri}/model.json"):
-        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
-    local = warehouse.local_path(base_uri)
-    work = local if local is not None else Path(tempfile.mkdtemp(prefix=f"mmsrarec-{run_id}-"))
+    run_id, base_uri, local, work = start_run(warehouse, ds, run_id)
     if local is None and warehouse.exists(f"{base_uri}/checkpoints/latest"):
         warehouse.download_dir(f"{base_uri}/checkpoints", work / "checkpoints")  # resume from object storage
     ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
                        use_neighbors=config.use_neighbors)
-    generator = config.generator_run or _latest_generator(warehouse, ds, config.protocol)
+    generator = config.generator_run or latest_generator(warehouse, ds, config.protocol)
     examples = build_examples(ctx, training_sequences(warehouse, ds, config.protocol), config=config)
     base_model = config.base_model
     if base_model == TINY_LLAVA:
@@ -193,8 +200,9 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
         warehouse.upload_dir(adapter_dir, f"{base_uri}/adapter")
     meta = {
         "kind": KIND, "run_id": run_id, "dataset": ds, "variant": config.variant, "protocol": config.protocol,
-        "seed": config.train.seed, "base_model": "base" if config.base_model == TINY_LLAVA else config.base_model, "generator_run": generator,
-        "config": _config_dict(config), "training": {k: v for k, v in summary.items() if k != "losses"},
+        "seed": config.train.seed, "generator_run": generator,
+        "base_model": "base" if config.base_model == TINY_LLAVA else config.base_model,
+        "config": config_dict(config), "training": {k: v for k, v in summary.items() if k != "losses"},
         "loss_curve": summary["losses"][:: max(1, len(summary["losses"]) // 50)],
         "lineage": collect_lineage(warehouse, ds, keyword_source=ctx.keyword_source, index_version=ctx.index_version,
                                    generator_run=generator, base_model=base_model),
@@ -205,7 +213,7 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
     return meta
 
 
-def _latest_generator(warehouse: Warehouse, dataset: str, protocol: str) -> str:
+def latest_generator(warehouse: Warehouse, dataset: str, protocol: str) -> str:
     """The newest saved SASRec run trained for ``protocol`` (the candidate generator and fusion signal)."""
     runs = []
     for rid in warehouse.list_dir(warehouse.uri(dataset, "models")):
@@ -221,7 +229,7 @@ def _latest_generator(warehouse: Warehouse, dataset: str, protocol: str) -> str:
     return max(runs)[1]
 
 
-def _config_dict(config: RecTrainConfig) -> dict:
+def config_dict(config: RecTrainConfig) -> dict:
     d = asdict(config)
     d["train"]["lora"]["target_modules"] = list(config.train.lora.target_modules)
     return d
