@@ -7,11 +7,11 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from mmsrarec_lib.candidates.union import top_unseen
 from mmsrarec_lib.recommend.context import NeighborRef, RecContext
 from mmsrarec_lib.recommend.topk import (
     TopKConfig,
     explain,
-    generate_candidates,
     recommendation_rows,
     select_top_k,
     to_table,
@@ -23,7 +23,7 @@ ITEMS = [f"i{k}" for k in range(8)]
 
 def test_generation_takes_the_best_unseen_items_in_order():
     scores = np.array([9.0, 8.0, 7.0, 7.0, -np.inf, 1.0, 0.5, 6.0])
-    got = generate_candidates(scores, ITEMS, seen={"i0", "i2"}, m=4)
+    got = top_unseen(scores, ITEMS, seen={"i0", "i2"}, m=4)
     assert got == ["i1", "i3", "i7", "i5"]  # i0/i2 seen, i4 unscorable, ties by id
 
 
@@ -35,7 +35,8 @@ def test_selection_never_returns_a_seen_item_even_if_the_reranker_scores_it_high
 
 def test_topk_config_validates():
     with pytest.raises(ValueError, match="top_k"):
-        TopKConfig(top_m=5, top_k=10)
+        TopKConfig(top_m=5, top_k=10, content_m=4)
+    assert TopKConfig(top_m=5, top_k=10, content_m=5).top_k == 10  # content candidates count towards top_k
 
 
 def _ctx() -> RecContext:

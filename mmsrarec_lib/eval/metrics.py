@@ -98,3 +98,11 @@ def auc(ranks: np.ndarray, n_candidates: np.ndarray | int) -> float:
     if np.any(n < 2):
         raise ValueError("AUC needs at least one negative per user")
     return float(((n - ranks) / (n - 1.0)).mean()) if ranks.size else float("nan")
+
+
+def slot_share(top_items: Sequence[Sequence[str]], items: set[str] | frozenset[str]) -> float:
+    """Mean over users of (slots of the user's list holding one of ``items``) / (slots of the list); an empty list
+    counts 0 (e.g. ``cold_share@10``: the share of top-10 slots that go to items without training interactions)."""
+    if not len(top_items):
+        return 0.0
+    return float(np.mean([sum(i in items for i in row) / len(row) if len(row) else 0.0 for row in top_items]))

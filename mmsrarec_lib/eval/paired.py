@@ -42,6 +42,9 @@ def read_ranks(warehouse: Warehouse, dataset: str, *, run_id: str, protocol: str
     return json.loads(warehouse.read_bytes(uri)) if warehouse.exists(uri) else None
 
 
+RANK_METRICS = ("hr", "ndcg", "mrr", "auc")  # per-user values from the target's rank: pairable
+
+
 def per_user(metric: str, ranks: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
     """Each user's value of ``metric`` ("hr@5", "ndcg@10", "auc", "mrr"), pessimistic ranks (1-based)."""
     r = np.asarray(ranks, dtype=np.float64)

@@ -13,16 +13,21 @@ decisive: ten times the users of ``paper`` narrows the paired interval about thr
 ranked against the whole catalogue minus the user's earlier items; HR@10, NDCG@10, MRR. The catalogue is the
 ``items`` table (plus any item of ``split_loo``); items a scorer cannot score rank below every scored item.
 
+``cold`` (``mmsrarec_lib.eval.cold``): the first interactions of a held-out 10% of the items, none of whose
+interactions is trained on, ranked over the whole catalogue as in ``full``; HR@10, NDCG@10, MRR and
+``cold_share@10`` (the share of top-10 slots given to items without training interactions).
+
 Training data (``training_data``): for ``full`` every user's train prefix (the split_loo ``train`` row, history +
 target, i.e. the sequence without its last two items), validated on the ``valid`` rows; for ``paper`` the whole
-sequences of the ``train`` users of the user split, validated on the ``valid`` users' (history, target). Neither
-ever sees a test target.
+sequences of the ``train`` users of the user split, validated on the ``valid`` users' (history, target); for
+``cold`` the sequences without any held-out item, validated on the cold validation items' first interactions.
+None ever sees a test target.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.compute as pc
@@ -33,14 +38,16 @@ from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("paper", "full", "sampled")
+PROTOCOLS = ("paper", "full", "sampled", "cold")
 # whose training data a protocol's models use: ``sampled`` scores the full protocol's held-out items
-TRAINING_PROTOCOL = {"paper": "paper", "full": "full", "sampled": "full"}
+TRAINING_PROTOCOL = {"paper": "paper", "full": "full", "sampled": "full", "cold": "cold"}
+CATALOGUE_PROTOCOLS = ("full", "cold")  # ranked over the whole catalogue
 # metric name -> cut-off (None: no cut-off), per protocol, in display order
 PROTOCOL_METRICS: dict[str, tuple[tuple[str, int | None], ...]] = {
     "paper": (("hr", 5), ("ndcg", 5), ("auc", None)),
     "full": (("hr", 10), ("ndcg", 10), ("mrr", None)),
     "sampled": (("hr", 5), ("ndcg", 5), ("auc", None)),
+    "cold": (("hr", 10), ("ndcg", 10), ("mrr", None), ("cold_share", 10)),
 }
 N_PAPER_CANDIDATES = 21
 
@@ -78,6 +85,7 @@ class TrainingData:
     sequences: list[list[str]]  # item ids oldest first
     valid: list[tuple[list[str], str]]  # (history, target)
     sources: dict[str, int | None]  # table -> Delta version read
+    user_ids: list[str] = field(default_factory=list)  # sequences[i] is user_ids[i]'s
 
 
 def _split_rows(warehouse: Warehouse, dataset: str, table: str, split: str, columns: list[str]) -> list[dict]:
@@ -155,12 +163,11 @@ def rank_paper(scorer, cases: PaperCases) -> np.ndarray:
     return metrics.candidate_ranks(scores, cases.positive)
 
 
-def rank_full(scorer, cases: FullCases, *, batch_size: int = 256) -> np.ndarray:
-    """Pessimistic rank of each target over ``cases.catalogue`` minus the user's history (n_users,)."""
+def _catalogue_scores(scorer, cases: FullCases, *, batch_size: int = 256):
+    """Yield (start, scores (b, n_catalogue) with unscored items at -inf, target columns, excluded columns)."""
     col = {iid: j for j, iid in enumerate(cases.catalogue)}
     scorer_cols = np.array([col.get(i, -1) for i in scorer.item_ids], dtype=np.int64)  # scorer column -> catalogue
     keep = scorer_cols >= 0
-    ranks = []
     for start in range(0, len(cases.targets), batch_size):
         hist = cases.histories[start : start + batch_size]
         raw = np.asarray(scorer.score_catalogue(hist), dtype=np.float64)  # (b, n_scorer_items)
@@ -169,14 +176,45 @@ def rank_full(scorer, cases: FullCases, *, batch_size: int = 256) -> np.ndarray:
             raise ValueError(f"score_catalogue returned {raw.shape}, expected ({len(hist)}, {len(scorer.item_ids)})")
         scores = np.full((len(hist), len(cases.catalogue)), -np.inf)  # (b, n_catalogue); unscored items at -inf
         scores[:, scorer_cols[keep]] = raw[:, keep]
-        ranks.append(
-            metrics.catalogue_ranks(
-                scores,
-                targets=[col[t] if t in col else -1 for t in cases.targets[start : start + batch_size]],
-                exclude=[[col[i] for i in h if i in col] for h in hist],
-            )
-        )
-    return np.concatenate(ranks)
+        targets = [col[t] if t in col else -1 for t in cases.targets[start : start + batch_size]]
+        yield start, scores, targets, [[col[i] for i in h if i in col] for h in hist]
+
+
+def rank_full(scorer, cases: FullCases, *, batch_size: int = 256, top_k: int = 0
+              ) -> np.ndarray | tuple[np.ndarray, list[list[str]]]:
+    """Pessimistic rank of each target over ``cases.catalogue`` minus the user's history (n_users,); with
+    ``top_k`` also each user's ``top_k`` items (finite scores only, history excluded, ties by catalogue order)."""
+    ranks, tops = [], []
+    for _start, scores, targets, exclude in _catalogue_scores(scorer, cases, batch_size=batch_size):
+        ranks.append(metrics.catalogue_ranks(scores, targets=targets, exclude=exclude))
+        if top_k:
+            for row, ex in zip(scores, exclude, strict=True):
+                row = row.copy()
+                row[ex] = -np.inf
+                best = np.argsort(-row, kind="stable")[:top_k]
+                tops.append([cases.catalogue[j] for j in best if np.isfinite(row[j])])
+    out = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    return (out, tops) if top_k else out
+
+
+def load_cold_split(warehouse: Warehouse, dataset: str):
+    """The ``cold`` protocol's split of ``user_sequences`` (``mmsrarec_lib.eval.cold``)."""
+    from mmsrarec_lib.eval.cold import cold_split
+
+    rows = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids", "timestamps"]).to_pylist()
+    return cold_split([r["user_id"] for r in rows], [list(r["item_ids"]) for r in rows],
+                      [list(r["timestamps"]) for r in rows])
+
+
+def load_cold_cases(warehouse: Warehouse, dataset: str, *, split: str = "test") -> tuple[FullCases, set[str]]:
+    """The cold protocol's cases of ``split`` (test | valid) and the items without a training interaction."""
+    cold = load_cold_split(warehouse, dataset)
+    rows = cold.cases[split]
+    if not rows:
+        raise ValueError(f"the cold protocol of {dataset!r} has no {split!r} cases")
+    catalogue = load_catalogue(warehouse, dataset)
+    cases = FullCases([c.user_id for c in rows], [c.history for c in rows], [c.target for c in rows], catalogue)
+    return cases, set(catalogue) - cold.trained_items()
 
 
 @dataclass(frozen=True)
@@ -230,12 +268,19 @@ def evaluate_protocol(scorer, warehouse: Warehouse, dataset: str, protocol: str,
         n_cand = np.array([len(c) for c in cases.candidates])
         values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
                   "auc": lambda _: metrics.auc(ranks, n_cand)}
-    else:
+    elif protocol == "full":
         cases = load_full_cases(warehouse, dataset, split=split)
         ranks = rank_full(scorer, cases)
         n_cand = np.array([len(cases.catalogue) - len(set(h)) for h in cases.histories])
         values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
                   "mrr": lambda _: metrics.mrr(ranks)}
+    else:
+        cases, cold_items = load_cold_cases(warehouse, dataset, split=split)
+        ranks, tops = rank_full(scorer, cases, top_k=10)
+        n_cand = np.array([len(cases.catalogue) - len(set(h)) for h in cases.histories])
+        values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
+                  "mrr": lambda _: metrics.mrr(ranks),
+                  "cold_share": lambda k: metrics.slot_share([t[:k] for t in tops], cold_items)}
     out = {metric_key(m, k): values[m](k) for m, k in PROTOCOL_METRICS[protocol]}
     return ProtocolResult(out, list(cases.user_ids), np.asarray(ranks), n_cand)
 
@@ -249,10 +294,17 @@ def run_protocol(scorer, warehouse: Warehouse, dataset: str, protocol: str, *, s
 def training_data(warehouse: Warehouse, dataset: str, protocol: str) -> TrainingData:
     """Training sequences and validation (history, target) pairs for ``protocol`` (see the module docstring)."""
     protocol = TRAINING_PROTOCOL[check_protocol(protocol)]
-    if protocol == "full":
+    if protocol == "cold":
+        cold = load_cold_split(warehouse, dataset)
+        users = sorted(cold.train)
+        seqs, user_ids = [cold.train[u] for u in users], users
+        valid = [(c.history, c.target) for c in cold.cases["valid"]]
+        sources = {"user_sequences": warehouse.table_version(dataset, "user_sequences")}
+    elif protocol == "full":
         loo = warehouse.read_table(dataset, "split_loo", columns=["user_id", "split", "history", "target_item_id"])
         rows = sorted(loo.to_pylist(), key=lambda r: r["user_id"])
-        seqs = [[*(r["history"] or []), r["target_item_id"]] for r in rows if r["split"] == "train"]
+        train = [r for r in rows if r["split"] == "train"]
+        seqs, user_ids = [[*(r["history"] or []), r["target_item_id"]] for r in train], [r["user_id"] for r in train]
         valid = [(list(r["history"] or []), r["target_item_id"]) for r in rows if r["split"] == "valid"]
         sources = {"split_loo": warehouse.table_version(dataset, "split_loo")}
     else:
@@ -260,12 +312,13 @@ def training_data(warehouse: Warehouse, dataset: str, protocol: str) -> Training
                                                                          "target_item_id"]).to_pylist()
         train_users = {r["user_id"] for r in cands if r["split"] == "train"}
         seq_rows = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
-        seqs = [list(r["item_ids"]) for r in sorted(seq_rows, key=lambda r: r["user_id"]) if r["user_id"] in train_users]
+        kept = [r for r in sorted(seq_rows, key=lambda r: r["user_id"]) if r["user_id"] in train_users]
+        seqs, user_ids = [list(r["item_ids"]) for r in kept], [r["user_id"] for r in kept]
         valid = [(list(r["history"] or []), r["target_item_id"])
                  for r in sorted(cands, key=lambda r: r["user_id"]) if r["split"] == "valid"]
         sources = {t: warehouse.table_version(dataset, t) for t in ("eval_candidates", "user_sequences")}
     if not seqs:
         raise ValueError(f"no training sequences for protocol {protocol!r} in dataset {dataset!r}")
     log.info("%s training data: %d sequences, %d validation pairs", protocol, len(seqs), len(valid))
-    return TrainingData(seqs, valid, sources)
+    return TrainingData(seqs, valid, sources, user_ids)
 

@@ -37,7 +37,7 @@ class Report:
 def paired_intervals(warehouse: Warehouse, dataset: str, summary: pd.DataFrame, rows: pd.DataFrame,
                      *, baseline: str = BASELINE) -> pd.DataFrame:
     """(model - baseline) per (protocol, model, metric) of the summary, within each model's latest run."""
-    from mmsrarec_lib.eval.paired import paired_interval
+    from mmsrarec_lib.eval.paired import RANK_METRICS, paired_interval
 
     out = []
     for (protocol, model, run_id), part in summary.groupby(["protocol", "model", "run_id"]):
@@ -46,6 +46,8 @@ def paired_intervals(warehouse: Warehouse, dataset: str, summary: pd.DataFrame, 
         seeds = sorted(int(s) for s in rows[(rows.run_id == run_id) & (rows.model == model)
                                             & (rows.protocol == protocol)].seed.dropna().unique())
         for metric in part.metric:
+            if metric.partition("@")[0] not in RANK_METRICS:  # e.g. cold_share@10: not a per-user rank metric
+                continue
             iv = paired_interval(warehouse, dataset, run_id=run_id, protocol=protocol, model=model,
                                  baseline=baseline, metric=metric, seeds=seeds)
             if iv is not None:

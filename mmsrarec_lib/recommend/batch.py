@@ -109,14 +109,17 @@ def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.
 
 
 def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True) -> ScoreUsers:
-    """The stage-3 scorer of ``config.model_run`` (SASRec top-M -> MLLM rerank -> top-K + explanations)."""
+    """The stage-3 scorer of ``config.model_run``: SASRec's top-M ∪ the content index's top-M' -> MLLM rerank ->
+    top-K + explanations. Items added after SASRec was trained reach the list through the content index (their
+    SASRec score is missing, see ``recommend.scorer.fuse``)."""
     from tqdm.auto import tqdm
 
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
     from mmsrarec_lib.recommend.scorer import MllmReranker, ScoringConfig
-    from mmsrarec_lib.recommend.topk import explain, generate_candidates, recommendation_rows, select_top_k
+    from mmsrarec_lib.recommend.scorer import candidate_source
+    from mmsrarec_lib.recommend.topk import explain, recommendation_rows, select_top_k
 
     ds = config.dataset
     model, processor, meta = load_recommender(warehouse, ds, config.model_run)
@@ -130,7 +133,8 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
                             progress=False)
     seqs = {r["user_id"]: list(r["item_ids"]) for r in
             warehouse.read_table(ds, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()}
-    item_ids = list(generator.item_ids)
+    source = candidate_source(warehouse, ds, generator, ScoringConfig(top_m=config.topk.top_m,
+                                                                    content_m=content_m(warehouse, ds, config.topk)))
 
     def score(users: Sequence[str]) -> list[dict]:
         created = utcnow()
@@ -138,9 +142,7 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
         for start in tqdm(range(0, len(users), 64), desc="recommend", unit="64 users", disable=not progress):
             chunk = list(users[start : start + 64])
             hists = [seqs.get(u, []) for u in chunk]
-            gen_scores = generator.score_catalogue(hists)  # [n, N]
-            cands = [generate_candidates(gen_scores[i], item_ids, seen=set(h), m=config.topk.top_m)
-                     for i, h in enumerate(hists)]
+            cands = source.generate(hists)
             for uid, h, c, (_, final) in zip(chunk, hists, cands, reranker.score_users(chunk, hists, cands),
                                              strict=True):
                 picks = select_top_k(c, final, seen=set(h), k=config.topk.top_k)
@@ -153,6 +155,17 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
         return rows
 
     return score
+
+
+def content_m(warehouse: Warehouse, dataset: str, topk: TopKConfig) -> int:
+    """``topk.content_m``, or 0 with a warning when the dataset has no content index yet."""
+    from mmsrarec_lib.candidates.store import latest_content_version
+
+    if topk.content_m and latest_content_version(warehouse, dataset) is None:
+        log.warning("no content index for %r (run `mmsrarec index-content --dataset %s`): candidates come from "
+                    "SASRec alone, so items without interactions cannot be recommended", dataset, dataset)
+        return 0
+    return topk.content_m
 
 
 def stage_recommendations(

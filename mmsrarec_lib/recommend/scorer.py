@@ -7,10 +7,12 @@ one factory per variant and the loader of saved runs of kind ``mmsrarec``.
 Scores: the MLLM's p = p(yes)/(p(yes)+p(no)) (minilm-effnet: cached user part, see ``encoder_scorer``; a
 ``--base-model`` decoder: shared-prefix KV cache). With ``fusion_weight`` w > 0 the reported score is
 ``logit(p) + w * z(g)``, where ``g`` is the candidate generator's (SASRec's) score standardised over the user's
-candidates; w = 0 gives p itself. ``ScoringConfig.fusion_weight`` None = the run's own weight (minilm-effnet:
+candidates; w = 0 gives p itself. A candidate the generator cannot score (an item added after it was trained, or
+one only the content index proposed) has a *missing* g: it gets z = 0, the list's mean, so its rank rests on p
+alone instead of sinking below every scored item. ``ScoringConfig.fusion_weight`` None = the run's own weight (minilm-effnet:
 chosen on validation users after training; decoder runs: 1.0 unless trained with another).
-Paper protocol: the 21 candidates are scored directly. Full protocol: ``RetrieveThenRerank`` — SASRec's top-M unseen
-items, reranked by this scorer.
+Paper protocol: the 21 candidates are scored directly. Catalogue protocols: ``CandidateRerank`` — SASRec's top-M
+unseen items (plus the content index's top-M' with ``ScoringConfig.content_m``), reranked by this scorer.
 
 Registry gap, worked around here: the ``Scorer`` protocol passes histories, not user ids, but the prompt needs the
 user's neighbours. The scorer maps a history back to its user through the evaluation tables (``history_index``);
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mmsrarec_lib.candidates.union import CandidateRerank
 from mmsrarec_lib.recommend.context import RecContext
 from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
@@ -40,6 +43,7 @@ class ScoringConfig:
     fusion_weight: float | None = None  # None: the run's recorded weight
     shared_prefix: bool = True
     top_m: int = 50
+    content_m: int = 0  # catalogue protocols: also the content index's top-M' (0: SASRec's top-M alone)
 
 
 def fuse(p: np.ndarray, generator: np.ndarray | None, weight: float) -> np.ndarray:
@@ -52,7 +56,7 @@ def fuse(p: np.ndarray, generator: np.ndarray | None, weight: float) -> np.ndarr
     z = np.zeros_like(g)
     if finite.sum() > 1 and g[finite].std() > 0:
         z[finite] = (g[finite] - g[finite].mean()) / g[finite].std()
-    z[~finite] = -1e6
+    # non-finite g (the generator cannot score the item) is missing: z stays 0, the mean of the scored candidates
     eps = 1e-6
     pc = np.clip(p, eps, 1 - eps)
     return np.log(pc / (1 - pc)) + weight * z
@@ -137,7 +141,7 @@ class MllmReranker:
         return [final for _, final in self.score_users(users, histories, candidates)]
 
     def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
-        raise ValueError("the MLLM reranker scores candidate lists; wrap it in RetrieveThenRerank for the catalogue")
+        raise ValueError("the MLLM reranker scores candidate lists; wrap it in CandidateRerank for the catalogue")
 
 
 def history_index(warehouse, dataset: str) -> dict[tuple[str, ...], str]:
@@ -154,8 +158,7 @@ def history_index(warehouse, dataset: str) -> dict[tuple[str, ...], str]:
 # --------------------------------------------------------------------------- registry hooks
 def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig | None = None,
                  progress: bool = True, model_and_meta: tuple | None = None):
-    """The evaluation scorer of a saved run (both protocols), its model.json and scoring config."""
-    from mmsrarec_lib.eval.registry import RetrieveThenRerank
+    """The evaluation scorer of a saved run (every protocol), its model.json and scoring config."""
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
@@ -171,19 +174,30 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     index = history_index(warehouse, dataset)
     reranker = MllmReranker(model=model, processor=processor, context=ctx, prompt=cfg.prompt, generator=generator,
                             user_of=lambda h: index.get(tuple(h)), config=scoring, progress=progress)
-    # score_candidates (paper protocol) is the reranker's own; score_catalogue (full) retrieves then reranks
-    return RetrieveThenRerank(generator, reranker, top_m=scoring.top_m), meta, scoring
+    # score_candidates (paper protocol) is the reranker's own; score_catalogue (full, cold) retrieves then reranks
+    return CandidateRerank(candidate_source(warehouse, dataset, generator, scoring), reranker), meta, scoring
+
+
+def candidate_source(warehouse, dataset: str, generator, scoring: ScoringConfig):
+    """SASRec's top-M, plus the content index's top-M' when ``scoring.content_m`` > 0 (the index must exist)."""
+    from mmsrarec_lib.candidates.union import CandidateSource
+
+    content = None
+    if scoring.content_m:
+        from mmsrarec_lib.candidates.store import load_content_index
+
+        content = load_content_index(warehouse, dataset)
+    return CandidateSource(generator, top_m=scoring.top_m, content=content, content_m=scoring.content_m)
 
 
 def mllm_only(scorer):
     """The same evaluation scorer with fusion weight 0 (the MLLM alone), reusing the reranker's memoised p."""
-    from mmsrarec_lib.eval.registry import RetrieveThenRerank
     from mmsrarec_lib.recommend.encoder_scorer import FusedView
 
     enc = getattr(scorer.reranker, "_encoder", None)
     if enc is None:
         raise ValueError("mllm_only needs a minilm-effnet run")
-    return RetrieveThenRerank(scorer.retriever, FusedView(enc, 0.0), top_m=scorer.top_m)
+    return CandidateRerank(scorer.source, FusedView(enc, 0.0))
 
 
 def _resolved(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):

@@ -1,4 +1,5 @@
-"""Catalogue top-K: candidate generation (top-M unseen by the generator) -> MLLM rerank -> top-K + explanations.
+"""Catalogue top-K: candidates (the generator's top-M unseen ∪ the content index's top-M', see
+``mmsrarec_lib.candidates.union``) -> MLLM rerank -> top-K + explanations.
 
 Never recommends an item the user already had: seen items are removed at generation *and* again at selection.
 Explanation of a recommended item (stored in ``recommendations.explanation``); an item's keywords here are its
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -24,19 +25,17 @@ from mmsrarec_lib.recommend.context import RecContext
 
 @dataclass(frozen=True)
 class TopKConfig:
-    top_m: int = 50
-    top_k: int = 10
+    top_m: int = field(default=50, metadata={"help": "candidates from SASRec (the ID model) before the rerank"})
+    top_k: int = field(default=10, metadata={"help": "items written per user"})
+    content_m: int = field(default=20, metadata={
+        "help": "more candidates from the content index (items similar to the user's history, new items included;"
+                " 0: SASRec's alone; skipped with a warning when no index was built: mmsrarec index-content)"})
 
     def __post_init__(self) -> None:
-        if self.top_k < 1 or self.top_m < self.top_k:
-            raise ValueError(f"need 1 <= top_k <= top_m, got top_k={self.top_k}, top_m={self.top_m}")
-
-
-def generate_candidates(scores: np.ndarray, item_ids: Sequence[str], *, seen: set[str], m: int) -> list[str]:
-    """The ``m`` best-scored unseen items (scores [N] over ``item_ids``), best first, ties by item id."""
-    order = sorted((i for i in range(len(item_ids)) if item_ids[i] not in seen and np.isfinite(scores[i])),
-                   key=lambda i: (-float(scores[i]), item_ids[i]))
-    return [item_ids[i] for i in order[:m]]
+        if self.top_k < 1 or self.top_m < 1 or self.content_m < 0 or self.top_m + self.content_m < self.top_k:
+            raise ValueError(f"need top_k, top_m >= 1, content_m >= 0 and top_k <= top_m + content_m, got "
+                             f"top_k={self.top_k}, "
+                             f"top_m={self.top_m}, content_m={self.content_m}")
 
 
 def select_top_k(candidates: Sequence[str], scores: np.ndarray, *, seen: set[str], k: int) -> list[tuple[str, float]]:
