@@ -114,7 +114,7 @@ class EncoderReranker:
         return [final for _, final in self.score_users(users, histories, candidates)]
 
     def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
-        raise ValueError("the reranker scores candidate lists; wrap it in RetrieveThenRerank for the catalogue")
+        raise ValueError("the reranker scores candidate lists; wrap it in CandidateRerank for the catalogue")
 
 
 class FusedView:
@@ -128,4 +128,4 @@ class FusedView:
         return [f for _, f in self.reranker.score_users(users, histories, candidates, fusion_weight=self.fusion_weight)]
 
     def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
-        raise ValueError("the reranker scores candidate lists; wrap it in RetrieveThenRerank for the catalogue")
+        raise ValueError("the reranker scores candidate lists; wrap it in CandidateRerank for the catalogue")
