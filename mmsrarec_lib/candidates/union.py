@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+DEFAULT_CONTENT_M = 20  # content candidates per user, next to SASRec's top-M (the catalogue top-K's default)
+
 
 def top_unseen(scores: np.ndarray, item_ids: Sequence[str], *, seen: set[str], m: int) -> list[str]:
     """The ``m`` best finite-scored items of ``item_ids`` not in ``seen``, best first, ties by item id."""
@@ -61,6 +63,17 @@ class CandidateSource:
                 have = set(cands)
                 cands += [item for item, _ in extra if item not in have]
         return out
+
+
+def candidate_source(warehouse: Any, dataset: str, retriever: Any, *, top_m: int, content_m: int
+                     ) -> CandidateSource:
+    """``retriever``'s top-M, plus the latest content index's top-M' when ``content_m`` > 0 (the index must exist)."""
+    content = None
+    if content_m:
+        from mmsrarec_lib.candidates.store import load_content_index
+
+        content = load_content_index(warehouse, dataset)
+    return CandidateSource(retriever, top_m=top_m, content=content, content_m=content_m)
 
 
 class CandidateRerank:

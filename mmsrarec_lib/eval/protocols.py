@@ -197,6 +197,13 @@ def rank_full(scorer, cases: FullCases, *, batch_size: int = 256, top_k: int = 0
     return (out, tops) if top_k else out
 
 
+def load_ranking_cases(warehouse: Warehouse, dataset: str, protocol: str, *, split: str = "test") -> FullCases:
+    """The catalogue-ranking cases of ``protocol`` (full and sampled: ``split_loo``; cold: the held-out items)."""
+    if TRAINING_PROTOCOL[check_protocol(protocol)] == "cold":
+        return load_cold_cases(warehouse, dataset, split=split)[0]
+    return load_full_cases(warehouse, dataset, split=split)
+
+
 def load_cold_split(warehouse: Warehouse, dataset: str):
     """The ``cold`` protocol's split of ``user_sequences`` (``mmsrarec_lib.eval.cold``)."""
     from mmsrarec_lib.eval.cold import cold_split

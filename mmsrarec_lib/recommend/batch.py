@@ -118,7 +118,7 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
     from mmsrarec_lib.recommend.scorer import MllmReranker, ScoringConfig
-    from mmsrarec_lib.recommend.scorer import candidate_source
+    from mmsrarec_lib.candidates.union import candidate_source
     from mmsrarec_lib.recommend.topk import explain, recommendation_rows, select_top_k
 
     ds = config.dataset
@@ -133,8 +133,8 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
                             progress=False)
     seqs = {r["user_id"]: list(r["item_ids"]) for r in
             warehouse.read_table(ds, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()}
-    source = candidate_source(warehouse, ds, generator, ScoringConfig(top_m=config.topk.top_m,
-                                                                    content_m=content_m(warehouse, ds, config.topk)))
+    source = candidate_source(warehouse, ds, generator, top_m=config.topk.top_m,
+                              content_m=content_m(warehouse, ds, config.topk))
 
     def score(users: Sequence[str]) -> list[dict]:
         created = utcnow()

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsrarec_lib.candidates.union import CandidateRerank
+from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
 from mmsrarec_lib.recommend.context import RecContext
 from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
@@ -175,19 +175,8 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     reranker = MllmReranker(model=model, processor=processor, context=ctx, prompt=cfg.prompt, generator=generator,
                             user_of=lambda h: index.get(tuple(h)), config=scoring, progress=progress)
     # score_candidates (paper protocol) is the reranker's own; score_catalogue (full, cold) retrieves then reranks
-    return CandidateRerank(candidate_source(warehouse, dataset, generator, scoring), reranker), meta, scoring
-
-
-def candidate_source(warehouse, dataset: str, generator, scoring: ScoringConfig):
-    """SASRec's top-M, plus the content index's top-M' when ``scoring.content_m`` > 0 (the index must exist)."""
-    from mmsrarec_lib.candidates.union import CandidateSource
-
-    content = None
-    if scoring.content_m:
-        from mmsrarec_lib.candidates.store import load_content_index
-
-        content = load_content_index(warehouse, dataset)
-    return CandidateSource(generator, top_m=scoring.top_m, content=content, content_m=scoring.content_m)
+    source = candidate_source(warehouse, dataset, generator, top_m=scoring.top_m, content_m=scoring.content_m)
+    return CandidateRerank(source, reranker), meta, scoring
 
 
 def mllm_only(scorer):

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
 from mmsrarec_lib import schemas
+from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M
 from mmsrarec_lib.recommend.context import RecContext
 
 
@@ -27,7 +28,7 @@ from mmsrarec_lib.recommend.context import RecContext
 class TopKConfig:
     top_m: int = field(default=50, metadata={"help": "candidates from SASRec (the ID model) before the rerank"})
     top_k: int = field(default=10, metadata={"help": "items written per user"})
-    content_m: int = field(default=20, metadata={
+    content_m: int = field(default=DEFAULT_CONTENT_M, metadata={
         "help": "more candidates from the content index (items similar to the user's history, new items included;"
                 " 0: SASRec's alone; skipped with a warning when no index was built: mmsrarec index-content)"})
 
