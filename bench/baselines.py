@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from mmsrarec_lib.runtime_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()  # offline hubs, no tokenizer threads: the jobs' defaults (mmsrarec_lib/runtime_env.py)
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -32,6 +34,7 @@ from mmsrarec_lib.eval import protocols  # noqa: E402
 from mmsrarec_lib.models.baselines import SASRecScorer  # noqa: E402
 from mmsrarec_lib.models.pop import PopScorer  # noqa: E402
 from mmsrarec_lib.models.sasrec import SASRec, SASRecConfig, train_sasrec  # noqa: E402
+from mmsrarec_lib.runtime_env import configure_threads  # noqa: E402
 from mmsrarec_lib.storage import Warehouse  # noqa: E402
 
 
@@ -103,8 +106,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 epoch, scaling at 1x/2x only")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     wh = Warehouse.from_uri(args.warehouse) if args.warehouse else None
     source = f"{args.dataset} at {wh.root}" if wh else ""
     if wh is None or not wh.has_table(args.dataset, "split_loo"):

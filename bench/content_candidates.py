@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import os
 import time
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from mmsrarec_lib.runtime_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()  # offline hubs, no tokenizer threads: the jobs' defaults (mmsrarec_lib/runtime_env.py)
 
 from mmsrarec_lib.candidates import ContentIndexConfig, load_content_index, refresh_content_index  # noqa: E402
 from mmsrarec_lib.eval.paired import bootstrap_diff, per_user  # noqa: E402

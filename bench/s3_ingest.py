@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from mmsrarec_lib.runtime_env import offline_env  # noqa: E402
 from mmsrarec_lib.storage import Warehouse  # noqa: E402
 from mmsrarec_lib.testing import moto_s3, write_tiny_dataset  # noqa: E402
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = "tiny" if cfg.quick else "movielens-100k"
     input_dir = str(data) if data else (cfg.data_dir or os.environ.get("MMSRAREC_DATA_DIR")
                                         or str(REPO.parent / "shared" / "data" / "movielens-100k"))
-    base_env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
+    base_env = {**offline_env(), "PYSPARK_PYTHON": sys.executable}
     for k in [k for k in base_env if k.startswith("AWS_")]:
         base_env.pop(k)
 

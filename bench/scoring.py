@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mmsrarec_lib.runtime_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()  # offline hubs, no tokenizer threads: the jobs' defaults (mmsrarec_lib/runtime_env.py)
 
 
 def _time(fn, repeat: int) -> float:
@@ -42,9 +43,9 @@ def bench_scoring(model_dir: Path, *, repeat: int, batch_size: int) -> None:
     from mmsrarec_lib.recommend.tasks import user_prefix
     from tests._recommend_warehouse import GENRES, _jpeg
 
-    from mmsrarec_lib.recommend.finetune import cpu_threads
+    from mmsrarec_lib.runtime_env import configure_threads
 
-    print(f"torch threads: {cpu_threads()}")
+    print(f"torch threads: {configure_threads(default=1, cpu_only=True)}")
     model, processor = load_mllm(str(model_dir))
     enc = PromptEncoder(processor)
     cfg = PromptConfig()
@@ -75,11 +76,11 @@ def bench_encoder(*, repeat: int) -> None:
     from mmsrarec_lib.recommend.context import RecContext
     from mmsrarec_lib.recommend.encoder_inputs import EncoderPromptConfig, FeatureBank, InputBuilder
     from mmsrarec_lib.recommend.encoder_scorer import EncoderReranker
-    from mmsrarec_lib.recommend.finetune import cpu_threads
     from mmsrarec_lib.recommend.prompts import Candidate
+    from mmsrarec_lib.runtime_env import configure_threads
     from tests._recommend_warehouse import GENRES
 
-    print(f"minilm-effnet, torch threads: {cpu_threads()}")
+    print(f"minilm-effnet, torch threads: {configure_threads(default=1, cpu_only=True)}")
     model, tok = build_backbone(BackboneConfig(), seed=0)
     items = {f"i{k}": Candidate(f"i{k}", f"Movie title number {k}", tuple(GENRES[(k + j) % 8] + f" theme{j}"
                                                                            for j in range(6)), has_image=True)

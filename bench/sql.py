@@ -26,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from mmsrarec_lib.runtime_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()  # offline hubs, no tokenizer threads: the jobs' defaults (mmsrarec_lib/runtime_env.py)
 
 import pyarrow as pa  # noqa: E402
 

@@ -20,8 +20,9 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from mmsrarec_lib.runtime_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()  # offline hubs, no tokenizer threads: the jobs' defaults (mmsrarec_lib/runtime_env.py)
 
 
 def _timed_run(wh, ds, *, summarizer, version, backfill, items, chunk_size):

@@ -17,7 +17,9 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from mmsrarec_lib.runtime_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()  # offline hubs, no tokenizer threads: the jobs' defaults (mmsrarec_lib/runtime_env.py)
 
 
 def _edited(data: bytes) -> bytes:
@@ -59,11 +61,11 @@ def main() -> None:
     import torch
 
     from mmsrarec_lib.runs import sha256_hex
+    from mmsrarec_lib.runtime_env import configure_threads
     from mmsrarec_lib.storage import Warehouse
     from mmsrarec_lib.vision import load_image_encoder
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     src = Warehouse.from_uri(args.warehouse)
     items = src.read_table(args.dataset, "items")
     items = items.filter(pc.equal(items.column("image_status"), "ok"))

@@ -69,9 +69,46 @@ def warehouse_params() -> dict[str, Param]:
     }
 
 
+def optional_int(description: str, *, minimum: int = 1) -> Param:
+    """An integer knob that may stay empty: empty = the job's own default (declared once, in its config)."""
+    return Param(None, type=["null", "integer"], minimum=minimum, description=f"{description}; empty = the job's default")
+
+
+def optional_string(description: str) -> Param:
+    """A string knob that may stay empty: empty = the job's own default."""
+    return Param("", type=OPTIONAL_STRING, description=f"{description}; empty = the job's default")
+
+
+def extra_args_param(example: str) -> Param:
+    """The one escape hatch of a DAG: extra flags per command for settings that have no param of their own."""
+    return Param({}, type="object", description=f"escape hatch: extra flags per command for settings without a "
+                                                f"param, e.g. {example}; typed params above are preferred")
+
+
 def args_param(description: str, default: str = "") -> Param:
-    """A string param of extra flags for one job, e.g. ``"--epochs 2"`` (sizes, learning rates, limits)."""
-    return Param(default, type=OPTIONAL_STRING, description=f"extra flags for {description}")
+    """A string param of extra flags for one job, e.g. ``"--top-m 20"``: an escape hatch for settings without a
+    typed param (only where operators already rely on it)."""
+    return Param(default, type=OPTIONAL_STRING, description=f"escape hatch: extra flags for {description}")
+
+
+def flags(params: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """Flags of typed params: ``{param: flag}``; an empty param (None or "") is left out, so the job's default
+    applies; a boolean param adds its flag when true (``{"progress": "--no-progress"}`` is negated: added when
+    false); a list repeats the flag per value."""
+    argv: list[str] = []
+    for param, flag in names.items():
+        value = params.get(param)
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool):
+            if value != flag.startswith("--no-"):
+                argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                argv += [flag, str(v)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def table_asset(table: str, *, dataset: str = DEFAULT_DATASET) -> Asset:
@@ -100,9 +137,13 @@ def wh_args(params: Mapping[str, Any]) -> list[str]:
 
 
 def extra(params: Mapping[str, Any], key: str) -> list[str]:
+    """Escape-hatch flags: ``params[key]`` when it is a per-job string param (``recommend_args``), else the
+    ``extra_args`` object's entry for the command ``key`` (``{"train": "--lora-rank 16"}``)."""
     from mmsrarec_lib.orchestration import extra_args
 
-    return extra_args(params.get(key))
+    if key in params and not isinstance(params[key], Mapping):
+        return extra_args(params.get(key))
+    return extra_args((params.get("extra_args") or {}).get(key))
 
 
 def tag(prefix: str, airflow_run_id: str) -> str:

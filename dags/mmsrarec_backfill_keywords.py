@@ -5,7 +5,8 @@ whose input (text/image hash) changed are summarized; items already done are ski
 (a failed or interrupted run picks up where it stopped when retried or re-triggered) and a repeat adds nothing.
 `item_ids` (optional: a comma list, or `@FILE` with one id per line) restricts the backfill to those items, `limit`
 to the first N of them by item_id;
-`policy_run` picks the trained summarizer (default: the latest). With the `extractive` backend the image keywords
+`policy_run` picks the trained summarizer (default: the latest), `encoder` the text encoder of the rewards (empty = the
+job's default); `extra_args` is the escape hatch for other flags (`{"summarize": "--chunk-size 64"}`). With the `extractive` backend the image keywords
 come from the pretrained image model (`item_image_features`, backfilled first for new or changed images), so a
 changed poster gets new features and new image keywords in the same run. Then `publish` emits an Asset event for
 `mmsrarec.item_keywords` with the table's Delta version and row count.
@@ -36,7 +37,8 @@ with DAG(
                           description="only these items: a comma list or @FILE (one id per line); empty = all"),
         "limit": Param(0, type="integer", minimum=0, description="only the first N items by item_id; 0 = all"),
         "policy_run": Param("", type=common.OPTIONAL_STRING, description="train-summarizer run; empty = the latest"),
-        "summarize_args": common.args_param("mmsrarec summarize"),
+        "encoder": common.optional_string("phi of R_info: minilm, hashing or a path"),
+        "extra_args": common.extra_args_param('{"summarize": "--chunk-size 64"}'),
     },
 ) as dag:
 
@@ -44,13 +46,10 @@ with DAG(
     def backfill(params=None) -> None:
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
         argv += ["--backend", params["summarizer_backend"], "--backfill"]
-        if params["item_ids"]:
-            argv += ["--item-ids", params["item_ids"]]
-        if params["limit"]:
+        argv += common.flags(params, {"item_ids": "--item-ids", "policy_run": "--policy-run", "encoder": "--encoder"})
+        if params["limit"]:  # 0 = all
             argv += ["--limit", str(params["limit"])]
-        if params["policy_run"]:
-            argv += ["--policy-run", params["policy_run"]]
-        common.run("summarize", argv + common.extra(params, "summarize_args"))
+        common.run("summarize", argv + common.extra(params, "summarize"))
 
     @task(outlets=[common.table_asset("item_keywords")])
     def publish(params=None, outlet_events=None) -> dict:

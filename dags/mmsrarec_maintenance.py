@@ -9,6 +9,9 @@
    promises: every version committed within the window stays queryable with `mmsrarec sql --as-of-version`);
 4. **prune** staged recommendation shards older than the retention.
 
+Params: `retention_days`, `tables` (only these tables; empty = all), `vacuum` (false = compact only, delete
+nothing) and the escape hatch `extra_args` (`{"maintain": "--target-size-mb 64"}`).
+
 The task log lists, per table, active files and files on storage before -> after; the JSON summary is the task's
 return value (XCom). Each optimize/vacuum is a Delta commit with lineage, visible in `table_history`.
 """
@@ -31,13 +34,17 @@ with DAG(
         **common.warehouse_params(),
         "retention_days": Param(7, type="number", minimum=7,
                                 description="vacuum keeps every version newer than this many days (time travel)"),
-        "maintain_args": common.args_param("mmsrarec maintain"),
+        "tables": Param([], type="array", items={"type": "string", "minLength": 1},
+                        description="only these tables; empty = every table of the dataset"),
+        "vacuum": Param(True, type="boolean", description="vacuum old files (false: compact only, delete nothing)"),
+        "extra_args": common.extra_args_param('{"maintain": "--target-size-mb 64"}'),
     },
 ) as dag:
 
     @task
     def maintain(params=None) -> dict | None:
         argv = common.wh_args(params) + ["--retention-days", str(params["retention_days"])]
-        return common.run("maintain", argv + common.extra(params, "maintain_args"))
+        argv += common.flags(params, {"tables": "--table", "vacuum": "--no-vacuum"})
+        return common.run("maintain", argv + common.extra(params, "maintain"))
 
     maintain()

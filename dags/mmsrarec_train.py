@@ -15,8 +15,10 @@ GPU-heavy tasks (training, MLLM summarizing, MLLM evaluation) run in the pool `$
 `default_pool`) and, when `$MMSRAREC_GPU_QUEUE` is set, on that executor queue (e.g. `gpu` workers).
 
 Params: `dataset`, `warehouse`, `seed`, `summarizer_version`, `summarizer_backend` (`mllm` or `extractive`),
-`protocol` (`paper`: 1 positive + 20 negatives; `full`: all items), and per-job extra flags (`*_args`, e.g.
-`--epochs 2`) to size a run. Manual (no schedule); `max_active_runs=1` because runs write the same model versions.
+`protocol` (`paper`: 1 positive + 20 negatives; `full`: all items), typed knobs to size a run (`baseline_epochs`,
+`summarizer_steps`, `summarizer_limit`, `keyword_encoder`, `collab_k`, `train_steps`; empty = the job's default),
+`progress` (false: no progress bars in the task logs) and the escape hatch `extra_args`, extra flags per command for
+settings without a param (e.g. `{"train": "--lora-rank 16"}`). Manual (no schedule); `max_active_runs=1` because runs write the same model versions.
 Every job overwrites what it wrote for its version, so a retried or repeated run leaves no duplicates.
 """
 
@@ -42,13 +44,15 @@ with DAG(
         "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
         "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
         "protocol": Param("paper", enum=["paper", "full"], description="evaluation protocol"),
-        "baseline_args": common.args_param("mmsrarec train-baseline"),
-        "summarizer_args": common.args_param("mmsrarec train-summarizer"),
-        "summarize_args": common.args_param("mmsrarec summarize"),
-        "collab_args": common.args_param("mmsrarec build-collab"),
-        "train_args": common.args_param("mmsrarec train"),
-        "evaluate_args": common.args_param("mmsrarec evaluate (both models)"),
-        "report_args": common.args_param("mmsrarec report"),
+        "baseline_epochs": common.optional_int("train-baseline: SASRec epochs"),
+        "summarizer_steps": common.optional_int("train-summarizer: GRPO steps"),
+        "summarizer_limit": common.optional_int("train-summarizer: only the first N items"),
+        "keyword_encoder": common.optional_string("train-summarizer and summarize: phi of R_info (minilm, hashing, "
+                                                  "a path)"),
+        "collab_k": common.optional_int("build-collab: neighbours per user"),
+        "train_steps": common.optional_int("train: fine-tuning steps"),
+        "progress": Param(True, type="boolean", description="progress bars in the task logs"),
+        "extra_args": common.extra_args_param('{"train": "--lora-rank 16", "evaluate": "--seeds 3"}'),
     },
 ) as dag:
 
@@ -57,19 +61,22 @@ with DAG(
         sasrec_run = common.tag("sasrec", run_id)
         argv = common.wh_args(params) + ["--model", "sasrec", "--protocol", params["protocol"]]
         argv += ["--seed", str(params["seed"]), "--run-id", sasrec_run]
-        common.run("train-baseline", argv + common.extra(params, "baseline_args"))
+        argv += common.flags(params, {"baseline_epochs": "--epochs", "progress": "--no-progress"})
+        common.run("train-baseline", argv + common.extra(params, "train-baseline"))
         return sasrec_run
 
     @task(outlets=[common.table_asset("evaluation_runs")])
     def evaluate_baseline(sasrec_run: str, params=None) -> None:
         argv = common.wh_args(params) + ["--model", sasrec_run, "--protocol", params["protocol"]]
-        argv += ["--run-id", f"eval-{sasrec_run}"]
-        common.run("evaluate", argv + common.extra(params, "evaluate_args"))
+        argv += ["--run-id", f"eval-{sasrec_run}"] + common.flags(params, {"progress": "--no-progress"})
+        common.run("evaluate", argv + common.extra(params, "evaluate"))
 
     @task(**GPU)
     def train_summarizer(params=None) -> str | None:
         argv = common.wh_args(params) + ["--backend", params["summarizer_backend"], "--seed", str(params["seed"])]
-        summary = common.run("train-summarizer", argv + common.extra(params, "summarizer_args"))
+        argv += common.flags(params, {"summarizer_steps": "--steps", "summarizer_limit": "--limit",
+                                      "keyword_encoder": "--encoder"})
+        summary = common.run("train-summarizer", argv + common.extra(params, "train-summarizer"))
         return (summary or {}).get("run_id")
 
     @task(**GPU, outlets=[common.table_asset("item_keywords")])
@@ -78,31 +85,33 @@ with DAG(
         argv += ["--backend", params["summarizer_backend"]]
         if policy_run:  # the policy / tuned MLLM just trained (else the job takes the latest one)
             argv += ["--policy-run", policy_run]
-        common.run("summarize", argv + common.extra(params, "summarize_args"))
+        argv += common.flags(params, {"keyword_encoder": "--encoder", "progress": "--no-progress"})
+        common.run("summarize", argv + common.extra(params, "summarize"))
 
     @task(outlets=[common.table_asset("user_collab_keywords")])
     def build_collab(sasrec_run: str, params=None) -> None:
         argv = common.wh_args(params) + ["--summarizer-version", params["summarizer_version"]]
-        argv += ["--sasrec-run", sasrec_run]
-        common.run("build-collab", argv + common.extra(params, "collab_args"))
+        argv += ["--sasrec-run", sasrec_run] + common.flags(params, {"collab_k": "--k"})
+        common.run("build-collab", argv + common.extra(params, "build-collab"))
 
     @task(**GPU)
     def train_recommender(sasrec_run: str, run_id=None, params=None) -> str:
         model_run = common.tag("mmsrarec", run_id)  # the same id on a retry: training resumes its checkpoint
         argv = common.wh_args(params) + ["--keywords", params["summarizer_version"], "--generator-run", sasrec_run]
         argv += ["--protocol", params["protocol"], "--seed", str(params["seed"]), "--run-id", model_run]
-        common.run("train", argv + common.extra(params, "train_args"))
+        argv += common.flags(params, {"train_steps": "--steps", "progress": "--no-progress"})
+        common.run("train", argv + common.extra(params, "train"))
         return model_run
 
     @task(**GPU, outlets=[common.table_asset("evaluation_runs")])
     def evaluate_recommender(model_run: str, params=None) -> None:
         argv = common.wh_args(params) + ["--model", model_run, "--protocol", params["protocol"]]
-        argv += ["--run-id", f"eval-{model_run}"]
-        common.run("evaluate", argv + common.extra(params, "evaluate_args"))
+        argv += ["--run-id", f"eval-{model_run}"] + common.flags(params, {"progress": "--no-progress"})
+        common.run("evaluate", argv + common.extra(params, "evaluate"))
 
     @task
     def report(params=None) -> None:
-        common.run("report", common.wh_args(params) + common.extra(params, "report_args"))
+        common.run("report", common.wh_args(params) + common.extra(params, "report"))
 
     sasrec_run = train_baseline()
     keywords = summarize(train_summarizer())

@@ -44,22 +44,22 @@ DEMO_CONF: dict[str, dict[str, object]] = {
         "summarizer_version": "demo",
         "summarizer_backend": "extractive",
         "protocol": "paper",
-        "baseline_args": "--epochs 3 --no-progress",
+        "baseline_epochs": 3,
+        "summarizer_steps": 5,
+        "summarizer_limit": 128,
         # the hashing encoder: MiniLM made summarizing 1,682 items take ~10 min here (0.23 s/item vs 0.02)
-        "summarizer_args": "--steps 5 --limit 128 --encoder hashing",
-        "summarize_args": "--encoder hashing",
-        "collab_args": "",
-        "train_args": "--steps 20 --no-progress",
-        "evaluate_args": "--no-progress",
-        "report_args": "",
+        "keyword_encoder": "hashing",
+        "train_steps": 20,
+        "progress": False,
     },
     "mmsrarec_nightly": {
         "shards": 1,
         "top_k": 10,
         "users": "all",
         "protocol": "paper",
-        "recommend_args": "--limit-users 50 --top-m 20 --no-progress",  # 3 are shown
-        "evaluate_args": "--no-progress",
+        "limit_users": 50,
+        "top_m": 20,  # 3 are shown
+        "progress": False,
     },
 }
 
@@ -98,6 +98,8 @@ def build_config(args: argparse.Namespace) -> DemoConfig:
 
 def airflow_env(cfg: DemoConfig, *, demo: bool) -> dict[str, str]:
     """The environment of every Airflow command: this project's home, DAG folder, no examples, offline hubs."""
+    from mmsrarec_lib.runtime_env import OFFLINE_DEFAULTS
+
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)  # `airflow standalone` starts its components by the name `airflow`
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -108,9 +110,7 @@ def airflow_env(cfg: DemoConfig, *, demo: bool) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "MMSRAREC_WAREHOUSE": cfg.warehouse,
             "MMSRAREC_DATASET": cfg.dataset,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
+            **OFFLINE_DEFAULTS,  # mmsrarec_lib.runtime_env: the jobs' own defaults, forced for the demo
             "PYTHONUNBUFFERED": "1",
         }
     )

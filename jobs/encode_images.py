@@ -54,10 +54,9 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.vision import load_image_encoder
     from mmsrarec_lib.vision.table import load_images, plan_images, stored_rows, write_features
 
-    if cfg.threads:
-        import torch
+    from mmsrarec_lib.runtime_env import configure_threads
 
-        torch.set_num_threads(cfg.threads)
+    configure_threads(cfg.threads)
     if not warehouse.has_table(cfg.dataset, "items"):
         raise FileNotFoundError(f"{cfg.dataset}/items does not exist: run `mmsrarec ingest` first")
     images, all_items = load_images(warehouse, cfg.dataset)

@@ -157,12 +157,9 @@ class TrainJobConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
+    from mmsrarec_lib.runtime_env import configure_threads
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mmsrarec_lib.recommend.finetune import cpu_threads
-
-    cpu_threads()
+    configure_threads(default=1, cpu_only=True)  # $MMSRAREC_TORCH_THREADS, else 1 (offline env: jobs/cli.py)
     from mmsrarec_lib.recommend.pipeline import train_recommender
 
     cfg = TrainJobConfig.from_args(args)

@@ -37,13 +37,10 @@ def add_sasrec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_threads(threads: int | None) -> None:
-    """Set torch's intra-op thread count (process-wide, so only at the job edge)."""
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        import torch
+    """Torch's intra-op thread count: ``--threads``, else ``$MMSRAREC_TORCH_THREADS``, else torch's choice."""
+    from mmsrarec_lib.runtime_env import configure_threads
 
-        torch.set_num_threads(threads)
+    configure_threads(threads)
 
 
 def sasrec_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,13 +34,6 @@ ENV_AWS_CONN_ID = "MMSRAREC_AWS_CONN_ID"
 ENV_SPARK_CONN_ID = "MMSRAREC_SPARK_CONN_ID"
 DEFAULT_AWS_CONN_ID = "aws_default"
 DEFAULT_SPARK_CONN_ID = "spark_default"
-# environment every job gets unless the caller's environment says otherwise: no model hub, no tokenizer threads
-_JOB_ENV_DEFAULTS = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-}
 _TAIL_LINES = 40
 
 
@@ -179,7 +172,10 @@ def run_job(
     JSON summary line: see :func:`last_json`). Time limits are the task's
     ``execution_timeout``: when Airflow interrupts the task, the child is killed too.
     """
-    child_env = {**_JOB_ENV_DEFAULTS, **os.environ, **(env or {})}
+    from mmsrarec_lib.runtime_env import job_env
+
+    # offline hubs, unbuffered output and sparse progress bars unless this environment says otherwise (runtime_env)
+    child_env = job_env(env)
     pythonpath = child_env.get("PYTHONPATH", "")
     child_env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + pythonpath if pythonpath else "")
     cmd = job_command(command, argv)
@@ -297,20 +293,7 @@ def run_tag(prefix: str, airflow_run_id: str) -> str:
 
 
 def latest_model_run(warehouse, *, dataset: str, kind: str = "mmsrarec", variant: str = "mmsrarec") -> str:
-    """The newest complete model run of ``kind``/``variant`` under ``<dataset>/models/`` (by created_at, then id).
+    """The nightly DAG's model run: :func:`mmsrarec_lib.model_runs.latest_complete_run` (the one rule; no torch)."""
+    from mmsrarec_lib.model_runs import latest_complete_run
 
-    The rule of ``mmsrarec recommend``'s default, without importing the model code (torch) into the Airflow
-    worker: the nightly DAG resolves the run once and hands the same id to ``recommend`` and ``evaluate``.
-    """
-    import json
-
-    runs = []
-    for run_id in warehouse.list_dir(warehouse.uri(dataset, "models")):
-        uri = warehouse.uri(dataset, "models", run_id, "model.json")
-        if warehouse.exists(uri):
-            meta = json.loads(warehouse.read_bytes(uri))
-            if meta.get("kind") == kind and meta.get("variant", variant) == variant:
-                runs.append((str(meta.get("created_at", "")), run_id))
-    if not runs:
-        raise FileNotFoundError(f"no trained {variant} model in {warehouse.uri(dataset, 'models')}: run mmsrarec_train")
-    return max(runs)[1]
+    return latest_complete_run(warehouse, dataset=dataset, kind=kind, variant=variant)

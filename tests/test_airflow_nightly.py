@@ -61,6 +61,25 @@ def test_env_reaches_the_job_but_values_never_reach_the_log(tmp_path, caplog):
     assert secret not in caplog.text
 
 
+def test_one_place_for_the_offline_environment(monkeypatch):
+    """runtime_env: offline hubs and log-friendly progress bars unless the environment says otherwise; the job's
+    env (credentials) wins over everything."""
+    from mmsrarec_lib import runtime_env
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")  # an operator's choice is kept
+    env = runtime_env.job_env({"AWS_REGION": "eu-west-1"})
+    assert (env["HF_HUB_OFFLINE"], env["TRANSFORMERS_OFFLINE"], env["TOKENIZERS_PARALLELISM"]) == ("1", "0", "false")
+    assert env["TQDM_MININTERVAL"] == "30" and env["PYTHONUNBUFFERED"] == "1" and env["AWS_REGION"] == "eu-west-1"
+    environ: dict[str, str] = {"TRANSFORMERS_OFFLINE": "0"}
+    runtime_env.apply_offline_defaults(environ)
+    assert environ == {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "0", "TOKENIZERS_PARALLELISM": "false"}
+    monkeypatch.delenv(runtime_env.ENV_TORCH_THREADS, raising=False)
+    assert runtime_env.configure_threads() is None, "nothing asked: torch keeps its own choice"
+    with pytest.raises(ValueError, match=">= 1"):
+        runtime_env.configure_threads(0)
+
+
 # --------------------------------------------------------------------------- dag.test() of mmsrarec_nightly
 DATASET = "tiny"
 RUN_DATE = "1998-04-10"  # after every interaction of the tiny data (1998-04-01 .. 04-07)
@@ -189,7 +208,7 @@ def test_nightly_dag_test_retry_and_rerun_of_a_date_leave_no_duplicates(tiny_tra
     first = _dag_test(tmp_path / "home", "", conf, extra_env={ENV_FAIL_ONCE: f"recommend:after:{flag}"})
     assert first["state"] == "success", first
     assert {t: s for t, (s, _) in first["tis"].items()} == dict.fromkeys(
-        ["append_interactions", "refresh_collab", "plan_shards", "recommend[0]", "recommend[1]",
+        ["append_interactions", "refresh_collab", "index_content", "plan_shards", "recommend[0]", "recommend[1]",
          "publish_recommendations", "evaluate", "publish"], "success"
     ), "every task ran, the recommend task once per shard"
     assert sorted(first["tis"][f"recommend[{i}]"][1] for i in (0, 1)) == [1, 2] and flag.exists(), \

@@ -16,7 +16,8 @@ import pytest
 DAGS_DIR = Path(__file__).resolve().parent.parent / "dags"
 
 EXPECTED_EDGES = {
-    "mmsrarec_item_tables": {("ingest", "encode_images"), ("encode_images", "publish_tables")},
+    "mmsrarec_item_tables": {("ingest", "encode_images"), ("encode_images", "index_content"),
+                             ("index_content", "publish_tables")},
     "mmsrarec_train": {
         ("train_baseline", "evaluate_baseline"),
         ("train_baseline", "build_collab"),
@@ -31,6 +32,8 @@ EXPECTED_EDGES = {
     "mmsrarec_nightly": {
         ("append_interactions", "refresh_collab"),
         ("refresh_collab", "plan_shards"),
+        ("append_interactions", "index_content"),
+        ("index_content", "plan_shards"),
         ("plan_shards", "recommend"),
         ("plan_shards", "publish_recommendations"),
         ("recommend", "publish_recommendations"),
@@ -117,6 +120,29 @@ def test_params_have_defaults(dagbag):
     assert (train["seed"], train["summarizer_version"], train["protocol"]) == (42, "v1", "paper")
 
 
+# params that are free text on purpose: paths, ids, dates, and the documented escape hatches for rare flags
+FREE_TEXT_PARAMS = {"warehouse", "run_date", "incoming_interactions", "incoming_items", "model_run", "items",
+                    "interactions", "spark_master", "source", "policy_run", "item_ids", "recommend_args",
+                    "evaluate_args", "keyword_encoder", "encoder", "image_encoder", "summarizer_version", "dataset"}
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_EDGES))
+def test_params_are_typed_knobs_not_flag_strings(dagbag, dag_id):
+    """Every param declares a JSON-schema type (or an enum); strings of flags are only the named escape hatches."""
+    params = dagbag.dags[dag_id].params
+    hatches = [k for k in params.keys() if k.endswith("_args")]
+    assert len(hatches) <= (2 if dag_id == "mmsrarec_nightly" else 1), hatches
+    for key in params.keys():
+        schema = params.get_param(key).schema
+        assert "type" in schema or "enum" in schema, (dag_id, key)
+        types = schema.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if "string" in types and not schema.get("enum"):
+            assert key in FREE_TEXT_PARAMS, f"{dag_id}.{key} is free text: make it a typed param"
+        if key == "extra_args":
+            assert types == ["object"] and "escape hatch" in params.get_param(key).description
+
+
 def test_invalid_param_values_are_rejected(dagbag):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -128,6 +154,15 @@ def test_invalid_param_values_are_rejected(dagbag):
         params.get_param("top_k").resolve(0)
     with pytest.raises(ParamValidationError):
         params.get_param("shards").resolve(0)
+    with pytest.raises(ParamValidationError):
+        params.get_param("top_m").resolve(0)
+    with pytest.raises(ParamValidationError):
+        params.get_param("limit_users").resolve("50")
+    assert params.get_param("top_m").resolve(None) is None, "empty = the job's default"
+    with pytest.raises(ParamValidationError):
+        dagbag.dags["mmsrarec_train"].params.get_param("train_steps").resolve(0)
+    with pytest.raises(ParamValidationError):
+        dagbag.dags["mmsrarec_train"].params.get_param("progress").resolve("no")
     with pytest.raises(ParamValidationError):
         params.get_param("run_date").resolve("23/04/1998")
     assert params.get_param("run_date").resolve("1998-04-23") == "1998-04-23"
@@ -313,3 +348,40 @@ def test_run_tags_are_stable_per_airflow_run_and_safe_as_ids():
     assert run_tag("sasrec", airflow_run) == run_tag("sasrec", airflow_run), "a retry gets the same id"
     assert run_tag("sasrec", "scheduled__1998-04-23T00:00:00+00:00") != run_tag("sasrec", airflow_run)
     assert run_tag("eval", "///") == "eval"
+
+
+def test_tasks_turn_typed_params_into_flags_the_jobs_accept(dagbag, monkeypatch):
+    """A task's argv from its params (empty knobs left out: the job's default applies); every argv parses with the
+    real ``mmsrarec`` parser, so a param can never name a flag that does not exist."""
+    from jobs.cli import build_parser
+
+    def call(dag_id, task_id, conf, **kwargs):
+        fn = dagbag.dags[dag_id].get_task(task_id).python_callable
+        calls = []
+        monkeypatch.setattr(fn.__globals__["common"], "run", lambda command, argv: calls.append((command, argv)))
+        fn(params={**dagbag.dags[dag_id].params.dump(), "warehouse": "", **conf}, **kwargs)
+        (command, argv), = calls
+        build_parser().parse_args([command, *argv])
+        return command, argv
+
+    conf = {"train_steps": 20, "progress": False, "extra_args": {"train": "--lora-rank 16"}}
+    assert call("mmsrarec_train", "train_recommender", conf, sasrec_run="sasrec-r", run_id="manual__1") == (
+        "train", ["--dataset", "movielens-100k", "--keywords", "v1", "--generator-run", "sasrec-r", "--protocol",
+                  "paper", "--seed", "42", "--run-id", "mmsrarec-manual__1", "--steps", "20", "--no-progress",
+                  "--lora-rank", "16"])
+    assert call("mmsrarec_train", "train_baseline", {"baseline_epochs": 3}, run_id="r")[1][-2:] == ["--epochs", "3"]
+    assert call("mmsrarec_train", "train_summarizer", {"summarizer_steps": 5, "keyword_encoder": "hashing"})[1][-4:] \
+        == ["--steps", "5", "--encoder", "hashing"]
+    assert call("mmsrarec_train", "build_collab", {"collab_k": 5}, sasrec_run="s")[1][-2:] == ["--k", "5"]
+    assert call("mmsrarec_train", "evaluate_recommender", {}, model_run="m")[1][-1] == "eval-m", "defaults: no flag"
+    assert call("mmsrarec_item_tables", "ingest", {"k_core": 2})[1][-2:] == ["--k-core", "2"]
+    assert call("mmsrarec_item_tables", "index_content", {}) == (
+        "index-content", ["--dataset", "movielens-100k", "--image-encoder", "efficientnet-lite0"])
+    assert call("mmsrarec_nightly", "index_content", {}) == ("index-content", ["--dataset", "movielens-100k"])
+    assert call("mmsrarec_nightly", "evaluate", {"progress": False}, model_run="m", ds="2026-11-30")[1][-1] \
+        == "--no-progress"
+    assert call("mmsrarec_maintenance", "maintain", {"tables": ["items", "recommendations"], "vacuum": False})[1] == [
+        "--dataset", "movielens-100k", "--retention-days", "7", "--table", "items", "--table", "recommendations",
+        "--no-vacuum"]
+    assert call("mmsrarec_backfill_keywords", "backfill", {"limit": 5, "encoder": "hashing"})[1][-4:] == [
+        "--encoder", "hashing", "--limit", "5"]
