@@ -29,6 +29,7 @@ JOB_MODULES = (
     "evaluate",
     "compare",
     "report",
+    "runs",
     "sql",
     "maintain",
 )

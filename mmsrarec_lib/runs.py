@@ -9,11 +9,14 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.storage import Warehouse
+
+if TYPE_CHECKING:  # storage imports this module (run ids, code version for commit lineage)
+    from mmsrarec_lib.storage import Warehouse
 
 INGEST_RUNS_TABLE = "ingest_runs"
 

@@ -221,3 +221,26 @@ RECOMMENDATIONS = pa.schema(
 def empty(schema: pa.Schema) -> pa.Table:
     """An empty table of ``schema`` (for writing a table that has no rows yet)."""
     return schema.empty_table()
+
+# --------------------------------------------------------------------------- model runs (every training job)
+# One row per state change of a training run (append-only): running -> complete | failed. The current state of a
+# run is its newest row (mmsrarec_lib/model_runs.py); "which run is the latest?" is answered from this table only.
+MODEL_RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),  # also the artefact folder name under <dataset>/models/ (collab: index version)
+        ("dataset", pa.string()),
+        ("kind", pa.string()),  # sasrec | pop | summarizer | collab_index | mmsrarec
+        ("variant", pa.string()),  # e.g. mmsrarec-no-retrieval (stage 3), extractive | mllm (summarizer)
+        ("protocol", pa.string()),  # paper | full: the training data's protocol (null: not protocol-bound)
+        ("status", pa.string()),  # running | complete | failed
+        ("config_json", pa.string()),
+        ("lineage", pa.map_(pa.string(), pa.string())),  # input table versions, upstream run ids
+        ("metrics", pa.map_(pa.string(), pa.float64())),  # summary numbers (e.g. valid_ndcg@10)
+        ("artefact_uri", pa.string()),
+        ("code_version", pa.string()),
+        ("started_at", TS),
+        ("ended_at", TS),  # null while running
+        ("updated_at", TS),  # when this row was written; the newest row of a run is its state
+        ("message", pa.string()),  # failed: the error
+    ]
+)

@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -43,98 +42,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib import schemas
+from mmsrarec_lib.pinning import (  # the read half (below storage); resolve_versions / pinned_version re-exported
+    ABSENT,
+    MANIFEST,
+    RUNNING,
+    last_rows,
+    latest_version,
+    manifest_rows,
+    manifest_version,
+    pinned_version,
+    resolve_versions,
+)
+from mmsrarec_lib.pinning import OWN_RUNS as _OWN_RUNS  # runs of this process: never pinned for it
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "dataset_runs"
-RUNNING, COMPLETE, FAILED, ABANDONED = "running", "complete", "failed", "abandoned"
-ABSENT = -1  # base version of a table that did not exist when the run started
+COMPLETE, FAILED, ABANDONED = "complete", "failed", "abandoned"
 FAULT_ENV = "MMSRAREC_FAULT_AFTER_COMMIT"
 FAULT_EXIT_CODE = 86
-RESOLVE_ATTEMPTS = 10
-
-_OWN_RUNS: set[str] = set()  # runs started by this process: their tables are never pinned for it
-_cache: dict[tuple[str, str, int], dict[str, dict[str, int]]] = {}
-_cache_lock = threading.Lock()
-
-
-def _manifest_version(warehouse: Warehouse, dataset: str) -> int | None:
-    try:
-        return warehouse.delta_table(dataset, MANIFEST).version()
-    except FileNotFoundError:
-        return None
-
-
-def _manifest_rows(warehouse: Warehouse, dataset: str, version: int) -> pa.Table:
-    return warehouse.read_table(dataset, MANIFEST, version=version)
-
-
-def _last_rows(rows: pa.Table) -> list[dict]:
-    """The current state of every run (its end row, else its ``running`` row), oldest run first."""
-    last: dict[str, dict] = {}
-    for row in rows.to_pylist():  # file order is not commit order: an end state wins over ``running``
-        if row["run_id"] not in last or last[row["run_id"]]["status"] == RUNNING:
-            last[row["run_id"]] = row
-    return sorted(last.values(), key=lambda r: r["started_at"])
-
-
-def _pins(warehouse: Warehouse, dataset: str, version: int) -> dict[str, dict[str, int]]:
-    """run_id -> {table: base version} of every run not ended at manifest ``version`` (any process's runs)."""
-    key = (warehouse.root, dataset, version)
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-    pins = {row["run_id"]: dict(row["base_versions"] or [])
-            for row in _last_rows(_manifest_rows(warehouse, dataset, version)) if row["status"] == RUNNING}
-    with _cache_lock:
-        _cache[key] = pins
-    return pins
-
-
-def _pinned_now(warehouse: Warehouse, dataset: str, version: int | None) -> dict[str, int]:
-    if version is None:
-        return {}
-    out: dict[str, int] = {}
-    for run, bases in _pins(warehouse, dataset, version).items():
-        if run in _OWN_RUNS:
-            continue
-        for table, base in bases.items():
-            out[table] = min(out.get(table, base), base)
-    return out
-
-
-def resolve_versions(warehouse: Warehouse, dataset: str, tables: Iterable[str]) -> dict[str, int | None]:
-    """A consistent version of each of ``tables``: the base version when a run that has not ended writes it,
-    else its latest version (None: the table does not exist for readers). See the module docstring."""
-    tables = list(tables)
-    for _ in range(RESOLVE_ATTEMPTS):
-        before = _manifest_version(warehouse, dataset)
-        pinned = _pinned_now(warehouse, dataset, before)
-        out: dict[str, int | None] = {}
-        for table in tables:
-            if table in pinned and table != MANIFEST:
-                out[table] = None if pinned[table] == ABSENT else pinned[table]
-            else:
-                out[table] = _latest(warehouse, dataset, table)
-        if _manifest_version(warehouse, dataset) == before:
-            return out
-        log.info("dataset_runs of %s moved while resolving versions; resolving again", dataset)
-    raise RuntimeError(f"could not resolve a consistent snapshot of {dataset!r}: dataset_runs kept changing")
-
-
-def pinned_version(warehouse: Warehouse, dataset: str, table: str) -> int | None:
-    """The version a job reads ``table`` at when it asks for the latest (``Warehouse.dataset``); None when the
-    table has no version for readers yet (then the caller's latest lookup reports it missing or new)."""
-    if table == MANIFEST:
-        return None
-    return resolve_versions(warehouse, dataset, [table])[table]
+__all__ = ["ABANDONED", "ABSENT", "COMPLETE", "FAILED", "MANIFEST", "RUNNING", "DatasetRun", "pinned_version",
+           "repair", "resolve_versions", "run_outcome_counts", "run_states"]
 
 
 def run_states(warehouse: Warehouse, dataset: str) -> list[dict]:
     """Every run of the dataset with its current state (the last row per run), oldest first."""
-    version = _manifest_version(warehouse, dataset)
-    return [] if version is None else _last_rows(_manifest_rows(warehouse, dataset, version))
+    version = manifest_version(warehouse, dataset)
+    return [] if version is None else last_rows(manifest_rows(warehouse, dataset, version))
 
 
 def _row(run_id: str, job: str, status: str, *, started_at, base: Mapping[str, int], published: Mapping[str, int],
@@ -151,15 +85,8 @@ def _append(warehouse: Warehouse, dataset: str, rows: list[dict]) -> int:
                                  mode="append")
 
 
-def _latest(warehouse: Warehouse, dataset: str, table: str) -> int | None:
-    try:
-        return warehouse.delta_table(dataset, table).version()  # one log listing (table_version makes two)
-    except FileNotFoundError:
-        return None
-
-
 def _latest_or_absent(warehouse: Warehouse, dataset: str, table: str) -> int:
-    version = _latest(warehouse, dataset, table)
+    version = latest_version(warehouse, dataset, table)
     return ABSENT if version is None else version
 
 

@@ -251,11 +251,11 @@ class Warehouse:
         """A pyarrow dataset over the table's current files (through the Delta log, never a directory scan).
 
         A native filesystem is passed explicitly: delta-rs' own object store can abort a short process at exit.
-        Without ``version``, the version comes from :func:`mmsrarec_lib.snapshots.pinned_version`: the latest,
+        Without ``version``, the version comes from :func:`mmsrarec_lib.pinning.pinned_version`: the latest,
         except for a table that an unfinished multi-table run (e.g. an ingest in progress, or killed) is writing.
         """
         if version is None:
-            from mmsrarec_lib.snapshots import pinned_version
+            from mmsrarec_lib.pinning import pinned_version
 
             version = pinned_version(self, dataset, table)
         dt = self.delta_table(dataset, table, version=version)

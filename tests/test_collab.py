@@ -254,7 +254,7 @@ def test_latest_sasrec_run_picks_newest_sasrec(warehouse):
     for run, kind in [("r-20260101", "sasrec"), ("r-20260301", "popularity"), ("r-20260201", "sasrec")]:
         warehouse.write_bytes(warehouse.uri("ds", "models", run, "model.json"), f'{{"kind": "{kind}"}}'.encode())
     assert latest_sasrec_run(warehouse, "ds") == "r-20260201"
-    with pytest.raises(FileNotFoundError, match="no SASRec model"):
+    with pytest.raises(FileNotFoundError, match="no complete sasrec run"):
         latest_sasrec_run(warehouse, "other")
 
 

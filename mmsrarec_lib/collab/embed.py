@@ -6,7 +6,6 @@ in production with SASRec (``sasrec_embedder``). Vectors are L2-normalised here,
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -14,11 +13,10 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from mmsrarec_lib.model_runs import latest_complete_run
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-
-MODELS_DIR = "models"
 
 
 class Embedder(Protocol):
@@ -52,41 +50,9 @@ def embed_histories(
 
 
 # --------------------------------------------------------------------------- SASRec
-def _model_json(warehouse: Warehouse, dataset: str, run_id: str) -> dict | None:
-    uri = warehouse.uri(dataset, MODELS_DIR, run_id, "model.json")
-    if not warehouse.exists(uri):
-        return None
-    try:
-        return json.loads(warehouse.read_bytes(uri))
-    except (ValueError, UnicodeDecodeError):
-        log.warning("unreadable %s; skipped", uri)
-        return None
-
-
-def _is_sasrec(meta: dict) -> bool:
-    for key in ("kind", "model", "model_type", "type", "name"):
-        if str(meta.get(key, "")).lower().startswith("sasrec"):
-            return True
-    return False
-
-
 def latest_sasrec_run(warehouse: Warehouse, dataset: str) -> str:
-    """The newest SASRec run under ``<warehouse>/<dataset>/models/``.
-
-    A run counts when its ``model.json`` says ``"kind": "sasrec"`` (as ``save_sasrec`` writes it);
-    the newest is the one with the greatest ``created_at`` in that file, ties (or no ``created_at``) broken by the
-    run id, which sorts by time (``runs.new_run_id``).
-    """
-    runs = []
-    for run_id in warehouse.list_dir(warehouse.uri(dataset, MODELS_DIR)):
-        meta = _model_json(warehouse, dataset, run_id)
-        if meta is not None and _is_sasrec(meta):
-            runs.append((str(meta.get("created_at", "")), run_id))
-    if not runs:
-        raise FileNotFoundError(
-            f"no SASRec model under {warehouse.uri(dataset, MODELS_DIR)}: train one first (mmsrarec train-baseline)"
-        )
-    return max(runs)[1]
+    """The SASRec run ``build-collab`` embeds with by default (:func:`mmsrarec_lib.model_runs.latest_complete_run`)."""
+    return latest_complete_run(warehouse, dataset=dataset, kind="sasrec")
 
 
 def sasrec_embedder(warehouse: Warehouse, dataset: str, run_id: str | None = None) -> tuple[Embedder, str]:

@@ -1,12 +1,16 @@
 """Full build of stage 2: embed training users, index them, retrieve neighbours for every user, write the table.
 
 Order of writes (each one atomic): index version files, the ``LATEST`` pointer, ``user_collab_keywords`` (one
-overwrite commit, so a re-run replaces rows and never duplicates them), and last the refresh watermark.
+overwrite commit, so a re-run replaces rows and never duplicates them), and last the refresh watermark (the
+:class:`Watermark` helpers live here; :mod:`mmsrarec_lib.collab.refresh` reads and advances it). Every build is
+a ``model_runs`` run of kind ``collab_index`` (variant: the embedder kind; lineage: the SASRec run, keyword
+source, index and table versions).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +27,7 @@ from mmsrarec_lib.collab.content import (
 )
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
 from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index
-from mmsrarec_lib.collab.store import prune_index_versions, save_index
+from mmsrarec_lib.collab.store import index_uri, prune_index_versions, save_index
 from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
 from mmsrarec_lib.collab.table import PROTOCOLS, TABLE, build_rows
 from mmsrarec_lib.collab.windows import (
@@ -33,13 +37,45 @@ from mmsrarec_lib.collab.windows import (
     latest_windows,
     load_sequences,
     load_targets,
+    from_us,
     paper_windows,
     training_windows,
 )
-from mmsrarec_lib.runs import utcnow
+from mmsrarec_lib.model_runs import record_model_run
+from mmsrarec_lib.runs import new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
+
+WATERMARK = "WATERMARK.json"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    max_interaction_us: int
+    index_version: str
+    table_version: int | None
+    updated_at: str = ""
+
+
+def watermark_uri(warehouse: Warehouse, dataset: str) -> str:
+    return index_uri(warehouse, dataset, WATERMARK)
+
+
+def read_watermark(warehouse: Warehouse, dataset: str) -> Watermark:
+    uri = watermark_uri(warehouse, dataset)
+    if not warehouse.exists(uri):
+        raise FileNotFoundError(f"no collab watermark for dataset {dataset!r} ({uri}): run build-collab first")
+    data = json.loads(warehouse.read_bytes(uri))
+    data.pop("max_interaction_timestamp", None)
+    return Watermark(**data)
+
+
+def write_watermark(warehouse: Warehouse, dataset: str, wm: Watermark) -> None:
+    data = {**asdict(wm), "updated_at": utcnow().isoformat()}
+    data["max_interaction_timestamp"] = from_us(wm.max_interaction_us).isoformat()  # for people reading the file
+    warehouse.write_bytes(watermark_uri(warehouse, dataset), json.dumps(data, indent=2, sort_keys=True).encode())
+    log.info("watermark of %s advanced to %s", dataset, data["max_interaction_timestamp"])
 
 
 @dataclass(frozen=True)
@@ -178,9 +214,25 @@ def build_collab(
 ) -> CollabResult:
     """Build everything from scratch: a new index version, all table rows (one overwrite), the watermark.
     ``embedder`` is the ID embedder (SASRec); ``config.embedder`` decides what is built around it. Afterwards all
-    but the newest ``keep_index_versions`` index versions are deleted."""
-    from mmsrarec_lib.collab.refresh import Watermark, write_watermark
+    but the newest ``keep_index_versions`` index versions are deleted. Recorded in ``model_runs``."""
+    ds = config.dataset
+    lineage = {"sasrec_run": embedder_info.get("run_id"), "keyword_source": keyword_source,
+               "table_versions": {t: warehouse.table_version(ds, t) for t in ("interactions", "eval_candidates")}}
+    with record_model_run(warehouse, dataset=ds, kind="collab_index", run_id=new_run_id("collab"),
+                          variant=config.embedder.kind, config={**config.to_meta(), "embedder": dict(embedder_info)},
+                          lineage=lineage, artefact_uri=index_uri(warehouse, ds)) as recorder:
+        result = _build(warehouse, config=config, embedder=embedder, embedder_info=embedder_info, keywords=keywords,
+                        keyword_source=keyword_source, keep_index_versions=keep_index_versions)
+        recorder.update(
+            metrics={"users_indexed": result.n_indexed, "index_entries": result.n_entries, "rows": result.n_rows,
+                     "rows_short": result.n_short},
+            lineage={"index_version": result.index_version, "table_version": result.table_version},
+            artefact_uri=index_uri(warehouse, ds, result.index_version))
+    return result
 
+
+def _build(warehouse: Warehouse, *, config: CollabConfig, embedder: Embedder, embedder_info: Mapping,
+           keywords: Mapping[str, Sequence[str]], keyword_source: str, keep_index_versions: int) -> CollabResult:
     ds = config.dataset
     targets = load_targets(warehouse, ds)
     sequences = load_sequences(warehouse, ds)

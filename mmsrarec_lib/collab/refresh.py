@@ -1,6 +1,7 @@
 """Nightly incremental refresh of stage 2, driven by a watermark.
 
-The watermark is a small JSON object next to the index, ``<warehouse>/<dataset>/indexes/collab/WATERMARK.json``:
+The watermark (:class:`~mmsrarec_lib.collab.pipeline.Watermark`, re-exported here) is a small JSON object next
+to the index, ``<warehouse>/<dataset>/indexes/collab/WATERMARK.json``:
 the newest interaction timestamp already reflected (``max_interaction_us``), plus the index and table versions it
 was written with. A refresh:
 
@@ -26,18 +27,27 @@ Interactions that arrive late with a timestamp at or below the watermark are not
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
 from mmsrarec_lib.collab.index import update_index
-from mmsrarec_lib.collab.store import index_uri, load_index, prune_index_versions, save_index
-from mmsrarec_lib.collab.pipeline import CollabConfig, CollabResult, collab_embedder, count_short, query_rows
+from mmsrarec_lib.collab.store import load_index, prune_index_versions, save_index
+from mmsrarec_lib.collab.pipeline import (  # the watermark helpers are re-exported from here
+    WATERMARK,
+    CollabConfig,
+    CollabResult,
+    Watermark,
+    collab_embedder,
+    count_short,
+    query_rows,
+    read_watermark,
+    watermark_uri,
+    write_watermark,
+)
 from mmsrarec_lib.collab.table import KEYS, TABLE
 from mmsrarec_lib.collab.windows import (
     EVAL_CANDIDATES_TABLE,
@@ -54,36 +64,6 @@ from mmsrarec_lib.snapshots import repair
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-
-WATERMARK = "WATERMARK.json"
-
-
-@dataclass(frozen=True)
-class Watermark:
-    max_interaction_us: int
-    index_version: str
-    table_version: int | None
-    updated_at: str = ""
-
-
-def watermark_uri(warehouse: Warehouse, dataset: str) -> str:
-    return index_uri(warehouse, dataset, WATERMARK)
-
-
-def read_watermark(warehouse: Warehouse, dataset: str) -> Watermark:
-    uri = watermark_uri(warehouse, dataset)
-    if not warehouse.exists(uri):
-        raise FileNotFoundError(f"no collab watermark for dataset {dataset!r} ({uri}): run build-collab first")
-    data = json.loads(warehouse.read_bytes(uri))
-    data.pop("max_interaction_timestamp", None)
-    return Watermark(**data)
-
-
-def write_watermark(warehouse: Warehouse, dataset: str, wm: Watermark) -> None:
-    data = {**asdict(wm), "updated_at": utcnow().isoformat()}
-    data["max_interaction_timestamp"] = from_us(wm.max_interaction_us).isoformat()  # for people reading the file
-    warehouse.write_bytes(watermark_uri(warehouse, dataset), json.dumps(data, indent=2, sort_keys=True).encode())
-    log.info("watermark of %s advanced to %s", dataset, data["max_interaction_timestamp"])
 
 
 def changed_users(warehouse: Warehouse, dataset: str, since_us: int) -> tuple[list[str], int | None]:

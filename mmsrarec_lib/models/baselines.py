@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mmsrarec_lib.eval.protocols import check_protocol, training_data
+from mmsrarec_lib.model_runs import record_model_run
 from mmsrarec_lib.models import MODELS_DIR
 from mmsrarec_lib.models.pop import PopScorer
 from mmsrarec_lib.models.sasrec import SASRec, SASRecConfig, load_sasrec, save_sasrec, train_sasrec
@@ -79,24 +80,30 @@ def fit_baseline(
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline {kind!r}: use one of {', '.join(BASELINES)}")
     run_id = run_id or new_run_id(kind)
-    data = training_data(warehouse, dataset, protocol)
-    info: dict[str, Any] = {
-        "protocol": protocol, "seed": seed, "sources": data.sources, "code_version": code_version(),
-        "created_at": utcnow().isoformat(), "n_train_sequences": len(data.sequences), "n_valid": len(data.valid),
-    }
-    if kind == "pop":
-        scorer = PopScorer.fit(data.sequences)
-        info["config"] = {}
-        info["metrics"] = {}
-        scorer.save(warehouse, dataset, run_id, info=info)
-    else:
-        cfg = sasrec_config(sasrec_overrides, seed=seed)
-        model, summary = train_sasrec(sequences=data.sequences, valid=data.valid, config=cfg, progress=progress)
-        info["config"] = dataclasses.asdict(cfg)
-        info["metrics"] = {"valid_ndcg@10": summary["valid_ndcg@10"]}
-        info["training"] = summary
-        save_sasrec(warehouse, dataset, run_id, model, info=info)
-        scorer = SASRecScorer(model)
+    with record_model_run(warehouse, dataset=dataset, kind=kind, run_id=run_id, protocol=protocol,
+                          config={"seed": seed, **{k: v for k, v in (sasrec_overrides or {}).items() if v is not None}}
+                          ) as recorder:
+        data = training_data(warehouse, dataset, protocol)
+        recorder.update(lineage={"table_versions": data.sources})
+        info: dict[str, Any] = {
+            "protocol": protocol, "seed": seed, "sources": data.sources, "code_version": code_version(),
+            "created_at": utcnow().isoformat(), "n_train_sequences": len(data.sequences), "n_valid": len(data.valid),
+        }
+        if kind == "pop":
+            scorer = PopScorer.fit(data.sequences)
+            info["config"] = {}
+            info["metrics"] = {}
+            scorer.save(warehouse, dataset, run_id, info=info)
+        else:
+            cfg = sasrec_config(sasrec_overrides, seed=seed)
+            model, summary = train_sasrec(sequences=data.sequences, valid=data.valid, config=cfg, progress=progress)
+            info["config"] = dataclasses.asdict(cfg)
+            info["metrics"] = {"valid_ndcg@10": summary["valid_ndcg@10"]}
+            info["training"] = summary
+            save_sasrec(warehouse, dataset, run_id, model, info=info)
+            scorer = SASRecScorer(model)
+        recorder.update(config=info["config"], metrics={**info["metrics"], "n_train_sequences": len(data.sequences),
+                                                        "epochs_run": info.get("training", {}).get("epochs_run")})
     log.info("trained %s %s on %s/%s (seed %d)", kind, run_id, dataset, protocol, seed)
     return TrainedBaseline(run_id=run_id, kind=kind, scorer=scorer, info=info)
 

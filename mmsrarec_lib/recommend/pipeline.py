@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mmsrarec_lib.model_runs import latest_complete_run, record_model_run
 from mmsrarec_lib.recommend.context import RecContext, load_context
 from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings, finetune
 from mmsrarec_lib.recommend.lineage import collect_lineage
@@ -85,13 +86,19 @@ def run_uri(warehouse: Warehouse, dataset: str, run_id: str) -> str:
     return warehouse.uri(dataset, "models", run_id)
 
 
+def refuse_complete(warehouse: Warehouse, dataset: str, run_id: str) -> None:
+    """A ValueError when ``run_id`` already finished (its ``model.json`` exists): a complete run is never resumed."""
+    base_uri = run_uri(warehouse, dataset, run_id)
+    if warehouse.exists(f"{base_uri}/model.json"):
+        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
+
+
 def start_run(warehouse: Warehouse, dataset: str, run_id: str | None) -> tuple[str, str, Path | None, Path]:
     """(run id, its warehouse URI, its local folder or None on object storage, the folder to work in) of a new or
     resumed training run; refuses a run that is already complete."""
     run_id = run_id or new_run_id(KIND)
     base_uri = run_uri(warehouse, dataset, run_id)
-    if warehouse.exists(f"{base_uri}/model.json"):
-        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
+    refuse_complete(warehouse, dataset, run_id)
     local = warehouse.local_path(base_uri)
     work = local if local is not None else Path(tempfile.mkdtemp(prefix=f"mmsrarec-{run_id}-"))
     return run_id, base_uri, local, work
@@ -153,14 +160,29 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
                       progress: bool = True, encoder: Any = None) -> dict:
     """Fine-tune one run end to end and save it; returns its model.json. Same ``run_id`` again = resume.
 
-    ``encoder``: an ``EncoderRunConfig`` for the minilm-effnet backbone (default settings when None)."""
+    ``encoder``: an ``EncoderRunConfig`` for the minilm-effnet backbone (default settings when None). The run is
+    recorded in ``model_runs`` (kind ``mmsrarec``): ``running``, then ``complete`` or ``failed``."""
+    run_id = run_id or new_run_id(KIND)
+    refuse_complete(warehouse, config.dataset, run_id)
+    with record_model_run(warehouse, dataset=config.dataset, kind=KIND, run_id=run_id, variant=config.variant,
+                          protocol=config.protocol, config=config_dict(config)) as recorder:
+        if config.base_model is None:
+            from mmsrarec_lib.recommend.encoder_run import train_encoder_recommender
+
+            meta = train_encoder_recommender(warehouse, config=config, run_cfg=encoder, run_id=run_id,
+                                             progress=progress)
+        else:
+            meta = _train_decoder(warehouse, config=config, run_id=run_id, progress=progress)
+        recorder.update(metrics={"training": meta.get("training"), "fusion": meta.get("fusion")},
+                        lineage=meta.get("lineage"), config=meta.get("config"))
+    return meta
+
+
+def _train_decoder(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str, progress: bool) -> dict:
+    """The decoder path of :func:`train_recommender` (``base_model`` given)."""
     from mmsrarec_lib.mllm.loading import load_mllm
     from mmsrarec_lib.recommend.scoring import PromptEncoder
 
-    if config.base_model is None:
-        from mmsrarec_lib.recommend.encoder_run import train_encoder_recommender
-
-        return train_encoder_recommender(warehouse, config=config, run_cfg=encoder, run_id=run_id, progress=progress)
     ds = config.dataset
     run_id, base_uri, local, work = start_run(warehouse, ds, run_id)
     if local is None and warehouse.exists(f"{base_uri}/checkpoints/latest"):
@@ -214,19 +236,8 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
 
 
 def latest_generator(warehouse: Warehouse, dataset: str, protocol: str) -> str:
-    """The newest saved SASRec run trained for ``protocol`` (the candidate generator and fusion signal)."""
-    runs = []
-    for rid in warehouse.list_dir(warehouse.uri(dataset, "models")):
-        uri = warehouse.uri(dataset, "models", rid, "model.json")
-        if not warehouse.exists(uri):
-            continue
-        meta = json.loads(warehouse.read_bytes(uri))
-        if meta.get("kind") == "sasrec" and meta.get("protocol") in (protocol, None):
-            runs.append((str(meta.get("created_at", "")), rid))
-    if not runs:
-        raise FileNotFoundError(f"no SASRec run for protocol {protocol!r} in {dataset!r}: run "
-                                f"`mmsrarec train-baseline --model sasrec --protocol {protocol}` first")
-    return max(runs)[1]
+    """The SASRec run trained for ``protocol`` that stage 3 uses (candidate generator and fusion signal)."""
+    return latest_complete_run(warehouse, dataset=dataset, kind="sasrec", protocol=protocol)
 
 
 def config_dict(config: RecTrainConfig) -> dict:
@@ -267,14 +278,5 @@ def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[A
 
 
 def latest_run(warehouse: Warehouse, dataset: str, *, variant: str = "mmsrarec") -> str:
-    """The newest complete run of ``variant`` (by created_at, then run id)."""
-    runs = []
-    for rid in warehouse.list_dir(warehouse.uri(dataset, "models")):
-        uri = warehouse.uri(dataset, "models", rid, "model.json")
-        if warehouse.exists(uri):
-            meta = json.loads(warehouse.read_bytes(uri))
-            if meta.get("kind") == KIND and meta.get("variant") == variant:
-                runs.append((str(meta.get("created_at", "")), rid))
-    if not runs:
-        raise FileNotFoundError(f"no trained {variant} run in {warehouse.uri(dataset, 'models')}: run `mmsrarec train`")
-    return max(runs)[1]
+    """The stage-3 run ``mmsrarec recommend`` uses by default (:func:`mmsrarec_lib.model_runs.latest_complete_run`)."""
+    return latest_complete_run(warehouse, dataset=dataset, kind=KIND, variant=variant)

@@ -108,6 +108,22 @@ TABLES: dict[str, TableDoc] = {
              "protocol": "paper (1 positive + 20 negatives) | full (whole catalogue)"},
         ),
         TableDoc(
+            "model_runs", schemas.MODEL_RUNS,
+            "Every training run (SASRec, Pop, summarizer policy, collab index, MMSRARec) and how it ended; the"
+            " source of truth for \"the latest run\" of a kind (mmsrarec_lib/model_runs.py, docs/runs.md).",
+            "one row per state change of a run (running, then complete | failed)", ("run_id", "status"), "none",
+            "every training job (append: `running` when it starts, the end state when it ends);"
+            " `mmsrarec runs --backfill` adds runs found only as model folders",
+            {"status": "running (in progress, or killed) | complete | failed; a run's state is its newest row",
+             "kind": "sasrec | pop | summarizer | collab_index | mmsrarec",
+             "variant": "stage 3: mmsrarec, mmsrarec-no-retrieval, ...; summarizer: extractive | mllm;"
+             " collab_index: the embedder (hybrid | sasrec)",
+             "lineage": "input table versions (`table_versions.<table>`), upstream runs (`generator_run`,"
+             " `sasrec_run`), index / summarizer versions",
+             "metrics": "summary numbers, e.g. `valid_ndcg@10` (SASRec), `after.reward` (summarizer)",
+             "updated_at": "when the row was written"},
+        ),
+        TableDoc(
             "item_keywords", schemas.ITEM_KEYWORDS, "Stage 1: keyword summaries of each item's text and image.",
             "one row per item, modality and summarizer version", ("item_id", "modality", "summarizer_version"),
             "none", "`summarize` (MERGE on the keys; `--backfill` fills gaps)",

@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from mmsrarec_lib.model_runs import ModelRunNotFound, latest_complete_run
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.summarize.backends import ExtractiveSummarizer, MllmSummarizer
 from mmsrarec_lib.summarize.encoders import make_encoder
@@ -85,10 +86,12 @@ def resolve_model(warehouse: Warehouse, dataset: str, *, model: str | None, poli
 
 
 def latest_policy_run(warehouse: Warehouse, dataset: str) -> str | None:
-    """The newest run under models/ holding an extractive policy (run ids sort by time)."""
-    runs = [r for r in warehouse.list_dir(models_uri(warehouse, dataset, ""))
-            if warehouse.exists(models_uri(warehouse, dataset, r) + "/policy.json")]
-    return max(runs) if runs else None
+    """The extractive policy ``summarize`` uses by default (:func:`mmsrarec_lib.model_runs.latest_complete_run`);
+    None when no complete one exists."""
+    try:
+        return latest_complete_run(warehouse, dataset=dataset, kind="summarizer", variant="extractive")
+    except ModelRunNotFound:
+        return None
 
 
 def load_policy(warehouse: Warehouse, dataset: str, *, policy_run: str | None) -> tuple[SelectionPolicy, str | None]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsrarec_lib.model_runs import record_model_run
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.summarize.grpo import GrpoConfig, MllmGrpoConfig
 from mmsrarec_lib.summarize.rewards import RewardConfig, score_keywords
@@ -117,13 +118,34 @@ def train_image_policy(ctx, items: list[ItemInput], *, reward_config: RewardConf
     return policy, before, evaluate(), history
 
 
+def _recorded(warehouse: Warehouse, dataset: str, *, run_id: str, backend: str, config: dict, train) -> TrainResult:
+    """``train()`` as a ``model_runs`` run of kind ``summarizer`` (variant = backend): complete with the held-out
+    before/after rewards, or failed when it raises."""
+    with record_model_run(warehouse, dataset=dataset, kind="summarizer", run_id=run_id, variant=backend,
+                          config=config, lineage={"table_versions.items": warehouse.table_version(dataset, "items")}
+                          ) as recorder:
+        result = train()
+        recorder.update(metrics={"before": result.before, "after": result.after,
+                                 "image": result.image or {}}, artefact_uri=result.run_uri)
+    return result
+
+
 def train_extractive(
     warehouse: Warehouse, dataset: str, *, items: list[ItemInput], run_id: str, encoder,
     reward_config: RewardConfig, grpo: GrpoConfig, eval_items: int = 200, image_context=None,
 ) -> TrainResult:
     """GRPO on the text selection policy over ``items`` and, with ``image_context``, on the image policy (saved
     under ``image/``); before/after measured on held-out samples (``metrics.json``: text at the top level, image
-    under ``image``)."""
+    under ``image``). Recorded in ``model_runs`` (kind summarizer, variant extractive)."""
+    config = {"grpo": asdict(grpo), "reward": asdict(reward_config), "encoder": getattr(encoder, "name", "?"),
+              "images": image_context is not None}
+    return _recorded(warehouse, dataset, run_id=run_id, backend="extractive", config=config, train=lambda: _extractive(
+        warehouse, dataset, items=items, run_id=run_id, encoder=encoder, reward_config=reward_config, grpo=grpo,
+        eval_items=eval_items, image_context=image_context))
+
+
+def _extractive(warehouse: Warehouse, dataset: str, *, items: list[ItemInput], run_id: str, encoder,
+                reward_config: RewardConfig, grpo: GrpoConfig, eval_items: int, image_context) -> TrainResult:
     from mmsrarec_lib.summarize.candidates import extract_candidates
     from mmsrarec_lib.summarize.grpo import train_selection_policy
     from mmsrarec_lib.summarize.policy import PolicyConfig, SelectionPolicy
@@ -183,7 +205,17 @@ def train_mllm(
     device: str | None = None,
 ) -> TrainResult:
     """LoRA GRPO on an MLLM for one modality; R_recon from the same model with the adapter disabled (frozen
-    reference). Saves the merged model under models/<run_id>/model/ (``summarize --policy-run <run_id>``)."""
+    reference). Saves the merged model under models/<run_id>/model/ (``summarize --policy-run <run_id>``).
+    Recorded in ``model_runs`` (kind summarizer, variant mllm)."""
+    config = {"grpo": asdict(grpo), "reward": asdict(reward_config), "base_model": model_path, "modality": modality}
+    return _recorded(warehouse, dataset, run_id=run_id, backend="mllm", config=config, train=lambda: _mllm(
+        warehouse, dataset, items=items, run_id=run_id, model_path=model_path, encoder=encoder,
+        reward_config=reward_config, grpo=grpo, modality=modality, eval_items=eval_items, device=device))
+
+
+def _mllm(warehouse: Warehouse, dataset: str, *, items: list[ItemInput], run_id: str, model_path: str, encoder,
+          reward_config: RewardConfig, grpo: MllmGrpoConfig, modality: str, eval_items: int,
+          device: str | None) -> TrainResult:
     from mmsrarec_lib.mllm import load_mllm
     from mmsrarec_lib.summarize.backends import SYSTEM_PROMPT, MllmSummarizer, decode_image
     from mmsrarec_lib.summarize.grpo import add_lora, train_mllm_grpo
