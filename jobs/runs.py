@@ -13,7 +13,9 @@ from jobs._common import add_warehouse_args, warehouse_from_args
 
 COMMAND = "runs"
 HELP = "list the training runs of a dataset (model_runs: kind, variant, status, duration, key metrics)"
-KEY_METRICS = 3  # metrics shown per run in the table (all of them with --json)
+KEY_METRICS = 3  # metrics shown per run in the table (all of them with --json), these first when present
+HEADLINE = ("valid_ndcg@10", "after.reward", "fusion.weight", "training.train_loss", "training.train_seconds",
+            "rows", "users_indexed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,19 +53,23 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
+def _time(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"  # UTC
+
+
 def _metrics(metrics: dict[str, float]) -> str:
-    shown = sorted(metrics.items())[:KEY_METRICS]
+    order = [k for k in HEADLINE if k in metrics] + sorted(k for k in metrics if k not in HEADLINE)
+    shown = [(k, metrics[k]) for k in order[:KEY_METRICS]]
     more = f" (+{len(metrics) - KEY_METRICS})" if len(metrics) > KEY_METRICS else ""
     return " ".join(f"{k}={v:.4g}" for k, v in shown) + more or "-"
 
 
 def render_table(runs: list) -> str:
-    """The runs as an aligned text table (one line per run)."""
-    header = ("run_id", "kind", "variant", "protocol", "status", "started", "duration", "metrics")
+    """The runs as an aligned text table (one line per run; times in UTC; backfilled runs have no start)."""
+    header = ("run_id", "kind", "variant", "protocol", "status", "started", "ended", "duration", "metrics")
     rows = [header] + [
-        (r.run_id, r.kind, r.variant or "-", r.protocol or "-", r.status,
-         r.started_at.strftime("%Y-%m-%d %H:%M") if r.started_at else "-", _duration(r.duration_s),
-         _metrics(dict(r.metrics)))
+        (r.run_id, r.kind, r.variant or "-", r.protocol or "-", r.status, _time(r.started_at), _time(r.ended_at),
+         _duration(r.duration_s), _metrics(dict(r.metrics)))
         for r in runs
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]

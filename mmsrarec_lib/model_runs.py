@@ -115,15 +115,24 @@ def flat_strings(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str
     return out
 
 
-def numeric(values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, float]:
-    """The numbers of a (nested) summary as ``{"after.reward": 0.41, ...}`` (bools and non-numbers dropped)."""
+def numeric(values: Mapping[str, Any] | None, prefix: str = "", *, nested: bool = True) -> dict[str, float]:
+    """The numbers of a summary as ``{"after.reward": 0.41, ...}`` (bools and non-numbers dropped; nested
+    mappings flattened, or skipped with ``nested=False``)."""
     out: dict[str, float] = {}
     for key, value in (values or {}).items():
         if isinstance(value, Mapping):
-            out.update(numeric(value, prefix=f"{prefix}{key}."))
+            if nested:
+                out.update(numeric(value, prefix=f"{prefix}{key}."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[f"{prefix}{key}"] = float(value)
     return out
+
+
+def manifest_metrics(meta: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics summary of a ``model.json``: every number of ``metrics``, the top-level numbers of
+    ``training`` and ``fusion`` (e.g. ``training.train_seconds``, ``fusion.weight``)."""
+    return {**numeric(meta.get("metrics")), **numeric(meta.get("training"), "training.", nested=False),
+            **numeric(meta.get("fusion"), "fusion.", nested=False)}
 
 
 # --------------------------------------------------------------------------- writing
@@ -322,8 +331,7 @@ def folder_run(warehouse: Warehouse, dataset: str, run_id: str) -> ModelRun | No
     if meta is not None and _kind_of(meta):
         kind = _kind_of(meta)
         variant = meta.get("variant") or ("mmsrarec" if kind == "mmsrarec" else None)  # before variants existed
-        metrics = {**numeric(meta.get("metrics")), **numeric(meta.get("training"), "training."),
-                   **numeric(meta.get("fusion"), "fusion.")}
+        metrics = manifest_metrics(meta)
         lineage = {**flat_strings(meta.get("lineage")), **flat_strings(meta.get("sources"), "table_versions."),
                    **flat_strings({"generator_run": meta.get("generator_run")})}
         config = meta.get("config") if isinstance(meta.get("config"), Mapping) else {}
@@ -337,7 +345,7 @@ def folder_run(warehouse: Warehouse, dataset: str, run_id: str) -> ModelRun | No
     created = _timestamp(meta.get("created_at")) if meta.get("created_at") else None
     return ModelRun(run_id=run_id, dataset=dataset, kind=kind, status=COMPLETE, variant=variant,
                     protocol=meta.get("protocol"), config=config, lineage=lineage, metrics=metrics,
-                    artefact_uri=uri, code_version=meta.get("code_version"), started_at=created, ended_at=created,
+                    artefact_uri=uri, code_version=meta.get("code_version"), started_at=None, ended_at=created,
                     updated_at=utcnow(), message="backfilled from the model folder")
 
 

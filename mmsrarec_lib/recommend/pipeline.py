@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mmsrarec_lib.model_runs import latest_complete_run, record_model_run
+from mmsrarec_lib.model_runs import latest_complete_run, manifest_metrics, record_model_run
 from mmsrarec_lib.recommend.context import RecContext, load_context
 from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings, finetune
 from mmsrarec_lib.recommend.lineage import collect_lineage
@@ -173,8 +173,7 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
                                              progress=progress)
         else:
             meta = _train_decoder(warehouse, config=config, run_id=run_id, progress=progress)
-        recorder.update(metrics={"training": meta.get("training"), "fusion": meta.get("fusion")},
-                        lineage=meta.get("lineage"), config=meta.get("config"))
+        recorder.update(metrics=manifest_metrics(meta), lineage=meta.get("lineage"), config=meta.get("config"))
     return meta
 
 
