@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="first seed")
     parser.add_argument("--protocols", default="paper,full,sampled",
-                        help="comma list of paper, full, sampled (sampled reuses the full protocol's models)")
+                        help="comma list of paper, full, sampled, cold (sampled reuses the full protocol's models; "
+                             "cold trains its own without the held-out items)")
     parser.add_argument("--models", default="all", help="'all' or a comma list (pop,sasrec,mmsrarec,...)")
     parser.add_argument("--run-id", default=None, help="evaluation run id; the same id again resumes")
     parser.add_argument("--steps", type=int, default=None,

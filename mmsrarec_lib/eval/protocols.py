@@ -204,6 +204,13 @@ def load_ranking_cases(warehouse: Warehouse, dataset: str, protocol: str, *, spl
     return load_full_cases(warehouse, dataset, split=split)
 
 
+def hidden_items(warehouse: Warehouse, dataset: str, protocol: str) -> frozenset[str]:
+    """Items whose interactions ``protocol``'s models must not see anywhere (cold: the held-out items)."""
+    if TRAINING_PROTOCOL[check_protocol(protocol)] != "cold":
+        return frozenset()
+    return load_cold_split(warehouse, dataset).held_out
+
+
 def load_cold_split(warehouse: Warehouse, dataset: str):
     """The ``cold`` protocol's split of ``user_sequences`` (``mmsrarec_lib.eval.cold``)."""
     from mmsrarec_lib.eval.cold import cold_split

@@ -1,10 +1,15 @@
-"""The one-run comparison behind ``mmsrarec compare`` (and ``make eval``): Pop, SASRec, MMSRARec, the MLLM alone,
-the id-token variant and the three ablations, N seeds, protocols paper / full / sampled, all into
-``evaluation_runs`` (+ per-user ranks) under one run id, then mean ± std and paired intervals against SASRec.
+"""The one-run comparison behind ``mmsrarec compare`` (and ``make eval``): Pop, SASRec, the content index alone,
+MMSRARec (with SASRec's candidates, and with SASRec's ∪ the content index's: ``mmsrarec-union``), the MLLM alone,
+the id-token variant and the three ablations, N seeds, protocols paper / full / sampled (and ``cold`` on request),
+all into ``evaluation_runs`` (+ per-user ranks) under one run id, then mean ± std and paired intervals against
+SASRec.
 
 Per (seed, training protocol): Pop and SASRec are fitted on the protocol's training data; that SASRec is also the
 candidate generator / fusion signal of every MMSRARec variant of the same seed and protocol, and each variant is
-fine-tuned on the same protocol's training data (``sampled`` reuses the ``full`` models). Rows already stored
+fine-tuned on the same protocol's training data (``sampled`` reuses the ``full`` models; ``cold`` trains its own,
+without any interaction of the held-out items). ``content`` needs no training (the latest content index: text and
+image only, no interactions); ``mmsrarec-union`` is the ``mmsrarec`` run with the content index's top-M' added to
+the candidates, scored on the catalogue protocols only (on 21 given candidates it is ``mmsrarec`` itself). Rows already stored
 for (run_id, model, protocol, seed) are skipped, so a crashed comparison rerun with the same ``--run-id`` continues
 where it stopped.
 """
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow.dataset as pads
 
+from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M
 from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 from mmsrarec_lib.recommend.finetune import TrainSettings
 from mmsrarec_lib.recommend.pipeline import RecTrainConfig
@@ -25,12 +31,17 @@ from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 BASELINES = ("pop", "sasrec")
+CONTENT = "content"  # the content index alone (no training)
 MLLM_ONLY = "mmsrarec-mllm-only"  # the mmsrarec run of the same seed scored with fusion weight 0
-ALL_MODELS = ("pop", "sasrec", "mmsrarec", MLLM_ONLY, "mmsrarec-id-token", "mmsrarec-no-retrieval",
+UNION = "mmsrarec-union"  # the mmsrarec run with SASRec's top-M ∪ the content index's top-M' as candidates
+ALL_MODELS = ("pop", "sasrec", CONTENT, "mmsrarec", UNION, MLLM_ONLY, "mmsrarec-id-token", "mmsrarec-no-retrieval",
               "mmsrarec-no-summary", "mmsrarec-no-multitask")
-ALL_PROTOCOLS = ("paper", "full", "sampled")
+DERIVED = (MLLM_ONLY, UNION)  # rows scored from the mmsrarec run, no training of their own
+ALL_PROTOCOLS = ("paper", "full", "sampled", "cold")
+DEFAULT_PROTOCOLS = ("paper", "full", "sampled")
+TRAINING_ORDER = ("paper", "full", "cold")
 HEADLINE = {"paper": ("hr@5", "ndcg@5", "auc"), "full": ("hr@10", "ndcg@10", "mrr"),
-            "sampled": ("hr@5", "ndcg@5", "auc")}
+            "sampled": ("hr@5", "ndcg@5", "auc"), "cold": ("hr@10", "ndcg@10", "mrr")}
 
 
 @dataclass(frozen=True)
@@ -38,13 +49,14 @@ class CompareConfig:
     dataset: str
     run_id: str
     seeds: tuple[int, ...] = (0, 1, 2)
-    protocols: tuple[str, ...] = ALL_PROTOCOLS
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
     models: tuple[str, ...] = ALL_MODELS
     train: TrainSettings = field(default_factory=TrainSettings)  # the decoder path (--base-model)
     encoder: EncoderRunConfig = field(default_factory=EncoderRunConfig)  # the minilm-effnet default
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sasrec: dict = field(default_factory=dict)
     base_model: str | None = None
+    union_content_m: int = DEFAULT_CONTENT_M  # content candidates of the mmsrarec-union row
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -65,15 +77,23 @@ def _done(warehouse: Warehouse, dataset: str, run_id: str, model: str, protocol:
 
 
 def _units(models: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
-    """(what to train, the model names it yields): the mmsrarec run also yields the MLLM-alone row."""
+    """(what to train, the model names it yields): the mmsrarec run also yields the MLLM-alone and union rows."""
     out = []
+    derived = tuple(m for m in DERIVED if m in models)
     for m in models:
-        if m == MLLM_ONLY:
+        if m in DERIVED:
             continue
-        out.append((m, (m, MLLM_ONLY) if m == "mmsrarec" and MLLM_ONLY in models else (m,)))
-    if MLLM_ONLY in models and "mmsrarec" not in models:
-        out.append(("mmsrarec", (MLLM_ONLY,)))
+        out.append((m, (m, *derived) if m == "mmsrarec" else (m,)))
+    if derived and "mmsrarec" not in models:
+        out.append(("mmsrarec", derived))
     return out
+
+
+def _protocols_of(name: str, protos: list[str]) -> list[str]:
+    """The union row differs from mmsrarec only where candidates are generated: the catalogue protocols."""
+    from mmsrarec_lib.eval.protocols import CATALOGUE_PROTOCOLS
+
+    return [p for p in protos if p in CATALOGUE_PROTOCOLS] if name == UNION else protos
 
 
 def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
@@ -90,16 +110,17 @@ def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
 
         warm_piece_cache(warehouse, ds, run_cfg=config.encoder,
                          keyword_sources=("summary", "raw") if "mmsrarec-no-summary" in config.models else ("summary",))
-    core = {"pop", "sasrec", "mmsrarec", MLLM_ONLY}
+    core = {"pop", "sasrec", CONTENT, "mmsrarec", *DERIVED}
     units = _units(config.models)
     phases = [[u for u in units if u[0] in core], [u for u in units if u[0] not in core]]
     generators: dict[tuple[int, str], object] = {}
     for seed in config.seeds:
         for units in phases:  # the headline rows of both protocols first, then the variants and ablations
-            for train_proto in ("paper", "full"):
+            for train_proto in TRAINING_ORDER:
                 protos = [p for p in config.protocols if TRAINING_PROTOCOL[p] == train_proto]
                 todo = [(unit, names) for unit, names in units
-                        if not all(_done(warehouse, ds, config.run_id, n, p, seed) for n in names for p in protos)]
+                        if not all(_done(warehouse, ds, config.run_id, n, p, seed)
+                                   for n in names for p in _protocols_of(n, protos))]
                 if not protos or not todo:
                     continue
                 if (seed, train_proto) not in generators:
@@ -117,11 +138,27 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
     from mmsrarec_lib.eval.registry import evaluate_scorer
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.pipeline import train_recommender
-    from mmsrarec_lib.recommend.scorer import _resolved, build_scorer, mllm_only
+    from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
+    from mmsrarec_lib.recommend.scorer import resolved_model, build_scorer, mllm_only
 
     ds, out = config.dataset, []
     for unit, names in todo:
         t0 = time.perf_counter()
+        if unit == CONTENT:
+            from mmsrarec_lib.candidates.store import latest_content_version, load_content_index
+            from mmsrarec_lib.candidates.union import ContentScorer
+
+            version = latest_content_version(warehouse, ds)
+            if version is None:
+                raise ValueError(f"model {CONTENT!r} needs a content index: run `mmsrarec index-content --dataset "
+                                 f"{ds}` first")
+            for p in protos:
+                values = evaluate_scorer(warehouse, ds, ContentScorer(load_content_index(warehouse, ds)), p,
+                                         model=CONTENT, model_version=version, seed=seed,
+                                         config={"compare": config.run_id}, run_id=config.run_id)
+                out.append({"seed": seed, "protocol": p, "model": CONTENT, **values,
+                            "seconds": time.perf_counter() - t0})
+            continue
         if unit in BASELINES:
             trained = generator if unit == "sasrec" else fit_baseline(
                 warehouse, ds, kind=unit, protocol=train_proto, seed=seed, progress=config.progress)
@@ -137,15 +174,19 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
         meta = train_recommender(warehouse, config=cfg, encoder=config.encoder, progress=config.progress)
         scorer, meta, scoring = build_scorer(warehouse, ds, meta["run_id"], scoring=config.scoring,
                                              progress=config.progress)
-        resolved = _resolved(scorer, meta, scoring, seeded=True)
+        resolved = resolved_model(scorer, meta, scoring, seeded=True)
         for name in names:
             s = scorer
             if name == MLLM_ONLY:
                 s = (mllm_only(scorer) if getattr(scorer.reranker, "_encoder", None) is not None else
                      build_scorer(warehouse, ds, meta["run_id"], scoring=replace(scoring, fusion_weight=0.0),
                                   progress=config.progress)[0])
-            extra = {"fusion_weight": 0.0} if name == MLLM_ONLY else {}
-            for p in protos:
+            elif name == UNION:  # the same reranker (its memoised p reused), more candidates
+                s = CandidateRerank(candidate_source(warehouse, ds, scorer.retriever, top_m=scorer.top_m,
+                                                     content_m=config.union_content_m), scorer.reranker)
+            extra = ({"fusion_weight": 0.0} if name == MLLM_ONLY else
+                     {"content_m": config.union_content_m} if name == UNION else {})
+            for p in _protocols_of(name, protos):
                 values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"], seed=seed,
                                          config={**resolved.config, "compare": config.run_id, **extra},
                                          run_id=config.run_id)

@@ -13,7 +13,7 @@ source as the items, so the no-summary ablation is raw text throughout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow.dataset as pads
@@ -105,8 +105,10 @@ def load_context(
     keyword_source: str = "summary",
     neighbor_protocol: str = "paper",
     use_neighbors: bool = True,
+    hidden_items: Collection[str] = (),
 ) -> RecContext:
-    """Read items (with images), keywords and neighbours for ``dataset``."""
+    """Read items (with images), keywords and neighbours for ``dataset``. A neighbour whose next item is one of
+    ``hidden_items`` is dropped (the cold protocol hides its held-out items' interactions from the context too)."""
     from mmsrarec_lib.collab.table import load_keywords
 
     rows = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "categories",
@@ -120,6 +122,9 @@ def load_context(
         keywords, source = load_keywords(warehouse, dataset, None if keyword_source == "summary" else keyword_source)
     neighbors, index_version = (load_neighbors(warehouse, dataset, protocol=neighbor_protocol)
                                 if use_neighbors else ({}, None))
+    if hidden_items:
+        hidden = set(hidden_items)
+        neighbors = {u: [n for n in ns if n.next_item_id not in hidden] for u, ns in neighbors.items()}
     return RecContext(
         items=item_views(rows, keywords, raw=raw),
         descriptions={r["item_id"]: r.get("description") or "" for r in rows},

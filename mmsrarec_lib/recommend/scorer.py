@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
+from mmsrarec_lib.eval.protocols import hidden_items
 from mmsrarec_lib.recommend.context import RecContext
 from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
@@ -169,7 +170,7 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     if scoring.fusion_weight is None:
         scoring = replace(scoring, fusion_weight=cfg.fusion_weight)
     ctx = load_context(warehouse, dataset, keyword_source=cfg.keyword_source, neighbor_protocol="paper",
-                       use_neighbors=cfg.use_neighbors)
+                       use_neighbors=cfg.use_neighbors, hidden_items=hidden_items(warehouse, dataset, cfg.protocol))
     generator = load_baseline(warehouse, dataset, meta["generator_run"]).scorer
     index = history_index(warehouse, dataset)
     reranker = MllmReranker(model=model, processor=processor, context=ctx, prompt=cfg.prompt, generator=generator,
@@ -189,7 +190,7 @@ def mllm_only(scorer):
     return CandidateRerank(scorer.source, FusedView(enc, 0.0))
 
 
-def _resolved(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):
+def resolved_model(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):
     from mmsrarec_lib.eval.registry import ResolvedModel
 
     config = {"variant": meta["variant"], "trained_protocol": meta["protocol"], "scoring": asdict(scoring),
@@ -221,7 +222,7 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
             scoring = replace(scoring, fusion_weight=fusion_weight)
         scorer, meta, scoring = build_scorer(request.warehouse, request.dataset, meta["run_id"],
                                              progress=request.progress, scoring=scoring)
-        resolved = _resolved(scorer, meta, scoring, seeded=True)
+        resolved = resolved_model(scorer, meta, scoring, seeded=True)
         return replace(resolved, model=MLLM_ONLY) if fusion_weight == 0 else resolved
 
     return factory
@@ -229,7 +230,7 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
 
 def _kind_loader(warehouse, dataset: str, run_id: str, meta: dict):
     scorer, meta, scoring = build_scorer(warehouse, dataset, run_id)
-    return _resolved(scorer, meta, scoring, seeded=False)
+    return resolved_model(scorer, meta, scoring, seeded=False)
 
 
 def _register() -> None:
