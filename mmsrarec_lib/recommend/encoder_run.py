@@ -12,6 +12,7 @@ import logging
 import shutil
 from dataclasses import replace
 
+from mmsrarec_lib.eval.protocols import hidden_items
 from mmsrarec_lib.recommend.backbone import NAME
 from mmsrarec_lib.recommend.encoder_pipeline import (
     EncoderRunConfig,
@@ -43,6 +44,7 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     backbone = replace(run_cfg.backbone, id_dim=sasrec_dim(warehouse, ds, generator) if config.id_token else 0)
     run_cfg = replace(run_cfg, backbone=backbone, train=replace(run_cfg.train, seed=config.train.seed))
     ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
+                       hidden_items=hidden_items(warehouse, ds, config.protocol),
                        use_neighbors=config.use_neighbors)
     tasks = parse_tasks(config.tasks)
     sequences = training_sequences(warehouse, ds, config.protocol)

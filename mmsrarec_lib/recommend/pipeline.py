@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mmsrarec_lib.eval.protocols import hidden_items
 from mmsrarec_lib.model_runs import latest_complete_run, manifest_metrics, record_model_run
 from mmsrarec_lib.recommend.context import RecContext, load_context
 from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings, finetune
@@ -105,20 +106,11 @@ def start_run(warehouse: Warehouse, dataset: str, run_id: str | None) -> tuple[s
 
 
 def training_sequences(warehouse: Warehouse, dataset: str, protocol: str) -> dict[str, list[str]]:
-    """user_id -> training sequence, by the harness' rule (see the module docstring)."""
-    from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
+    """user_id -> training sequence, by the harness' rule (``mmsrarec_lib.eval.protocols.training_data``)."""
+    from mmsrarec_lib.eval.protocols import training_data
 
-    protocol = TRAINING_PROTOCOL.get(protocol, protocol)
-    if protocol == "full":
-        rows = warehouse.read_table(dataset, "split_loo", columns=["user_id", "split", "history", "target_item_id"])
-        return {r["user_id"]: [*(r["history"] or []), r["target_item_id"]] for r in rows.to_pylist()
-                if r["split"] == "train"}
-    if protocol != "paper":
-        raise ValueError(f"unknown protocol {protocol!r}: use paper or full")
-    cands = warehouse.read_table(dataset, "eval_candidates", columns=["user_id", "split"]).to_pylist()
-    train_users = {r["user_id"] for r in cands if r["split"] == "train"}
-    seqs = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
-    return {r["user_id"]: list(r["item_ids"]) for r in seqs if r["user_id"] in train_users}
+    data = training_data(warehouse, dataset, protocol)
+    return dict(zip(data.user_ids, data.sequences, strict=True))
 
 
 def build_examples(ctx: RecContext, sequences: dict[str, list[str]], *, config: RecTrainConfig) -> list:
@@ -187,6 +179,7 @@ def _train_decoder(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str,
     if local is None and warehouse.exists(f"{base_uri}/checkpoints/latest"):
         warehouse.download_dir(f"{base_uri}/checkpoints", work / "checkpoints")  # resume from object storage
     ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
+                       hidden_items=hidden_items(warehouse, ds, config.protocol),
                        use_neighbors=config.use_neighbors)
     generator = config.generator_run or latest_generator(warehouse, ds, config.protocol)
     examples = build_examples(ctx, training_sequences(warehouse, ds, config.protocol), config=config)
