@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mmsrarec_lib.runtime_env import apply_offline_defaults
+
+    apply_offline_defaults()  # offline hubs etc. for every command, before any job imports transformers
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     # commit lineage (mmsrarec_lib.storage.commit_metadata): this command, for this call only (an in-process
