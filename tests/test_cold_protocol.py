@@ -29,12 +29,15 @@ def test_held_out_items_never_reach_training_and_cases_are_their_first_interacti
             if i in held and (i not in firsts or (ti, u) < firsts[i][:2]):
                 firsts[i] = (ti, u, pos)
     cases = split.cases["test"] + split.cases["valid"]
-    assert len({c.user_id for c in cases}) == len(cases)  # one case per user
+    assert len({c.case_id for c in cases}) == len(cases)
+    assert {c.target for c in cases} == {i for i, (_t, _u, pos) in firsts.items() if pos > 0}  # every first one
     for c in cases:
         ti, u, pos = firsts[c.target]
         assert u == c.user_id and c.history == seqs[users.index(u)][:pos]  # the item's first interaction
         assert (c.target in split.test_items) == (c in split.cases["test"])
-    cut = {c.user_id: len(c.history) for c in cases}
+    cut = {}
+    for c in cases:
+        cut[c.user_id] = min(len(c.history), cut.get(c.user_id, len(c.history)))
     for u, seq in zip(users, seqs):  # nothing at or after a user's case is trained on; held-out items never
         want = [i for i in seq[: cut.get(u, len(seq))] if i not in held]
         assert split.train.get(u) == (want if len(want) >= 2 else None)

@@ -4,10 +4,10 @@ A seeded random ``share`` (10%) of the items that occur in ``user_sequences`` ar
 ``valid_share`` (5%) **cold validation items**; every interaction with either set is removed from training. The
 first interaction of each held-out item (earliest timestamp, ties by user id) becomes an evaluation case: that
 user, the items the user had before it (cold ones included: their text and image are known) as history, the item
-as target (an item first had as a user's very first item has no history and no case). A user who is first for
-several held-out items keeps only the earliest case, so users are unique per
-split (the paired intervals pair by user). Training sequences are every user's sequence without the held-out
-items, cut at the user's own case (nothing at or after a user's evaluation point is trained on).
+as target (an item first had as a user's very first item has no history and no case). A user can be first for
+several held-out items: each is its own case, identified as ``user_id#item_id`` (the paired intervals pair by
+case). Training sequences are every user's sequence without the held-out items, cut at the user's earliest case
+(nothing at or after a user's first evaluation point is trained on).
 
 The target is ranked over the whole catalogue (as in ``full``); besides HR@10 / NDCG@10 / MRR the protocol reports
 ``cold_share@10``: the share of each user's top-10 slots that go to items with no training interaction (so a model
@@ -32,13 +32,17 @@ class ColdCase:
     history: list[str]
     target: str
 
+    @property
+    def case_id(self) -> str:
+        return f"{self.user_id}#{self.target}"
+
 
 @dataclass(frozen=True)
 class ColdSplit:
     test_items: frozenset[str]
     valid_items: frozenset[str]
     train: dict[str, list[str]]  # user_id -> training sequence (oldest first), at least 2 items
-    cases: dict[str, list[ColdCase]]  # "test" | "valid" -> one case per user, sorted by user id
+    cases: dict[str, list[ColdCase]]  # "test" | "valid" -> cases sorted by (user id, position)
 
     @property
     def held_out(self) -> frozenset[str]:
@@ -74,18 +78,17 @@ def cold_split(
         for pos, (item, t) in enumerate(zip(seq, times, strict=True)):
             if item in held and (item not in first or (t, uid) < first[item][:2]):
                 first[item] = (t, uid, pos)
-    at_user: dict[str, int] = {}  # user -> position of the user's earliest case (a case needs a history)
+    at_user: dict[str, list[int]] = {}  # user -> positions of the user's cases (a case needs a history)
     for _t, uid, pos in first.values():
         if pos > 0:
-            at_user[uid] = min(pos, at_user.get(uid, pos))
+            at_user.setdefault(uid, []).append(pos)
     cases: dict[str, list[ColdCase]] = {"test": [], "valid": []}
     train: dict[str, list[str]] = {}
     for uid, seq in sorted(zip(user_ids, sequences, strict=True), key=lambda t: t[0]):
         seq = list(seq)
-        cut = at_user.get(uid)
-        if cut is not None:
-            target = seq[cut]
-            cases["test" if target in test_items else "valid"].append(ColdCase(uid, seq[:cut], target))
+        for pos in sorted(at_user.get(uid, [])):
+            cases["test" if seq[pos] in test_items else "valid"].append(ColdCase(uid, seq[:pos], seq[pos]))
+        cut = min(at_user[uid]) if uid in at_user else None
         kept = [i for i in (seq if cut is None else seq[:cut]) if i not in held]
         if len(kept) >= 2:
             train[uid] = kept

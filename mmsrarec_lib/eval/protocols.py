@@ -227,7 +227,7 @@ def load_cold_cases(warehouse: Warehouse, dataset: str, *, split: str = "test") 
     if not rows:
         raise ValueError(f"the cold protocol of {dataset!r} has no {split!r} cases")
     catalogue = load_catalogue(warehouse, dataset)
-    cases = FullCases([c.user_id for c in rows], [c.history for c in rows], [c.target for c in rows], catalogue)
+    cases = FullCases([c.case_id for c in rows], [c.history for c in rows], [c.target for c in rows], catalogue)
     return cases, set(catalogue) - cold.trained_items()
 
 

@@ -55,7 +55,7 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     if config.choose_fusion:
         from mmsrarec_lib.recommend.encoder_pipeline import EncoderAssets
 
-        index = history_index(warehouse, ds)
+        index = history_index(warehouse, ds, config.protocol)
         gen = load_baseline(warehouse, ds, generator).scorer
         reranker = make_reranker(model, EncoderAssets(tokenizer, features, run_cfg.prompt, {}), context=ctx,
                                  generator=gen, user_of=lambda h: index.get(tuple(h)), progress=progress)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
-from mmsrarec_lib.eval.protocols import hidden_items
+from mmsrarec_lib.eval.protocols import hidden_items, load_cold_split
 from mmsrarec_lib.recommend.context import RecContext
 from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
@@ -145,9 +145,14 @@ class MllmReranker:
         raise ValueError("the MLLM reranker scores candidate lists; wrap it in CandidateRerank for the catalogue")
 
 
-def history_index(warehouse, dataset: str) -> dict[tuple[str, ...], str]:
-    """tuple(history) -> user_id for every eval_candidates row and split_loo row (first wins on a clash)."""
+def history_index(warehouse, dataset: str, protocol: str | None = None) -> dict[tuple[str, ...], str]:
+    """tuple(history) -> user_id for every eval_candidates row and split_loo row (first wins on a clash), and for a
+    model trained for the cold protocol every cold case."""
     out: dict[tuple[str, ...], str] = {}
+    if protocol is not None and hidden_items(warehouse, dataset, protocol):
+        split = load_cold_split(warehouse, dataset)
+        for case in [*split.cases["test"], *split.cases["valid"]]:
+            out.setdefault(tuple(case.history), case.user_id)
     for table in ("eval_candidates", "split_loo"):
         if not warehouse.has_table(dataset, table):
             continue
@@ -172,7 +177,7 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     ctx = load_context(warehouse, dataset, keyword_source=cfg.keyword_source, neighbor_protocol="paper",
                        use_neighbors=cfg.use_neighbors, hidden_items=hidden_items(warehouse, dataset, cfg.protocol))
     generator = load_baseline(warehouse, dataset, meta["generator_run"]).scorer
-    index = history_index(warehouse, dataset)
+    index = history_index(warehouse, dataset, cfg.protocol)
     reranker = MllmReranker(model=model, processor=processor, context=ctx, prompt=cfg.prompt, generator=generator,
                             user_of=lambda h: index.get(tuple(h)), config=scoring, progress=progress)
     # score_candidates (paper protocol) is the reranker's own; score_catalogue (full, cold) retrieves then reranks
