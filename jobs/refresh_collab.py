@@ -1,30 +1,19 @@
-"""``mmsrarec refresh-collab``: nightly stage-2 update for users with interactions newer than the watermark."""
+"""``mmsrarec refresh-collab``: nightly stage-2 update for users with interactions newer than the watermark.
+
+Takes no stage-2 settings: the refresh reuses the ``CollabConfig`` stored with the index by ``build-collab``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from dataclasses import dataclass
 
 from jobs._common import add_warehouse_args, warehouse_from_args
+from jobs.build_collab import add_keep_index_versions
 
 COMMAND = "refresh-collab"
 HELP = "re-embed users with new interactions, update their index entries and MERGE their collab keyword rows"
 log = logging.getLogger("mmsrarec.refresh_collab")
-
-
-@dataclass(frozen=True)
-class RefreshCollabArgs:
-    dataset: str
-    sasrec_run: str | None
-    run_date: str | None
-    keep_index_versions: int
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RefreshCollabArgs:
-        return cls(dataset=args.dataset, sasrec_run=args.sasrec_run, run_date=args.run_date,
-                   keep_index_versions=args.keep_index_versions)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                              "(default: that one, from the index metadata)")
     parser.add_argument("--run-date", help="the scheduler's run date (YYYY-MM-DD), logged only: the watermark, "
                                            "not the date, decides which users are refreshed")
-    parser.add_argument("--keep-index-versions", type=int, default=5,
-                        help="index versions kept after the refresh; older ones are deleted (default 5)")
+    add_keep_index_versions(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = RefreshCollabArgs.from_args(args)
+    cfg = args  # no library config of its own: the index metadata holds the CollabConfig the build used
     from mmsrarec_lib.collab.embed import sasrec_embedder
     from mmsrarec_lib.collab.store import read_index_meta
     from mmsrarec_lib.collab.refresh import changed_users, read_watermark, refresh_collab

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from jobs._common import add_warehouse_args, warehouse_from_args
+from jobs._common import DEFAULT_PROTOCOL, TRAINING_PROTOCOLS, add_warehouse_args, warehouse_from_args
 
 COMMAND = "train-baseline"
 HELP = "train an ID baseline (pop | sasrec) on a protocol's training data and save it as a model run"
 
-# CLI flag -> SASRecConfig field (None = keep the default)
+# CLI flag -> SASRecConfig field (None = keep its default). Spelled here, not generated: SASRecConfig's module
+# (mmsrarec_lib/models/sasrec.py) imports torch, which the parser of every command would then load, and three of
+# these flag names (layers, heads, negatives) differ from its fields.
 SASREC_FLAGS = {
     "dim": ("dim", int), "layers": ("n_layers", int), "heads": ("n_heads", int), "max_len": ("max_len", int),
     "dropout": ("dropout", float), "lr": ("lr", float), "weight_decay": ("weight_decay", float),
@@ -24,7 +24,7 @@ SASREC_FLAGS = {
 
 def add_sasrec_arguments(parser: argparse.ArgumentParser) -> None:
     """SASRec hyper-parameter flags (shared with ``evaluate``); unset flags keep SASRecConfig's defaults."""
-    g = parser.add_argument_group("SASRec options (defaults: dim 64, 2 layers, 2 heads, max-len 50, ...)")
+    g = parser.add_argument_group("SASRec options (unset: SASRecConfig's defaults, mmsrarec_lib/models/sasrec.py)")
     for flag, (_, typ) in SASREC_FLAGS.items():
         kwargs: dict[str, Any] = {"type": typ, "default": None}
         if flag == "loss":
@@ -50,40 +50,23 @@ def sasrec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_warehouse_args(parser)
     parser.add_argument("--model", required=True, choices=["pop", "sasrec"])
-    parser.add_argument("--protocol", default="full", choices=["paper", "full"],
-                        help="whose training data: full = every user's train prefix; paper = the train users")
+    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=TRAINING_PROTOCOLS,
+                        help=f"whose training data: paper = the train users; full = every user's train prefix "
+                             f"(default {DEFAULT_PROTOCOL}, as `mmsrarec train`, which uses this run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-id", default=None, help="model run id (default: a new <model>-<time>-<hex>)")
     add_sasrec_arguments(parser)
 
 
-@dataclass(frozen=True)
-class TrainBaselineConfig:
-    warehouse: str | None
-    dataset: str
-    model: str
-    protocol: str
-    seed: int
-    run_id: str | None
-    sasrec: Mapping[str, Any] = field(default_factory=dict)
-    progress: bool = True
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> TrainBaselineConfig:
-        return cls(warehouse=args.warehouse, dataset=args.dataset, model=args.model, protocol=args.protocol,
-                   seed=args.seed, run_id=args.run_id, sasrec=sasrec_overrides(args), progress=not args.no_progress)
-
-
 def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.models.baselines import fit_baseline
 
-    cfg = TrainBaselineConfig.from_args(args)
     apply_threads(args.threads)
     trained = fit_baseline(
-        warehouse_from_args(args), cfg.dataset, kind=cfg.model, protocol=cfg.protocol, seed=cfg.seed,
-        sasrec_overrides=cfg.sasrec, run_id=cfg.run_id, progress=cfg.progress,
+        warehouse_from_args(args), args.dataset, kind=args.model, protocol=args.protocol, seed=args.seed,
+        sasrec_overrides=sasrec_overrides(args), run_id=args.run_id, progress=not args.no_progress,
     )
-    summary = {"run_id": trained.run_id, "model": trained.kind, "protocol": cfg.protocol, "seed": cfg.seed,
+    summary = {"run_id": trained.run_id, "model": trained.kind, "protocol": args.protocol, "seed": args.seed,
                **trained.info.get("metrics", {})}
     if "training" in trained.info:
         t = trained.info["training"]

@@ -45,11 +45,13 @@ ZORDER: Mapping[str, tuple[str, ...]] = {"recommendations": ("user_id",)}
 class MaintenanceConfig:
     dataset: str
     tables: tuple[str, ...] = ()  # empty = every Delta table of the dataset
-    retention_days: float = RETENTION_DAYS
-    allow_short_retention: bool = False
+    retention_days: float = field(default=RETENTION_DAYS, metadata={"help": (
+        "vacuum keeps every version newer than this many days")})
+    allow_short_retention: bool = field(default=False, metadata={"help": (
+        "allow --retention-days below the promised time travel (tests, scratch warehouses)")})
     target_size: int | None = None  # bytes; None = delta-rs' default
     zorder: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(ZORDER))
-    vacuum: bool = True
+    vacuum: bool = field(default=True, metadata={"help": "vacuum old files (--no-vacuum: compact only, delete nothing)"})
 
     def __post_init__(self) -> None:
         if self.retention_days < 0:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -43,14 +43,20 @@ class EmbedderConfig:
     ``content_encoder``: ``minilm`` (the packaged all-MiniLM-L6-v2), ``hashing`` (bag of words, no model: tests),
     or a sentence-transformers model id or path."""
 
-    kind: Literal["sasrec", "hybrid"] = "hybrid"
-    content_weight: float = 1.0
-    content_dims: int = 32
-    content_decay: float = 0.8
-    content_encoder: str = "minilm"
-    content_image_weight: float = 0.0  # 0: text only (the default; see the module doc)
-    content_image_dims: int = 16
-    content_image_encoder: str = "efficientnet-lite0"
+    kind: Literal["sasrec", "hybrid"] = field(default="hybrid", metadata={"help": (
+        "hybrid: SASRec vector joined with the window's item content; sasrec: SASRec only, as in the paper")})
+    content_weight: float = field(default=1.0, metadata={"help": "weight of the content part"})
+    content_dims: int = field(default=32, metadata={"help": "PCA dimensions of item content"})
+    content_decay: float = field(default=0.8, metadata={"help": (
+        "weight decay per step back in the window (the latest item counts most)")})
+    content_encoder: str = field(default="minilm", metadata={"help": (
+        "sentence encoder for item text: minilm (packaged, offline), hashing, or a sentence-transformers "
+        "model id/path")})
+    content_image_weight: float = field(default=0.0, metadata={"help": (
+        "weight of the image-feature part (0: text only; see docs/collab.md)")})
+    content_image_dims: int = field(default=16, metadata={"help": "PCA dimensions of the image features"})
+    content_image_encoder: str = field(default="efficientnet-lite0", metadata={"help": (
+        "image model whose item_image_features rows are used")})
 
     def __post_init__(self) -> None:
         if self.kind not in ("sasrec", "hybrid"):

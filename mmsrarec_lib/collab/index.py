@@ -32,17 +32,22 @@ log = logging.getLogger(__name__)
 class IndexConfig:
     """How to index: exact below ``exact_threshold`` entries, else ``approx`` (ivf | hnsw)."""
 
-    exact_threshold: int = 200_000
-    approx: Literal["ivf", "hnsw"] = "ivf"
-    nlist: int | None = None  # IVF lists; default 4*sqrt(n), at most n/39 (faiss wants >= 39 points a list)
-    nprobe: int = 16
-    train_per_list: int = 40  # IVF k-means trains on at most nlist * this many sampled vectors
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 128
-    hnsw_rebuild_dead_fraction: float = 0.25  # rebuild the HNSW graph once tombstones exceed this share
-    delta_max_fraction: float = 0.2  # flat/IVF: store a refresh as a delta until it changes this share of entries
-    use_gpu: bool | None = None  # None: use a GPU for search when faiss sees one
-    seed: int = 0
+    exact_threshold: int = field(default=200_000, metadata={"help": (
+        "exact IndexFlatIP below this many index entries, else --approx")})
+    approx: Literal["ivf", "hnsw"] = field(default="ivf", metadata={"help": "approximate index kind"})
+    nlist: int | None = field(default=None, metadata={"help": (
+        "IVF lists (None: 4*sqrt(n), at most n/39: faiss wants >= 39 points a list)")})
+    nprobe: int = field(default=16, metadata={"help": "IVF lists searched per query"})
+    train_per_list: int = field(default=40, metadata={"help": (
+        "IVF k-means trains on at most nlist * this many sampled vectors")})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW links per node"})
+    hnsw_ef_search: int = field(default=128, metadata={"help": "HNSW candidates explored per query"})
+    hnsw_rebuild_dead_fraction: float = field(default=0.25, metadata={"help": (
+        "rebuild the HNSW graph once tombstones exceed this share")})
+    delta_max_fraction: float = field(default=0.2, metadata={"help": (
+        "flat/IVF: store a refresh as a delta until it changes this share of entries")})
+    use_gpu: bool | None = field(default=None, metadata={"help": "search on a GPU (auto: when faiss sees one)"})
+    seed: int = field(default=0, metadata={"help": "seed of the IVF k-means sample"})
 
     def __post_init__(self) -> None:
         if self.approx not in ("ivf", "hnsw"):

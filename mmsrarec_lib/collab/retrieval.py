@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    k: int = 3
-    overfetch: int = 32  # users have many entries: fetch well past k before de-duplicating
-    no_future: bool = False  # drop neighbours whose next item is later than the query's as_of
+    k: int = field(default=3, metadata={"help": "neighbours per user"})
+    overfetch: int = field(default=32, metadata={"help": (
+        "extra entries fetched before filtering and de-duplicating users")})
+    no_future: bool = field(default=False, metadata={"help": (
+        "also drop neighbours whose next item is later than the end of the query window")})
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.overfetch < 0:

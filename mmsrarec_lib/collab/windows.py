@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -45,10 +45,13 @@ class WindowConfig:
     ``entries``: index ``all`` positions of a training user's sequence, or only its ``last`` window (one entry
     per user, the paper's reading); ``max_entries_per_user`` > 0 keeps only that many latest positions."""
 
-    n: int = 5
-    whole_history: bool = False
-    entries: Literal["all", "last"] = "all"
-    max_entries_per_user: int = 0
+    n: int = field(default=5, metadata={"help": "items per embedded window"})
+    whole_history: bool = field(default=False, metadata={"help": "embed the whole history before the cut"})
+    entries: Literal["all", "last"] = field(default="all", metadata={"help": (
+        "index every position of a training user's sequence (all) or only its last window (last: one entry "
+        "per user)")})
+    max_entries_per_user: int = field(default=0, metadata={"help": (
+        "with --entries all, keep only this many latest positions per user (0: all)")})
 
     def __post_init__(self) -> None:
         if self.n < 1:

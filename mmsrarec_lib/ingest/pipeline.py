@@ -52,17 +52,25 @@ TABLES = (ITEMS, ITEMS_Q, INTERACTIONS, INTERACTIONS_Q, USER_SEQUENCES, SPLIT_LO
 @dataclass(frozen=True)
 class IngestConfig:
     dataset: str
-    mode: Literal["overwrite", "append"] = "overwrite"
-    max_image_side: int = 512
-    image_timeout_s: float = 10.0  # per connect / socket read
-    image_retries: int = 2
-    image_deadline_s: float = 30.0  # total per image, retries and backoff included
-    image_max_bytes: int = 50 * 1024 * 1024
+    mode: Literal["overwrite", "append"] = field(default="overwrite", metadata={"help": (
+        "overwrite the dataset's tables, or append new interactions (upsert items)")})
+    max_image_side: int = field(default=512, metadata={"help": "bound on an image's longest side (px)"})
+    image_timeout_s: float = field(default=10.0, metadata={"help": "image fetch timeout per connect / socket read"})
+    image_retries: int = field(default=2, metadata={"help": "retries of a failed image fetch"})
+    image_deadline_s: float = field(default=30.0, metadata={"help": (
+        "total time for one image fetch, retries and backoff included; then it is missing")})
+    image_max_bytes: int = field(default=50 * 1024 * 1024, metadata={"help": (
+        "largest image accepted in bytes; larger ones are refused")})
     timestamps: TimestampRange = field(default_factory=TimestampRange)
-    allow_empty: bool = False  # accept an items (or, overwriting, interactions) file with no rows
-    allow_sparse: bool = False  # keep a k-core result with an empty evaluation set (else SparseDataError)
-    lock_wait_s: float = DEFAULT_WAIT_S
-    lock_ttl_s: float = DEFAULT_TTL_S
+    allow_empty: bool = field(default=False, metadata={"help": (
+        "accept an items file (or, with --mode overwrite, an interactions file) with no rows")})
+    allow_sparse: bool = field(default=False, metadata={"help": (
+        "keep the result when the k-core filter leaves no evaluation users (else the run stops and suggests a "
+        "--k-core; see docs/ingest.md)")})
+    lock_wait_s: float = field(default=DEFAULT_WAIT_S, metadata={"help": (
+        "how long to wait for another writer of the dataset to finish")})
+    lock_ttl_s: float = field(default=DEFAULT_TTL_S, metadata={"help": (
+        "a writer's lease on the dataset lock; renewed while it runs")})
     splits: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:

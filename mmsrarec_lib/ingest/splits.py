@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +34,10 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    k_core: int = 5
-    seed: int = 0
-    history_len: int = 5
-    n_negatives: int = 20
+    k_core: int = field(default=5, metadata={"help": "k-core filter before the splits (<=1: off)"})
+    seed: int = field(default=0, metadata={"help": "seed of the user split and negative sampling"})
+    history_len: int = field(default=5, metadata={"help": "history items of an eval_candidates row"})
+    n_negatives: int = field(default=20, metadata={"help": "sampled negatives per evaluation user (paper protocol)"})
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
 

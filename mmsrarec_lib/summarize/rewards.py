@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,10 +34,10 @@ from mmsrarec_lib.summarize.encoders import words
 
 @dataclass(frozen=True)
 class RewardConfig:
-    a_info: float = 1.0
-    b_recon: float = 1.0
-    c_len: float = 0.5
-    n_max: int = 10
+    a_info: float = field(default=1.0, metadata={"help": "weight of R_info"})
+    b_recon: float = field(default=1.0, metadata={"help": "weight of R_recon"})
+    c_len: float = field(default=0.5, metadata={"help": "weight of R_len"})
+    n_max: int = field(default=10, metadata={"help": "keyword cap N_max (R_len = -n/N_max)"})
     pooling: str = "mean"  # mean | joined
 
     def __post_init__(self) -> None:
