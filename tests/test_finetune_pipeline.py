@@ -89,16 +89,24 @@ def test_recommend_topk_never_seen_and_rerun_replaces_partition(trained):
 @pytest.mark.slow
 def test_an_item_ingested_after_training_is_recommended_to_users_whose_history_is_about_it(trained):
     """A new item no model was trained on reaches the top-K through the content index (its SASRec score is
-    missing, not very low): it is the content candidate of users whose history matches its description only."""
+    missing, not very low): it is the content candidate of users whose history matches its description only, and
+    the next 'changed' run re-scores exactly the users it now reaches, without any new interaction."""
     import pyarrow as pa
 
     from mmsrarec_lib import schemas
-    from mmsrarec_lib.candidates import ContentIndexConfig, refresh_content_index
+    from mmsrarec_lib.candidates import ContentIndexConfig, load_content_index, refresh_content_index
     from mmsrarec_lib.models.baselines import load_baseline
-    from mmsrarec_lib.recommend.batch import RecommendConfig, load_scorer
+    from mmsrarec_lib.recommend.batch import RecommendConfig, load_scorer, recommend, select_users
     from mmsrarec_lib.recommend.topk import TopKConfig
 
     wh, seqs, meta = trained
+    content = ContentIndexConfig(text_encoder="hashing", image_weight=0.0, decay=0.3)
+    topk = TopKConfig(top_m=1, top_k=2, content_m=1)  # SASRec's best + content's best
+    refresh_content_index(wh, "toy", config=content)
+    day1, day2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+    recommend(wh, config=RecommendConfig(dataset="toy", model_run="mm-1", run_date=day1, users="all",
+                                         topk=TopKConfig(top_m=3, top_k=2, content_m=1)), progress=False)
+
     items = {r["item_id"]: r for r in wh.read_table("toy", "items").to_pylist()}
     fan = next(u for u, s in sorted(seqs.items()) if items[s[-1]]["categories"][0] == "space")
     other = next(u for u, s in sorted(seqs.items()) if items[s[-1]]["categories"][0] == "comedy")
@@ -107,17 +115,23 @@ def test_an_item_ingested_after_training_is_recommended_to_users_whose_history_i
            "image_bytes": None}  # the fan's latest item relisted under a new id, without a photo
     wh.write_table("toy", "items", pa.Table.from_pylist([new], schema=schemas.ITEMS), mode="append")
     assert "i_new" not in load_baseline(wh, "toy", meta["generator_run"]).scorer.item_ids  # SASRec never saw it
-    refresh_content_index(wh, "toy", config=ContentIndexConfig(text_encoder="hashing", image_weight=0.0, decay=0.3))
+    assert refresh_content_index(wh, "toy", config=content)["encoded"] == 1  # incremental: the new item only
 
-    cfg = RecommendConfig(dataset="toy", model_run="mm-1", run_date=dt.date(2026, 3, 1), users="all",
-                          topk=TopKConfig(top_m=1, top_k=2, content_m=1))  # SASRec's best + content's best
+    users = sorted(seqs)
+    near = load_content_index(wh, "toy").candidates([seqs[u] for u in users], m=1,
+                                                    exclude=[set(seqs[u]) for u in users])
+    reached = {u for u, c in zip(users, near) if c and c[0][0] == "i_new"}
+    selected, _ = select_users(wh, "toy", mode="changed", run_date=day2, content_m=1)
+    assert set(selected) == reached and fan in reached and other not in reached  # no new interaction at all
+
+    cfg = RecommendConfig(dataset="toy", model_run="mm-1", run_date=day2, users="changed", topk=topk)
     rows = load_scorer(wh, config=cfg, progress=False)([fan, other])
     picked = {u: [r["item_id"] for r in rows if r["user_id"] == u] for u in (fan, other)}
     assert "i_new" in picked[fan], picked
     assert "i_new" not in picked[other], picked
     new_row = next(r for r in rows if r["item_id"] == "i_new")
     assert new_row["score"] == new_row["score"] and abs(new_row["score"]) < 1e5  # a real score, not a sunk one
-    without = load_scorer(wh, config=RecommendConfig(dataset="toy", model_run="mm-1", run_date=dt.date(2026, 3, 1),
-                                                     users="all", topk=TopKConfig(top_m=2, top_k=2, content_m=0)),
+    without = load_scorer(wh, config=RecommendConfig(dataset="toy", model_run="mm-1", run_date=day2, users="all",
+                                                     topk=TopKConfig(top_m=2, top_k=2, content_m=0)),
                           progress=False)([fan])
     assert "i_new" not in {r["item_id"] for r in without}  # SASRec's candidates alone never reach it

@@ -3,12 +3,15 @@
 Layout: ``<warehouse>/<dataset>/indexes/content/<version>/{vectors.npz, meta.json}`` plus
 ``indexes/content/LATEST`` naming the newest complete version. ``meta.json`` is written last, so a version without
 it is a build that did not finish and is never loaded; ``LATEST`` moves only after it. Old versions beyond
-``keep`` are pruned (never ``LATEST``).
+``keep`` are pruned (never ``LATEST``). Each version's meta records the items it ``added`` to the previous one
+(``null`` for a first or full build), so the nightly recommend can find the users a new item now reaches
+(:func:`items_added_since`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import logging
@@ -85,6 +88,24 @@ def prune_content_versions(warehouse: Warehouse, dataset: str, *, keep: int) -> 
     return doomed
 
 
+def items_added_since(warehouse: Warehouse, dataset: str, since: str) -> set[str] | None:
+    """Items the content versions created after ``since`` (ISO time) added; ``None`` when that is unknown (no
+    version at or before ``since`` is still stored, or a later version was a full build)."""
+    root = content_index_uri(warehouse, dataset)
+    if not warehouse.exists(root):
+        return set()
+    metas = []
+    for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in warehouse.list_dir(root)):
+        meta_uri = content_index_uri(warehouse, dataset, name, "meta.json")
+        if name.startswith("content-") and warehouse.exists(meta_uri):
+            metas.append(json.loads(warehouse.read_bytes(meta_uri)))
+    cutoff = dt.datetime.fromisoformat(since)
+    later = [m for m in metas if dt.datetime.fromisoformat(m["created_at"]) > cutoff]
+    if len(later) == len(metas) or any(m.get("added") is None for m in later):
+        return None if later else set()
+    return {i for m in later for i in m["added"]}
+
+
 def item_content_inputs(warehouse: Warehouse, dataset: str) -> list[ItemContentInput]:
     """Every item of ``items``: ``title. description. categories`` and its image sha256 (when the image is ok)."""
     t = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "categories",
@@ -135,7 +156,8 @@ def refresh_content_index(
         stats["version"] = previous.meta["version"]
         stats["changed"] = False
     else:
-        index.meta = {"encoded": stats["encoded"], "reused": stats["reused"]}
+        added = None if previous is None else sorted(set(index.item_ids) - set(previous.item_ids))
+        index.meta = {"encoded": stats["encoded"], "reused": stats["reused"], "added": added}
         stats["version"] = save_content_index(warehouse, dataset, index)
         stats["changed"] = True
         stats["pruned"] = prune_content_versions(warehouse, dataset, keep=keep_versions)

@@ -2,7 +2,9 @@
 
 Users: ``all`` = every user of ``user_sequences``; ``changed`` = users with an interaction newer than the
 watermark of the previous run (the newest interaction timestamp covered by the latest run whose run_date is
-*earlier* than this one; no earlier run -> all users). Using "earlier run_date" makes a rerun of a date pick the
+*earlier* than this one; no earlier run -> all users), plus, with content candidates, the users an item added to
+the content index since that run now reaches (the new item is among their content top-M'; when that cannot be
+known, e.g. the index was rebuilt in full, every user). Using "earlier run_date" makes a rerun of a date pick the
 same users, so it replaces that date's partition with the same rows (idempotent). The watermarks are a small JSON
 object ``<warehouse>/<dataset>/state/recommend_watermarks.json`` ({run_date: max interaction us}), updated after the
 Delta commit; a crash before it leaves the previous state. ``limit_users`` keeps the first N selected users.
@@ -89,7 +91,8 @@ class RecommendConfig:
             raise ValueError(f"--limit-users must be >= 0, got {self.limit_users}")
 
 
-def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date) -> tuple[list[str], int]:
+def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date, content_m: int = 0
+                 ) -> tuple[list[str], int]:
     """(users to recommend for, newest interaction timestamp in us) for ``mode`` (see the module docstring)."""
     inter = warehouse.read_table(dataset, "interactions", columns=["user_id", "timestamp"])
     ts = pc.cast(inter.column("timestamp"), "int64")
@@ -105,7 +108,37 @@ def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.
     since = earlier[max(earlier)]
     changed = set(inter.filter(pc.greater(ts, since)).column("user_id").to_pylist())
     log.info("%d users with interactions after the %s watermark", len(changed), max(earlier))
+    if content_m:
+        reached = users_reached_by_new_items(warehouse, dataset, since_date=max(earlier), m=content_m)
+        changed = set(all_users) if reached is None else changed | reached
     return [u for u in all_users if u in changed], newest
+
+
+def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date: str, m: int) -> set[str] | None:
+    """Users with an item added to the content index after the ``since_date`` run among their content top-``m``
+    (None: unknown, recommend for everyone)."""
+    import pyarrow.dataset as pads
+
+    from mmsrarec_lib.candidates.store import items_added_since, load_content_index
+
+    if not warehouse.has_table(dataset, "recommendations"):
+        return None
+    done = warehouse.read_table(dataset, "recommendations", columns=["created_at"],
+                                filter=pads.field("run_date") == dt.date.fromisoformat(since_date))
+    if not done.num_rows:
+        return None
+    new = items_added_since(warehouse, dataset, pc.max(done.column("created_at")).as_py().isoformat())
+    if not new:
+        if new is None:
+            log.info("items added to the content index since %s are unknown: every user", since_date)
+        return new
+    seqs = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
+    hists = [list(r["item_ids"]) for r in seqs]
+    near = load_content_index(warehouse, dataset).candidates(hists, m=m, exclude=[set(h) for h in hists])
+    reached = {r["user_id"] for r, cands in zip(seqs, near, strict=True) if any(i in new for i, _ in cands)}
+    log.info("%d new items since the %s run reach %d users through content candidates", len(new), since_date,
+             len(reached))
+    return reached
 
 
 def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True) -> ScoreUsers:
@@ -179,7 +212,8 @@ def stage_recommendations(
     """Score this shard's users and stage their rows (see the module docstring); returns counts and throughput."""
     ds, shard = config.dataset, config.shard
     set_commit_context(run_date=config.run_date.isoformat(), model_run=config.model_run, shard=str(shard))
-    selected, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date)
+    selected, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date,
+                                    content_m=content_m(warehouse, ds, config.topk))
     if config.limit_users is not None:
         selected = selected[: config.limit_users]
     mine = [u for u in selected if shard_of(u, shard.count) == shard.index]
