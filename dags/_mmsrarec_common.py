@@ -71,7 +71,8 @@ def warehouse_params() -> dict[str, Param]:
 
 def optional_int(description: str, *, minimum: int = 1) -> Param:
     """An integer knob that may stay empty: empty = the job's own default (declared once, in its config)."""
-    return Param(None, type=["null", "integer"], minimum=minimum, description=f"{description}; empty = the job's default")
+    return Param(None, type=["null", "integer"], minimum=minimum,
+                 description=f"{description}; empty = the job's default")
 
 
 def optional_string(description: str) -> Param:

@@ -4,11 +4,11 @@ Runs `mmsrarec summarize --backfill` for `summarizer_version`: items whose keywo
 whose input (text/image hash) changed are summarized; items already done are skipped, so the backfill is resumable
 (a failed or interrupted run picks up where it stopped when retried or re-triggered) and a repeat adds nothing.
 `item_ids` (optional: a comma list, or `@FILE` with one id per line) restricts the backfill to those items, `limit`
-to the first N of them by item_id;
-`policy_run` picks the trained summarizer (default: the latest), `encoder` the text encoder of the rewards (empty = the
-job's default); `extra_args` is the escape hatch for other flags (`{"summarize": "--chunk-size 64"}`). With the `extractive` backend the image keywords
-come from the pretrained image model (`item_image_features`, backfilled first for new or changed images), so a
-changed poster gets new features and new image keywords in the same run. Then `publish` emits an Asset event for
+to the first N of them by item_id; `policy_run` picks the trained summarizer (default: the latest), `encoder` the
+text encoder of the rewards (empty = the job's default); `extra_args` is the escape hatch for other flags
+(`{"summarize": "--chunk-size 64"}`). With the `extractive` backend the image keywords come from the pretrained
+image model (`item_image_features`, backfilled first for new or changed images), so a changed poster gets new
+features and new image keywords in the same run. Then `publish` emits an Asset event for
 `mmsrarec.item_keywords` with the table's Delta version and row count.
 
 Manual (no schedule); `max_active_runs=1` because runs write the same table. The summarizing task runs in the GPU
