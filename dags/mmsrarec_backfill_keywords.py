@@ -32,7 +32,8 @@ with DAG(
     params={
         **common.warehouse_params(),
         "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
-        "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
+        "summarizer_backend": Param("extractive", enum=["extractive", "mllm"],
+                                    description="keyword summarizer (mllm: --base-model style HF model)"),
         "item_ids": Param("", type=common.OPTIONAL_STRING,
                           description="only these items: a comma list or @FILE (one id per line); empty = all"),
         "limit": Param(0, type="integer", minimum=0, description="only the first N items by item_id; 0 = all"),

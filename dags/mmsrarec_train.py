@@ -14,7 +14,8 @@ Model and evaluation run ids derive from the Airflow run id, so a retried task o
 GPU-heavy tasks (training, MLLM summarizing, MLLM evaluation) run in the pool `$MMSRAREC_GPU_POOL` (default
 `default_pool`) and, when `$MMSRAREC_GPU_QUEUE` is set, on that executor queue (e.g. `gpu` workers).
 
-Params: `dataset`, `warehouse`, `seed`, `summarizer_version`, `summarizer_backend` (`mllm` or `extractive`),
+Params: `dataset`, `warehouse`, `seed`, `summarizer_version`, `summarizer_backend` (`extractive`, the CLI's
+default, or `mllm`),
 `protocol` (`paper`: 1 positive + 20 negatives; `full`: all items), typed knobs to size a run (`baseline_epochs`,
 `summarizer_steps`, `summarizer_limit`, `keyword_encoder`, `collab_k`, `train_steps`; empty = the job's default),
 `progress` (false: no progress bars in the task logs) and the escape hatch `extra_args`, extra flags per command for
@@ -43,7 +44,8 @@ with DAG(
         **common.warehouse_params(),
         "seed": Param(42, type="integer", description="random seed of every training job"),
         "summarizer_version": Param("v1", type="string", minLength=1, description="version of the keywords"),
-        "summarizer_backend": Param("mllm", enum=["mllm", "extractive"], description="keyword summarizer"),
+        "summarizer_backend": Param("extractive", enum=["extractive", "mllm"],
+                                    description="keyword summarizer (mllm: --base-model style HF model)"),
         "protocol": Param("paper", enum=["paper", "full"], description="evaluation protocol"),
         "baseline_epochs": common.optional_int("train-baseline: SASRec epochs"),
         "summarizer_steps": common.optional_int("train-summarizer: GRPO steps"),

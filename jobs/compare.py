@@ -113,12 +113,9 @@ def _strip(argv: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
+    from mmsrarec_lib.runtime_env import configure_threads
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mmsrarec_lib.recommend.finetune import cpu_threads
-
-    cpu_threads()
+    configure_threads(default=1, cpu_only=True)  # the offline defaults are set once by jobs/cli.py
     from dataclasses import replace
 
     from mmsrarec_lib.recommend.compare import ALL_MODELS, CompareConfig, intervals_table, run_compare, summary_table

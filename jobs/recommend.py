@@ -64,12 +64,9 @@ class RecommendJobConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
+    from mmsrarec_lib.runtime_env import configure_threads
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mmsrarec_lib.recommend.finetune import cpu_threads
-
-    cpu_threads()
+    configure_threads(default=1, cpu_only=True)  # the offline defaults are set once by jobs/cli.py
     from mmsrarec_lib.recommend.batch import RecommendConfig, Shard, recommend, stage_recommendations
     from mmsrarec_lib.recommend.pipeline import latest_run
     from mmsrarec_lib.recommend.topk import TopKConfig

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from mmsrarec_lib.runtime_env import apply_offline_defaults
+
+apply_offline_defaults()  # before anything imports transformers / huggingface_hub
 os.environ.setdefault("AIRFLOW_HOME", os.path.join(os.path.dirname(__file__), "..", "airflow_home"))
 
 import pytest

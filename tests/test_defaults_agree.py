@@ -97,3 +97,6 @@ def test_dag_defaults_agree_with_the_commands(parsed, tmp_path_factory):
     assert nightly["protocol"] == train["protocol"], "nightly evaluates on the protocol the model was trained for"
     assert (nightly["top_k"], nightly["users"]) == (parsed["recommend"].top_k, parsed["recommend"].users)
     assert bag.dags["mmsrarec_item_tables"].params.dump()["image_encoder"] == parsed["encode-images"].encoder
+    backfill = bag.dags["mmsrarec_backfill_keywords"].params.dump()
+    assert train["summarizer_backend"] == backfill["summarizer_backend"] == parsed["summarize"].backend \
+        == parsed["train-summarizer"].backend

@@ -114,11 +114,11 @@ def step_order(n_examples: int, *, steps: int, batch_size: int, seed: int) -> li
 
 
 def cpu_threads(default: int = 1) -> int:
-    """Torch CPU threads: ``$MMSRAREC_TORCH_THREADS`` else ``default`` (1). On a shared 2-core machine two
-    OpenMP threads made a small matmul 4x slower than one (thread oversubscription), so one is the default."""
-    n = int(os.environ.get("MMSRAREC_TORCH_THREADS", default))
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, n))
+    """Torch CPU threads (``runtime_env.configure_threads``): ``$MMSRAREC_TORCH_THREADS`` else ``default`` (1). On a
+    shared 2-core machine two OpenMP threads made a small matmul 4x slower than one (thread oversubscription)."""
+    from mmsrarec_lib.runtime_env import configure_threads
+
+    configure_threads(default=default, cpu_only=True)
     return torch.get_num_threads()
 
 
