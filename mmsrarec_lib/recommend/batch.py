@@ -25,7 +25,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import pyarrow.compute as pc
 
@@ -78,10 +79,11 @@ class RecommendConfig:
     dataset: str
     model_run: str
     run_date: dt.date
-    users: str = "all"  # all | changed
+    users: Literal["changed", "all"] = field(default="changed", metadata={
+        "help": "changed = users with interactions newer than the previous run's watermark, or reached by a new item"})
     topk: TopKConfig = TopKConfig()
-    batch_size: int = 32
-    limit_users: int | None = None  # for benches and smoke runs
+    batch_size: int = field(default=32, metadata={"help": "candidate suffixes per forward pass"})
+    limit_users: int | None = field(default=None, metadata={"help": "only the first N selected users (smoke runs)"})
     shard: Shard = Shard()
 
     def __post_init__(self) -> None:
