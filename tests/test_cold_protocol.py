@@ -79,7 +79,7 @@ class _Reranker:  # prefers the new item, then reverse id order
 
 def test_union_adds_content_candidates_the_retriever_cannot_score_and_ranks_them_by_the_reranker():
     assert top_unseen(np.array([1.0, np.inf * -1, 3.0, 3.0]), ["a", "b", "c", "d"], seen={"d"}, m=3) == ["c", "a"]
-    source = CandidateSource(_Retriever(), top_m=2, content=_Content(), content_m=2)
+    source = CandidateSource(_Retriever(), top_m=2, content=_Content(), content_m=2, content_pool="all")
     assert source.item_ids == ["r1", "r2", "r3", "r4", "n1"]
     assert source.generate([["r2"]]) == [["r1", "r3", "n1"]]  # top-2 unseen (r1, r3), then n1 (r3 already there)
     scorer = CandidateRerank(source, _Reranker())

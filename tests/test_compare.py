@@ -32,7 +32,8 @@ def compared(tmp_path_factory):
         fusion_users=20)
     cfg = CompareConfig(dataset="toy", run_id="cmp-1", seeds=(0,), protocols=("full", "cold"),
                         models=("pop", "sasrec", "content", "mmsrarec", "mmsrarec-union"), encoder=encoder,
-                        sasrec={"epochs": 2, "dim": 16}, union_content_m=40, progress=False)
+                        sasrec={"epochs": 2, "dim": 16}, union_content_m=40, union_content_pool="all",
+                        progress=False)
     records = run_compare(wh, config=cfg)
     return wh, records
 

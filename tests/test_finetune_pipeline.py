@@ -101,11 +101,13 @@ def test_an_item_ingested_after_training_is_recommended_to_users_whose_history_i
 
     wh, seqs, meta = trained
     content = ContentIndexConfig(text_encoder="hashing", image_weight=0.0, decay=0.3)
-    topk = TopKConfig(top_m=1, top_k=2, content_m=1)  # SASRec's best + content's best
+    # SASRec's best + content's best over all items (the "unscored" pool and fresh slots: test_cold_protocol.py)
+    topk = TopKConfig(top_m=1, top_k=2, content_m=1, content_pool="all", fresh_slots=0)
     refresh_content_index(wh, "toy", config=content)
     day1, day2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
     recommend(wh, config=RecommendConfig(dataset="toy", model_run="mm-1", run_date=day1, users="all",
-                                         topk=TopKConfig(top_m=3, top_k=2, content_m=1)), progress=False)
+                                         topk=TopKConfig(top_m=3, top_k=2, content_m=1, content_pool="all")),
+              progress=False)
 
     items = {r["item_id"]: r for r in wh.read_table("toy", "items").to_pylist()}
     fan = next(u for u, s in sorted(seqs.items()) if items[s[-1]]["categories"][0] == "space")
@@ -132,6 +134,6 @@ def test_an_item_ingested_after_training_is_recommended_to_users_whose_history_i
     new_row = next(r for r in rows if r["item_id"] == "i_new")
     assert new_row["score"] == new_row["score"] and abs(new_row["score"]) < 1e5  # a real score, not a sunk one
     without = load_scorer(wh, config=RecommendConfig(dataset="toy", model_run="mm-1", run_date=day2, users="all",
-                                                     topk=TopKConfig(top_m=2, top_k=2, content_m=0)),
+                                                     topk=TopKConfig(top_m=2, top_k=2, content_m=0, fresh_slots=0)),
                           progress=False)([fan])
     assert "i_new" not in {r["item_id"] for r in without}  # SASRec's candidates alone never reach it

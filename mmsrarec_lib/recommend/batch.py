@@ -93,8 +93,8 @@ class RecommendConfig:
             raise ValueError(f"--limit-users must be >= 0, got {self.limit_users}")
 
 
-def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date, content_m: int = 0
-                 ) -> tuple[list[str], int]:
+def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date, content_m: int = 0,
+                 content_pool: str = "all") -> tuple[list[str], int]:
     """(users to recommend for, newest interaction timestamp in us) for ``mode`` (see the module docstring)."""
     inter = warehouse.read_table(dataset, "interactions", columns=["user_id", "timestamp"])
     ts = pc.cast(inter.column("timestamp"), "int64")
@@ -111,14 +111,17 @@ def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.
     changed = set(inter.filter(pc.greater(ts, since)).column("user_id").to_pylist())
     log.info("%d users with interactions after the %s watermark", len(changed), max(earlier))
     if content_m:
-        reached = users_reached_by_new_items(warehouse, dataset, since_date=max(earlier), m=content_m)
+        reached = users_reached_by_new_items(warehouse, dataset, since_date=max(earlier), m=content_m,
+                                             pool=content_pool)
         changed = set(all_users) if reached is None else changed | reached
     return [u for u in all_users if u in changed], newest
 
 
-def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date: str, m: int) -> set[str] | None:
+def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date: str, m: int, pool: str = "all"
+                               ) -> set[str] | None:
     """Users with an item added to the content index after the ``since_date`` run among their content top-``m``
-    (None: unknown, recommend for everyone)."""
+    (None: unknown, recommend for everyone). ``pool="unscored"`` searches the new items and the items without any
+    interaction: at most the items SASRec cannot score, so no reached user is missed."""
     import pyarrow.dataset as pads
 
     from mmsrarec_lib.candidates.store import items_added_since, load_content_index
@@ -136,7 +139,12 @@ def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date
         return new
     seqs = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
     hists = [list(r["item_ids"]) for r in seqs]
-    near = load_content_index(warehouse, dataset).candidates(hists, m=m, exclude=[set(h) for h in hists])
+    index = load_content_index(warehouse, dataset)
+    if pool == "unscored":
+        bought = set(pc.unique(warehouse.read_table(dataset, "interactions", columns=["item_id"])
+                               .column("item_id")).to_pylist())
+        index = index.subset([i for i in index.item_ids if i in new or i not in bought])
+    near = index.candidates(hists, m=m, exclude=[set(h) for h in hists])
     reached = {r["user_id"] for r, cands in zip(seqs, near, strict=True) if any(i in new for i, _ in cands)}
     log.info("%d new items since the %s run reach %d users through content candidates", len(new), since_date,
              len(reached))
@@ -169,7 +177,7 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
     seqs = {r["user_id"]: list(r["item_ids"]) for r in
             warehouse.read_table(ds, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()}
     source = candidate_source(warehouse, ds, generator, top_m=config.topk.top_m,
-                              content_m=content_m(warehouse, ds, config.topk))
+                              content_m=content_m(warehouse, ds, config.topk), content_pool=config.topk.content_pool)
 
     def score(users: Sequence[str]) -> list[dict]:
         created = utcnow()
@@ -180,7 +188,8 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
             cands = source.generate(hists)
             for uid, h, c, (_, final) in zip(chunk, hists, cands, reranker.score_users(chunk, hists, cands),
                                              strict=True):
-                picks = select_top_k(c, final, seen=set(h), k=config.topk.top_k)
+                picks = select_top_k(c, final, seen=set(h), k=config.topk.top_k, fresh=source.fresh,
+                                     fresh_slots=config.topk.fresh_slots)
                 exps = [explain(ctx, user_id=uid, history=h, item_id=item, n_history=train_cfg.prompt.n_history,
                                 n_neighbors=train_cfg.prompt.n_neighbors) for item, _ in picks]
                 rows += recommendation_rows(run_date=config.run_date, user_id=uid, picks=picks, explanations=exps,
@@ -215,7 +224,8 @@ def stage_recommendations(
     ds, shard = config.dataset, config.shard
     set_commit_context(run_date=config.run_date.isoformat(), model_run=config.model_run, shard=str(shard))
     selected, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date,
-                                    content_m=content_m(warehouse, ds, config.topk))
+                                    content_m=content_m(warehouse, ds, config.topk),
+                                    content_pool=config.topk.content_pool)
     if config.limit_users is not None:
         selected = selected[: config.limit_users]
     mine = [u for u in selected if shard_of(u, shard.count) == shard.index]

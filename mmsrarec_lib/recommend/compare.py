@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow.dataset as pads
 
-from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M
+from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, DEFAULT_CONTENT_POOL, DEFAULT_FRESH_SLOTS
 from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 from mmsrarec_lib.recommend.finetune import TrainSettings
 from mmsrarec_lib.recommend.pipeline import RecTrainConfig
@@ -56,7 +56,9 @@ class CompareConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sasrec: dict = field(default_factory=dict)
     base_model: str | None = None
-    union_content_m: int = DEFAULT_CONTENT_M  # content candidates of the mmsrarec-union row
+    union_content_m: int = DEFAULT_CONTENT_M  # the mmsrarec-union row: the catalogue top-K's candidate settings
+    union_content_pool: str = DEFAULT_CONTENT_POOL
+    union_fresh_slots: int = DEFAULT_FRESH_SLOTS
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -182,10 +184,12 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
                      build_scorer(warehouse, ds, meta["run_id"], scoring=replace(scoring, fusion_weight=0.0),
                                   progress=config.progress)[0])
             elif name == UNION:  # the same reranker (its memoised p reused), more candidates
-                s = CandidateRerank(candidate_source(warehouse, ds, scorer.retriever, top_m=scorer.top_m,
-                                                     content_m=config.union_content_m), scorer.reranker)
+                source = candidate_source(warehouse, ds, scorer.retriever, top_m=scorer.top_m,
+                                          content_m=config.union_content_m, content_pool=config.union_content_pool)
+                s = CandidateRerank(source, scorer.reranker, fresh_slots=config.union_fresh_slots, k=10)
             extra = ({"fusion_weight": 0.0} if name == MLLM_ONLY else
-                     {"content_m": config.union_content_m} if name == UNION else {})
+                     {"content_m": config.union_content_m, "content_pool": config.union_content_pool,
+                      "fresh_slots": config.union_fresh_slots} if name == UNION else {})
             for p in _protocols_of(name, protos):
                 values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"], seed=seed,
                                          config={**resolved.config, "compare": config.run_id, **extra},

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow.dataset as pads
 
@@ -45,6 +45,19 @@ class RecContext:
     keyword_source: str = RAW
     index_version: str | None = None
     use_neighbors: bool = True
+
+    def without_items(self, items: Collection[str]) -> RecContext:
+        """A copy whose catalogue lacks ``items`` (a training context of the cold protocol: a held-out item is not
+        even sampled as a negative, as an item added after training never was)."""
+        if not items:
+            return self
+        drop = set(items)
+
+        def keep(d: Mapping) -> dict:
+            return {k: v for k, v in d.items() if k not in drop}
+
+        return replace(self, items=keep(self.items), descriptions=keep(self.descriptions), keywords=keep(self.keywords),
+                       images=keep(self.images), categories=keep(self.categories))
 
     def image(self, item_id: str) -> bytes | None:
         return self.images.get(item_id)

@@ -178,9 +178,9 @@ def _train_decoder(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str,
     run_id, base_uri, local, work = start_run(warehouse, ds, run_id)
     if local is None and warehouse.exists(f"{base_uri}/checkpoints/latest"):
         warehouse.download_dir(f"{base_uri}/checkpoints", work / "checkpoints")  # resume from object storage
+    hidden = hidden_items(warehouse, ds, config.protocol)  # cold protocol: the held-out items, nowhere in training
     ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
-                       hidden_items=hidden_items(warehouse, ds, config.protocol),
-                       use_neighbors=config.use_neighbors)
+                       hidden_items=hidden, use_neighbors=config.use_neighbors).without_items(hidden)
     generator = config.generator_run or latest_generator(warehouse, ds, config.protocol)
     examples = build_examples(ctx, training_sequences(warehouse, ds, config.protocol), config=config)
     base_model = config.base_model

@@ -14,13 +14,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M
+from mmsrarec_lib.candidates.union import (
+    DEFAULT_CONTENT_M,
+    DEFAULT_CONTENT_POOL,
+    DEFAULT_FRESH_SLOTS,
+    reserve_fresh_slots,
+)
 from mmsrarec_lib.recommend.context import RecContext
 
 
@@ -31,21 +37,30 @@ class TopKConfig:
     content_m: int = field(default=DEFAULT_CONTENT_M, metadata={
         "help": "more candidates from the content index (items similar to the user's history, new items included;"
                 " 0: SASRec's alone; skipped with a warning when no index was built: mmsrarec index-content)"})
+    content_pool: Literal["unscored", "all"] = field(default=DEFAULT_CONTENT_POOL, metadata={
+        "help": "unscored: content candidates only among items SASRec cannot score (new, never bought); all: any item"})
+    fresh_slots: int = field(default=DEFAULT_FRESH_SLOTS, metadata={
+        "help": "top-K slots (at most top_k) reserved for the best reranked items SASRec cannot score, when there are"
+                " such candidates"})
 
     def __post_init__(self) -> None:
-        if self.top_k < 1 or self.top_m < 1 or self.content_m < 0 or self.top_m + self.content_m < self.top_k:
-            raise ValueError(f"need top_k, top_m >= 1, content_m >= 0 and top_k <= top_m + content_m, got "
-                             f"top_k={self.top_k}, "
+        if (self.top_k < 1 or self.top_m < 1 or self.content_m < 0 or self.top_m + self.content_m < self.top_k
+                or self.fresh_slots < 0):
+            raise ValueError(f"need top_k, top_m >= 1, content_m >= 0, top_k <= top_m + content_m and "
+                             f"fresh_slots >= 0, got fresh_slots={self.fresh_slots}, top_k={self.top_k}, "
                              f"top_m={self.top_m}, content_m={self.content_m}")
 
 
-def select_top_k(candidates: Sequence[str], scores: np.ndarray, *, seen: set[str], k: int) -> list[tuple[str, float]]:
-    """Top ``k`` (item, score) by score (ties by item id), excluding seen items and duplicates."""
+def select_top_k(candidates: Sequence[str], scores: np.ndarray, *, seen: set[str], k: int,
+                 fresh: frozenset[str] | set[str] = frozenset(), fresh_slots: int = 0) -> list[tuple[str, float]]:
+    """Top ``k`` (item, score) by score (ties by item id), excluding seen items and duplicates; at least
+    ``fresh_slots`` of them from ``fresh`` when there are (``mmsrarec_lib.candidates.union.reserve_fresh_slots``)."""
     best: dict[str, float] = {}
     for c, s in zip(candidates, np.asarray(scores, dtype=np.float64), strict=True):
         if c not in seen and np.isfinite(s) and (c not in best or s > best[c]):
             best[c] = float(s)
-    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    ranked = sorted(best, key=lambda c: (-best[c], c))
+    return [(c, best[c]) for c in reserve_fresh_slots(ranked, fresh=fresh, k=k, slots=fresh_slots)]
 
 
 # words too common to explain anything (raw-text keywords contain them)
