@@ -48,7 +48,7 @@ eval: venv
 	$(MMSRAREC) summarize --dataset $(DATASET) --summarizer-version extractive-v1 --backend extractive --backfill
 	$(MMSRAREC) train-baseline --dataset $(DATASET) --model sasrec --protocol paper
 	$(MMSRAREC) build-collab --dataset $(DATASET)
-	$(MMSRAREC) compare --dataset $(DATASET) --seeds $(SEEDS) --jobs $(SEEDS) --sasrec-epochs 8 --no-progress $(COMPARE_ARGS)
+	$(MMSRAREC) compare --dataset $(DATASET) --seeds $(SEEDS) --jobs $(SEEDS) --no-progress $(COMPARE_ARGS)
 	$(MMSRAREC) report --dataset $(DATASET)
 
 # A local Airflow UI on 127.0.0.1:8080 with these DAGs (stop it with `make airflow-stop`).

@@ -52,6 +52,22 @@ def synthetic(n_items: int = 16, n_users: int = 8):
     return ctx, seqs, feats
 
 
+class FakeGenerator:
+    """A deterministic stand-in for the SASRec generator: catalogue scores are a fixed function of the history."""
+
+    def __init__(self, item_ids):
+        self.item_ids = list(item_ids)
+
+    def score_catalogue(self, histories):
+        import numpy as np
+
+        out = np.zeros((len(histories), len(self.item_ids)), dtype=np.float32)
+        for r, h in enumerate(histories):
+            key = sum(int(i[1:]) for i in h)
+            out[r] = [((key * 7 + 3 * k) % 17) + 0.01 * k for k in range(len(self.item_ids))]
+        return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("bert_dir")
@@ -66,7 +82,12 @@ def main() -> None:
 
     from mmsrarec_lib.recommend.backbone import BackboneConfig, build_backbone
     from mmsrarec_lib.recommend.encoder_inputs import EncoderPromptConfig, FeatureBank, InputBuilder
-    from mmsrarec_lib.recommend.encoder_train import EncoderTrainSettings, train_backbone, training_points
+    from mmsrarec_lib.recommend.encoder_train import (
+        EncoderTrainSettings,
+        generator_top_m,
+        train_backbone,
+        training_points,
+    )
 
     class Hang(TrainerCallback):
         def on_save(self, _args, state, _control, **_kw):
@@ -81,12 +102,14 @@ def main() -> None:
     model, tok = build_backbone(cfg, seed=1)
     builder = InputBuilder(tok, ctx, EncoderPromptConfig(max_user_tokens=48, max_item_tokens=16))
     settings = EncoderTrainSettings(max_steps=args.steps, batch_size=4, save_every=2, warmup_steps=2, seed=3,
-                                    negatives=2, positions_per_user=3)
+                                    negatives=2, positions_per_user=3, hard_negative_share=0.5, hard_negative_pool=4)
+    points = training_points(seqs, per_user=3, known=set(ctx.items))
+    interacted = {u: set(s) for u, s in seqs.items()}
+    hard_pool = generator_top_m(FakeGenerator(sorted(ctx.items)), points, interacted, top_m=4)  # hard negatives too
     summary = train_backbone(backbone=model, builder=builder, features=FeatureBank(image=feats, image_dim=16),
-                             points=training_points(seqs, per_user=3, known=set(ctx.items)),
-                             interacted={u: set(s) for u, s in seqs.items()}, catalogue=sorted(ctx.items),
+                             points=points, interacted=interacted, catalogue=sorted(ctx.items),
                              tasks=("yesno", "next_kw", "grounding", "recovery"), settings=settings,
-                             output_dir=args.ckpt_dir, progress=False, callbacks=[Hang()])
+                             output_dir=args.ckpt_dir, progress=False, callbacks=[Hang()], hard_pool=hard_pool)
     save_file(model.trainable_state(), args.out_file)
     print(f"done resumed_from={summary['resumed_from']} loss={summary['loss_curve'][-1][1]!r}", flush=True)
 

@@ -107,6 +107,57 @@ def test_image_projector_and_id_token_change_the_score(bert_dir):
     assert abs(new_id[0] - base[0]) > 1e-5 and new_id[1] == pytest.approx(base[1], abs=1e-7)  # only i2's id moved
 
 
+def test_hard_negatives_come_from_the_generator_top_m_without_target_or_history():
+    import numpy as np
+
+    from mmsrarec_lib.recommend.encoder_train import PointDataset, TrainPoint, generator_top_m
+    from tests._backbone_worker import FakeGenerator
+
+    ctx, seqs, _ = synthetic()
+    catalogue = sorted(ctx.items)
+    gen = FakeGenerator(catalogue)
+    points = [TrainPoint("u0", ("i1", "i2"), "i3"), TrainPoint("u1", ("i4",), "i5"), TrainPoint("u2", (), "i6")]
+    interacted = {"u0": {"i9"}, "u1": {"i4", "i5", "i11"}, "u2": set()}  # u0, u2: history / target not in it
+    pools = generator_top_m(gen, points, interacted, top_m=5, batch_size=2)  # two batches
+    for p, pool in zip(points, pools, strict=True):
+        scores = gen.score_catalogue([list(p.history)])[0]
+        bad = interacted[p.user_id] | set(p.history) | {p.target}
+        want = [catalogue[j] for j in np.argsort(-scores, kind="stable") if catalogue[j] not in bad]
+        assert list(pool) == want[:5]  # the generator's best 5, in order
+        assert p.target not in pool and not set(p.history) & set(pool) and not interacted[p.user_id] & set(pool)
+    narrow = generator_top_m(gen, points, interacted, top_m=5, allowed=set(catalogue[:8]))
+    assert all(set(pool) <= set(catalogue[:8]) for pool in narrow)  # never outside the training catalogue
+
+    builder = None  # negatives_of does not build inputs
+    data = PointDataset(points, builder=builder, interacted=interacted, catalogue=catalogue, negatives=6, seed=3,
+                        hard_pool=pools, n_hard=3)
+    for i, (p, pool) in enumerate(zip(points, pools, strict=True)):
+        negs = data.negatives_of(i)
+        assert len(negs) == 6 == len(set(negs))
+        assert set(negs[:3]) <= set(pool)  # the hard share from the top-5
+        assert p.target not in negs and not interacted[p.user_id] & set(negs)
+        again = PointDataset(points, builder=builder, interacted=interacted, catalogue=catalogue, negatives=6,
+                             seed=3, hard_pool=pools, n_hard=3)
+        assert again.negatives_of(i) == negs  # a pure function of (seed, position): a resumed run sees the same
+    plain = PointDataset(points, builder=builder, interacted=interacted, catalogue=catalogue, negatives=6, seed=3)
+    assert plain.n_hard == 0  # no pool: random negatives only
+
+
+def test_hard_share_applies_to_the_listed_training_protocols_and_survives_model_json():
+    import json
+    from dataclasses import asdict
+
+    from mmsrarec_lib.recommend.encoder_train import EncoderTrainSettings
+
+    s = EncoderTrainSettings(negatives=8, hard_negative_share=0.25, hard_negative_protocols=("full",))
+    assert s.for_protocol("full").n_hard == 2 and s.for_protocol("paper").n_hard == 0
+    assert s.for_protocol("paper").hard_negative_share == 0.0  # model.json records what the run trained with
+    back = EncoderTrainSettings(**json.loads(json.dumps(asdict(s))))
+    assert back == s and back.hard_negative_protocols == ("full",)
+    with pytest.raises(ValueError):
+        EncoderTrainSettings(hard_negative_share=1.5)
+
+
 def _worker(bert, ckpt, out, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return [sys.executable, "-m", "tests._backbone_worker", str(bert), str(ckpt), str(out), *extra], env

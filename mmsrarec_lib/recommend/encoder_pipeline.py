@@ -32,7 +32,12 @@ from mmsrarec_lib.recommend.encoder_inputs import (
     load_id_vectors,
     load_image_features,
 )
-from mmsrarec_lib.recommend.encoder_train import EncoderTrainSettings, training_points, train_backbone
+from mmsrarec_lib.recommend.encoder_train import (
+    EncoderTrainSettings,
+    generator_top_m,
+    train_backbone,
+    training_points,
+)
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
@@ -141,10 +146,23 @@ def train_encoder_run(warehouse: Warehouse, *, ctx, sequences: dict[str, list[st
     points = training_points(sequences, per_user=run_cfg.train.positions_per_user, known=set(ctx.items))
     log.info("%s: %d training positions of %d users, tasks %s, %d image features", NAME, len(points),
              len(sequences), ",".join(tasks), len(features.image))
+    interacted = {u: set(s) for u, s in sequences.items()}
+    hard_pool = None
+    if run_cfg.train.n_hard and generator_run:
+        import time
+
+        from mmsrarec_lib.models.baselines import load_baseline
+
+        t0 = time.perf_counter()
+        gen = load_baseline(warehouse, dataset, generator_run).scorer
+        hard_pool = generator_top_m(gen, points, interacted, top_m=run_cfg.train.hard_negative_pool,
+                                    allowed=set(ctx.items))
+        log.info("hard negatives: %d of %d per position from %s's top-%d (%.1f s)", run_cfg.train.n_hard,
+                 run_cfg.train.negatives, generator_run, run_cfg.train.hard_negative_pool, time.perf_counter() - t0)
     summary = train_backbone(backbone=model, builder=builder, features=features, points=points,
-                             interacted={u: set(s) for u, s in sequences.items()}, catalogue=sorted(ctx.items),
+                             interacted=interacted, catalogue=sorted(ctx.items),
                              tasks=tasks, settings=run_cfg.train, output_dir=str(work / "checkpoints"),
-                             progress=progress)
+                             progress=progress, hard_pool=hard_pool)
     model.eval()
     if cache_file is not None:
         save_piece_cache(cache_file)

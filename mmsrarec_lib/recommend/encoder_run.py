@@ -42,7 +42,11 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     run_cfg = run_cfg or EncoderRunConfig()
     generator = config.generator_run or latest_generator(warehouse, ds, config.protocol)
     backbone = replace(run_cfg.backbone, id_dim=sasrec_dim(warehouse, ds, generator) if config.id_token else 0)
-    run_cfg = replace(run_cfg, backbone=backbone, train=replace(run_cfg.train, seed=config.train.seed))
+    from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
+
+    train = replace(run_cfg.train, seed=config.train.seed).for_protocol(
+        TRAINING_PROTOCOL.get(config.protocol, config.protocol))
+    run_cfg = replace(run_cfg, backbone=backbone, train=train)
     ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
                        hidden_items=hidden_items(warehouse, ds, config.protocol),
                        use_neighbors=config.use_neighbors)

@@ -14,7 +14,11 @@ The four tasks in their discriminative (encoder) form, all computed on every bat
 
 Training positions follow the harness' rule (never a test target): the last ``positions_per_user`` targets of each
 training sequence. Negatives of position i are drawn by ``random.Random(seed * 1_000_003 + i)``, so a batch is a
-pure function of its indices and a resumed run sees the same batches. ``transformers.Trainer`` brings gradient
+pure function of its indices and a resumed run sees the same batches. With ``hard_negative_share > 0``, that share
+of them comes from the generator SASRec's top-M for the position's history (``generator_top_m``: target and the
+user's items excluded; computed once before training from the eval-mode generator, so a resume recomputes the same
+pools): the full protocol reranks SASRec's top-M, so the reranker must separate the target from SASRec's
+confusers, not only from random items. ``transformers.Trainer`` brings gradient
 accumulation, mixed precision on a GPU (bf16/fp16), checkpoints with the optimizer, scheduler and all RNG states,
 and resume from the last checkpoint after a kill.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -41,7 +45,7 @@ TASKS = ("yesno", "next_kw", "grounding", "recovery")
 class EncoderTrainSettings:
     """Optimisation settings, sized for the 2-core CPU (one variant in about a minute or two)."""
 
-    max_steps: int = 100
+    max_steps: int = 150  # 100 before issue 14 stage 3's measurement (docs/recommend.md)
     batch_size: int = 32
     grad_accum: int = 1
     negatives: int = 8
@@ -53,6 +57,36 @@ class EncoderTrainSettings:
     positions_per_user: int = 10
     aux_weight: float = 1.0
     seed: int = 0
+    # share of the ``negatives`` per position drawn from the generator SASRec's top ``hard_negative_pool`` for the
+    # position's history (target and the user's training items excluded); the rest stay uniform over the catalogue.
+    # 0 = random negatives only (the behaviour before; also the fallback without a generator run). 0.25 (2 of 8)
+    # was the best on the full protocol's validation users (docs/recommend.md, "Hard negatives").
+    hard_negative_share: float = 0.25
+    hard_negative_pool: int = 50
+    # training protocols whose runs use the hard share (the others train with random negatives only): the full
+    # protocol reranks the generator's top-M, the paper / sampled candidates are uniform random items
+    hard_negative_protocols: tuple[str, ...] = ("full",)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hard_negative_protocols", tuple(self.hard_negative_protocols))  # from JSON lists
+        if not 0.0 <= self.hard_negative_share <= 1.0:
+            raise ValueError(f"hard_negative_share must be in [0, 1], got {self.hard_negative_share}")
+        if self.hard_negative_pool < 1:
+            raise ValueError(f"hard_negative_pool must be >= 1, got {self.hard_negative_pool}")
+
+    def for_protocol(self, protocol: str) -> EncoderTrainSettings:
+        """These settings for a run trained on ``protocol``: the hard share set to 0 unless the protocol is one of
+        ``hard_negative_protocols`` (so a run's model.json records the share it really trained with)."""
+        from dataclasses import replace
+
+        if self.hard_negative_share and protocol not in self.hard_negative_protocols:
+            return replace(self, hard_negative_share=0.0)
+        return self
+
+    @property
+    def n_hard(self) -> int:
+        """Hard negatives per position (the share of ``negatives``, rounded)."""
+        return int(round(self.hard_negative_share * self.negatives))
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,35 @@ class TrainPoint:
     user_id: str
     history: tuple[str, ...]
     target: str
+
+
+def generator_top_m(scorer, points: Sequence[TrainPoint], interacted: Mapping[str, set[str]], *, top_m: int,
+                    batch_size: int = 512, allowed: Collection[str] | None = None) -> list[tuple[str, ...]]:
+    """Per training position, the generator's ``top_m`` items for its history (best first), excluding the target,
+    the history and the user's other training items (``interacted``): the confusers a retrieve-then-rerank
+    pipeline puts in front of the reranker. ``scorer``: a ``score_catalogue(histories) -> (n, len(item_ids))``
+    scorer with ``item_ids`` (e.g. ``SASRecScorer``); ``allowed``: the training catalogue (items outside it, e.g.
+    the cold protocol's held-out items, are never picked). Deterministic (an eval-mode model, stable sort)."""
+    import numpy as np
+
+    item_ids = list(scorer.item_ids)
+    out: list[tuple[str, ...]] = []
+    for start in range(0, len(points), batch_size):
+        chunk = points[start : start + batch_size]
+        with torch.no_grad():
+            scores = np.asarray(scorer.score_catalogue([list(p.history) for p in chunk]), dtype=np.float64)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        for p, row in zip(chunk, order, strict=True):
+            bad = interacted.get(p.user_id, set()) | set(p.history) | {p.target}
+            picked: list[str] = []
+            for j in row:
+                item = item_ids[j]
+                if item not in bad and (allowed is None or item in allowed):
+                    picked.append(item)
+                    if len(picked) == top_m:
+                        break
+            out.append(tuple(picked))
+    return out
 
 
 def training_points(sequences: Mapping[str, Sequence[str]], *, per_user: int, known: set[str]) -> list[TrainPoint]:
@@ -73,25 +136,41 @@ def training_points(sequences: Mapping[str, Sequence[str]], *, per_user: int, kn
 
 
 class PointDataset(torch.utils.data.Dataset):
-    """Position i -> (user text ids, positive, negatives); negatives seeded by i (see the module docstring)."""
+    """Position i -> (user text ids, positive, negatives); negatives seeded by i (see the module docstring).
+
+    ``hard_pool[i]``: the generator's top-M for position i (``generator_top_m``); ``n_hard`` of the ``negatives``
+    are drawn from it first (uniformly, without repeats), the rest uniformly from the catalogue."""
 
     def __init__(self, points: Sequence[TrainPoint], *, builder: InputBuilder, interacted: Mapping[str, set[str]],
-                 catalogue: Sequence[str], negatives: int, seed: int) -> None:
+                 catalogue: Sequence[str], negatives: int, seed: int,
+                 hard_pool: Sequence[Sequence[str]] | None = None, n_hard: int = 0) -> None:
         self.points, self.builder, self.interacted = list(points), builder, interacted
         self.catalogue, self.negatives, self.seed = list(catalogue), negatives, seed
+        if hard_pool is not None and len(hard_pool) != len(self.points):
+            raise ValueError(f"hard_pool has {len(hard_pool)} rows for {len(self.points)} training positions")
+        self.hard_pool = hard_pool
+        self.n_hard = min(max(0, n_hard), negatives) if hard_pool is not None else 0
+
+    def negatives_of(self, i: int) -> list[str]:
+        p = self.points[i]
+        rng = random.Random(self.seed * 1_000_003 + i)
+        seen = self.interacted.get(p.user_id, set())
+        negs: list[str] = []
+        if self.n_hard:
+            pool = [c for c in self.hard_pool[i] if c not in seen and c != p.target and c not in p.history]
+            negs += rng.sample(pool, min(self.n_hard, len(pool)))
+        while len(negs) < self.negatives:
+            c = self.catalogue[rng.randrange(len(self.catalogue))]
+            if c not in seen and c != p.target and c not in negs:
+                negs.append(c)
+        return negs
 
     def __len__(self) -> int:
         return len(self.points)
 
     def __getitem__(self, i: int) -> dict:
         p = self.points[i]
-        rng = random.Random(self.seed * 1_000_003 + i)
-        seen = self.interacted.get(p.user_id, set())
-        negs: list[str] = []
-        while len(negs) < self.negatives:
-            c = self.catalogue[rng.randrange(len(self.catalogue))]
-            if c not in seen and c != p.target and c not in negs:
-                negs.append(c)
+        negs = self.negatives_of(i)
         pieces = self.builder.user(p.history, self.builder.ctx.neighbor_keywords(p.user_id,
                                                                                  self.builder.cfg.n_neighbors))
         return {"user": pieces, "items": [p.target, *negs]}
@@ -165,10 +244,11 @@ class TrainModule(nn.Module):
 def train_backbone(*, backbone: RecBackbone, builder: InputBuilder, features: FeatureBank,
                    points: Sequence[TrainPoint], interacted: Mapping[str, set[str]], catalogue: Sequence[str],
                    tasks: Sequence[str], settings: EncoderTrainSettings, output_dir: str, progress: bool = True,
-                   callbacks: Sequence = ()) -> dict:
+                   callbacks: Sequence = (), hard_pool: Sequence[Sequence[str]] | None = None) -> dict:
     """Fine-tune ``backbone`` in place with ``transformers.Trainer``; resumes from the newest checkpoint in
-    ``output_dir``. ``callbacks``: extra ``TrainerCallback`` objects. Returns a summary (steps, resumed_from,
-    loss curve, seconds)."""
+    ``output_dir``. ``callbacks``: extra ``TrainerCallback`` objects. ``hard_pool``: per position, the generator's
+    top-M (``generator_top_m``), used when ``settings.hard_negative_share > 0``. Returns a summary (steps,
+    resumed_from, loss curve, seconds)."""
     import time
     from pathlib import Path
 
@@ -181,7 +261,11 @@ def train_backbone(*, backbone: RecBackbone, builder: InputBuilder, features: Fe
     if bad:
         raise ValueError(f"unknown task(s) {bad}: choose from {', '.join(TASKS)}")
     data = PointDataset(points, builder=builder, interacted=interacted, catalogue=catalogue,
-                        negatives=settings.negatives, seed=settings.seed)
+                        negatives=settings.negatives, seed=settings.seed,
+                        hard_pool=hard_pool if settings.n_hard else None, n_hard=settings.n_hard)
+    if settings.n_hard and hard_pool is None:
+        log.warning("hard_negative_share=%s but no generator top-M given: random negatives only",
+                    settings.hard_negative_share)
     module = TrainModule(backbone, tasks=tasks, aux_weight=settings.aux_weight)
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
@@ -215,4 +299,4 @@ def train_backbone(*, backbone: RecBackbone, builder: InputBuilder, features: Fe
     return {"steps": settings.max_steps, "resumed_from": int(Path(last).name.split("-")[-1]) if last else None,
             "train_loss": float(result.training_loss), "loss_curve": curve, "train_seconds": seconds,
             "steps_per_second": settings.max_steps / seconds if seconds > 0 else None, "tasks": list(tasks),
-            "n_positions": len(points), "settings": asdict(settings)}
+            "n_positions": len(points), "settings": asdict(settings), "hard_negatives": data.n_hard}
