@@ -216,13 +216,14 @@ def choose_fusion_weight(warehouse: Warehouse, dataset: str, *, reranker, genera
     """Pick the fusion weight on validation users only (see the module docstring); returns
     {"weight", "metric", "n_users", "grid": {w: value}} (``default`` when the dataset has no validation users)."""
     from mmsrarec_lib.eval import metrics
-    from mmsrarec_lib.eval.protocols import FullCases, load_full_cases, load_paper_cases, rank_full
-    from mmsrarec_lib.eval.registry import RetrieveThenRerank
+    from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, CandidateRerank, candidate_source
+    from mmsrarec_lib.eval.protocols import FullCases, load_paper_cases, load_ranking_cases, rank_full
     from mmsrarec_lib.recommend.encoder_scorer import FusedView
 
     values: dict[float, float] = {}
     try:
-        _ = (load_paper_cases if protocol == "paper" else load_full_cases)(warehouse, dataset, split="valid")
+        _ = (load_paper_cases(warehouse, dataset, split="valid") if protocol == "paper"
+             else load_ranking_cases(warehouse, dataset, protocol, split="valid"))
     except ValueError as exc:  # e.g. a toy dataset without validation users: nothing to choose on
         log.warning("no validation users to choose the fusion weight on (%s): w = %s", exc, default)
         return {"weight": default, "metric": None, "n_users": 0, "split": "valid", "grid": {},
@@ -235,13 +236,16 @@ def choose_fusion_weight(warehouse: Warehouse, dataset: str, *, reranker, genera
                                                                                     cases.candidates), cases.positive)
             values[w] = metrics.ndcg_at_k(ranks, 5)
     else:
-        full = load_full_cases(warehouse, dataset, split="valid")
+        full = load_ranking_cases(warehouse, dataset, protocol, split="valid")
+        # cold: the held-out items only reach the list through the content index
+        source = candidate_source(warehouse, dataset, generator, top_m=top_m,
+                                  content_m=DEFAULT_CONTENT_M if protocol == "cold" else 0)
         keep = np.random.default_rng(0).permutation(len(full.user_ids))[:max_users]
         cases = FullCases([full.user_ids[i] for i in keep], [full.histories[i] for i in keep],
                           [full.targets[i] for i in keep], full.catalogue)
         n, metric = len(keep), "ndcg@10"
         for w in grid:
-            ranks = rank_full(RetrieveThenRerank(generator, FusedView(reranker, w), top_m=top_m), cases)
+            ranks = rank_full(CandidateRerank(source, FusedView(reranker, w)), cases)
             values[w] = metrics.ndcg_at_k(ranks, 10)
     best = max(values.values())
     weight = min(w for w, v in values.items() if v == best)  # the smallest weight among ties

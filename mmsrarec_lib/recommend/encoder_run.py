@@ -47,9 +47,10 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     train = replace(run_cfg.train, seed=config.train.seed).for_protocol(
         TRAINING_PROTOCOL.get(config.protocol, config.protocol))
     run_cfg = replace(run_cfg, backbone=backbone, train=train)
-    ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
-                       hidden_items=hidden_items(warehouse, ds, config.protocol),
-                       use_neighbors=config.use_neighbors)
+    hidden = hidden_items(warehouse, ds, config.protocol)  # cold protocol: the held-out items, nowhere in training
+    scoring_ctx = load_context(warehouse, ds, keyword_source=config.keyword_source, neighbor_protocol="paper",
+                               hidden_items=hidden, use_neighbors=config.use_neighbors)
+    ctx = scoring_ctx.without_items(hidden)  # training never samples a held-out item, not even as a negative
     tasks = parse_tasks(config.tasks)
     sequences = training_sequences(warehouse, ds, config.protocol)
     model, tokenizer, features, summary = train_encoder_run(
@@ -61,7 +62,7 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
 
         index = history_index(warehouse, ds, config.protocol)
         gen = load_baseline(warehouse, ds, generator).scorer
-        reranker = make_reranker(model, EncoderAssets(tokenizer, features, run_cfg.prompt, {}), context=ctx,
+        reranker = make_reranker(model, EncoderAssets(tokenizer, features, run_cfg.prompt, {}), context=scoring_ctx,
                                  generator=gen, user_of=lambda h: index.get(tuple(h)), progress=progress)
         fusion = choose_fusion_weight(warehouse, ds, reranker=reranker, generator=gen, protocol=config.protocol,
                                       max_users=run_cfg.fusion_users)
