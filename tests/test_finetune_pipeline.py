@@ -45,7 +45,9 @@ def test_train_saves_adapter_config_and_lineage(trained):
 @pytest.mark.parametrize("protocol", ["paper", "full"])
 def test_evaluate_through_the_registry(trained, protocol):
     from mmsrarec_lib.eval.registry import evaluate_scorer, resolve_model, ModelRequest
+    from mmsrarec_lib.recommend.scorer import register_models
 
+    register_models()
     wh, _, _ = trained
     resolved = resolve_model("mm-1", ModelRequest(warehouse=wh, dataset="toy", protocol=protocol))
     values = evaluate_scorer(wh, "toy", resolved.scorer, protocol, model=resolved.model,

@@ -2,16 +2,14 @@
 
 A scorer is anything with ``item_ids`` and the two methods of ``Scorer``. ``evaluate`` resolves ``--model``:
 1. a registered name (``pop``, ``sasrec``: trained afresh for the protocol and seed, and saved);
-2. a name starting with ``mmsrarec``: ``mmsrarec_lib.recommend.scorer`` is imported (if it exists), which calls
-   ``register_model(...)`` at import, then the name is looked up again;
-3. a saved run id: ``<warehouse>/<dataset>/models/<run_id>/model.json`` names its ``kind``, whose loader
+2. a saved run id: ``<warehouse>/<dataset>/models/<run_id>/model.json`` names its ``kind``, whose loader
    (``register_kind_loader``) rebuilds the scorer; ``pop``/``sasrec`` are built in.
-``RetrieveThenRerank`` is the full-protocol hook "retrieve top-M with one scorer, rerank them with another".
+Registration is explicit: the stage-3 names (``mmsrarec...``) and the loader of kind ``mmsrarec`` exist once the
+caller ran ``mmsrarec_lib.recommend.scorer.register_models()`` (``jobs/evaluate.py`` does); nothing is imported here by name.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +26,8 @@ from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 EVALUATION_RUNS_TABLE = "evaluation_runs"
-PLUGIN_PREFIX = "mmsrarec"
-PLUGIN_MODULE = "mmsrarec_lib.recommend.scorer"
+# where the stage-3 models are registered (named in errors only: the registry never imports a higher layer)
+STAGE3_REGISTRATION = "mmsrarec_lib.recommend.scorer.register_models()"
 
 
 @runtime_checkable
@@ -85,14 +83,6 @@ def register_kind_loader(kind: str, loader: KindLoader, *, replace: bool = False
     _KIND_LOADERS[kind] = loader
 
 
-def _import_plugin() -> None:
-    try:
-        importlib.import_module(PLUGIN_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (PLUGIN_MODULE, PLUGIN_MODULE.rsplit(".", 1)[0]):
-            raise  # the plugin exists but is broken: show why
-
-
 def available_models() -> list[str]:
     return sorted(_FACTORIES)
 
@@ -100,23 +90,21 @@ def available_models() -> list[str]:
 def resolve_model(name_or_run_id: str, request: ModelRequest) -> ResolvedModel:
     """A scorer for a registered name or a saved run id (see the module docstring)."""
     check_protocol(request.protocol)
-    if name_or_run_id not in _FACTORIES and name_or_run_id.startswith(PLUGIN_PREFIX):
-        _import_plugin()
     if name_or_run_id in _FACTORIES:
         return _FACTORIES[name_or_run_id](request)
     wh, ds = request.warehouse, request.dataset
     uri = wh.uri(ds, "models", name_or_run_id, "model.json")
     if not wh.exists(uri):
         raise ValueError(
-            f"unknown model {name_or_run_id!r}: not a registered name ({', '.join(available_models())}) "
-            f"and no saved run at {wh.uri(ds, 'models', name_or_run_id)}"
+            f"unknown model {name_or_run_id!r}: registered: {', '.join(available_models())}; stage-3 models are "
+            f"registered by {STAGE3_REGISTRATION} (and no saved run at {wh.uri(ds, 'models', name_or_run_id)})"
         )
     meta = json.loads(wh.read_bytes(uri))
     kind = str(meta.get("kind"))
-    if kind not in _KIND_LOADERS and kind.startswith(PLUGIN_PREFIX):
-        _import_plugin()
     if kind not in _KIND_LOADERS:
-        raise ValueError(f"saved run {name_or_run_id!r} has kind {kind!r}, for which no loader is registered")
+        raise ValueError(f"saved run {name_or_run_id!r} has kind {kind!r}, for which no loader is registered "
+                         f"(registered: {', '.join(sorted(_KIND_LOADERS))}; stage-3 runs are loadable once "
+                         f"{STAGE3_REGISTRATION} ran)")
     trained_on = meta.get("protocol")
     if trained_on and trained_on != request.protocol:
         log.warning("model %s was trained for protocol %r, evaluated under %r", name_or_run_id, trained_on,
@@ -157,47 +145,6 @@ def _baseline_loader(warehouse: Warehouse, dataset: str, run_id: str, meta: dict
 for _kind in ("pop", "sasrec"):
     register_model(_kind, _baseline_factory(_kind))
     register_kind_loader(_kind, _baseline_loader)
-
-
-# --------------------------------------------------------------------------- retrieve then rerank
-class RetrieveThenRerank:
-    """Full-protocol hook: ``retriever`` proposes each user's top ``top_m`` unseen items, ``reranker`` orders them.
-
-    ``score_catalogue`` returns the reranked top-M above every other item (which keep the retriever's order);
-    history items and items the retriever cannot score are -inf. ``score_candidates`` (the paper protocol, already
-    only 21 candidates) is the reranker's own.
-    """
-
-    def __init__(self, retriever: Scorer, reranker: Scorer, *, top_m: int = 50) -> None:
-        if top_m < 1:
-            raise ValueError("top_m must be >= 1")
-        self.retriever, self.reranker, self.top_m = retriever, reranker, top_m
-        self.item_ids = list(retriever.item_ids)
-        self._col = {iid: j for j, iid in enumerate(self.item_ids)}
-
-    def score_candidates(self, histories: list[list[str]], candidates: list[list[str]]) -> list[np.ndarray]:
-        return self.reranker.score_candidates(histories, candidates)
-
-    def score_catalogue(self, histories: list[list[str]]) -> np.ndarray:
-        base = np.asarray(self.retriever.score_catalogue(histories), dtype=np.float64).copy()  # (n, N)
-        for u, h in enumerate(histories):
-            base[u, [self._col[i] for i in h if i in self._col]] = -np.inf
-        m = min(self.top_m, base.shape[1])
-        top = np.argpartition(-base, m - 1, axis=1)[:, :m]  # (n, M) unordered top-M columns
-        cands = [[self.item_ids[j] for j in row if np.isfinite(base[u, j])] for u, row in enumerate(top)]
-        rerank = self.reranker.score_candidates(histories, cands)
-        for u, (row, cand, s) in enumerate(zip(top, cands, rerank, strict=True)):
-            cols = np.array([self._col[c] for c in cand], dtype=np.int64)
-            s = np.asarray(s, dtype=np.float64)
-            if not cols.size:
-                continue
-            rest = base[u].copy()
-            rest[cols] = -np.inf
-            floor = np.max(rest[np.isfinite(rest)], initial=0.0)
-            fin = s[np.isfinite(s)]
-            shift = floor - (fin.min() if fin.size else 0.0) + 1.0  # every reranked item above every other one
-            base[u, cols] = s + shift
-        return base
 
 
 # --------------------------------------------------------------------------- evaluation_runs

@@ -1,8 +1,8 @@
 """The evaluation-registry plugin: ``--model mmsrarec[-no-retrieval|-no-summary|-no-multitask|-id-token]``,
 ``mmsrarec-mllm-only`` (the full model's run scored with fusion weight 0) and saved runs.
 
-``mmsrarec_lib.eval.registry`` imports this module for names starting with ``mmsrarec``; importing it registers
-one factory per variant and the loader of saved runs of kind ``mmsrarec``.
+``register_models()`` (idempotent; called explicitly by ``jobs/evaluate.py``, nothing happens at import) registers
+one factory per variant and the loader of saved runs of kind ``mmsrarec`` in ``mmsrarec_lib.eval.registry``.
 
 Scores: the MLLM's p = p(yes)/(p(yes)+p(no)) (minilm-effnet: cached user part, see ``encoder_scorer``; a
 ``--base-model`` decoder: shared-prefix KV cache). With ``fusion_weight`` w > 0 the reported score is
@@ -238,7 +238,9 @@ def _kind_loader(warehouse, dataset: str, run_id: str, meta: dict):
     return resolved_model(scorer, meta, scoring, seeded=False)
 
 
-def _register() -> None:
+def register_models() -> None:
+    """Register the stage-3 names (every variant and ``mmsrarec-mllm-only``) and the loader of saved runs of kind
+    ``mmsrarec`` in the evaluation registry. Idempotent: a second call changes nothing."""
     from mmsrarec_lib.eval.registry import available_models, register_kind_loader, register_model
     from mmsrarec_lib.recommend.pipeline import KIND, VARIANTS
 
@@ -247,10 +249,4 @@ def _register() -> None:
             register_model(name, _factory(name))
     if MLLM_ONLY not in available_models():
         register_model(MLLM_ONLY, _factory("mmsrarec", fusion_weight=0.0))
-    try:
-        register_kind_loader(KIND, _kind_loader)
-    except ValueError:
-        pass  # already registered (module re-imported)
-
-
-_register()
+    register_kind_loader(KIND, _kind_loader, replace=True)
