@@ -121,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.recommend.compare import ALL_MODELS, CompareConfig, intervals_table, run_compare, summary_table
     from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
     from mmsrarec_lib.recommend.finetune import TrainSettings
-    from mmsrarec_lib.recommend.scorer import ScoringConfig
+    from mmsrarec_lib.recommend.fusion import ScoringConfig
     from mmsrarec_lib.runs import new_run_id
 
     c = CompareJobConfig.from_args(args)

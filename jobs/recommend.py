@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
 
     configure_threads(default=1, cpu_only=True)  # the offline defaults are set once by jobs/cli.py
     from mmsrarec_lib.recommend.batch import RecommendConfig, Shard, recommend, stage_recommendations
-    from mmsrarec_lib.recommend.pipeline import latest_run
+    from mmsrarec_lib.recommend.run_config import latest_run
     from mmsrarec_lib.recommend.topk import TopKConfig
 
     wh = warehouse_from_args(args)

@@ -81,7 +81,7 @@ class TrainJobConfig:
     def to_rec_config(self, dataset: str):
         """The decoder path's config: library defaults, then the values given."""
         from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings
-        from mmsrarec_lib.recommend.pipeline import RecTrainConfig
+        from mmsrarec_lib.recommend.run_config import RecTrainConfig
         from mmsrarec_lib.recommend.prompts import PromptConfig
         from mmsrarec_lib.recommend.tasks import parse_tasks
 

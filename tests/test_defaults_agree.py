@@ -50,7 +50,7 @@ def test_every_command_parses_with_its_defaults_in_the_readme_order(parsed):
 def test_train_finds_the_sasrec_run_that_train_baseline_writes_by_default(parsed):
     """train-baseline (producer of the SASRec generator) and train (its consumer) default to one protocol, the
     stage-3 config's own default."""
-    from mmsrarec_lib.recommend.pipeline import RecTrainConfig
+    from mmsrarec_lib.recommend.run_config import RecTrainConfig
 
     assert parsed["train-baseline"].protocol == parsed["train"].protocol == _default(RecTrainConfig, "protocol")
 

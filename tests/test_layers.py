@@ -47,26 +47,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dags", ("dags",)),
 )
 
-# Import edges (importer, imported) left out of the cycle check. Each closes a cycle inside stage 3 whose files
-# belong to other work in progress; remove an entry once its edge is gone.
-ALLOWED_CYCLE_EDGES = {
-    # train_recommender / load_recommender dispatch to the minilm-effnet backbone, which imports the run helpers
-    # (start_run, config_dict, ...) back from pipeline. Fix: move those helpers (KIND, VARIANTS, RecTrainConfig,
-    # start_run, training_sequences, latest_generator) into a module below both, e.g. recommend/run_config.py.
-    ("mmsrarec_lib.recommend.pipeline", "mmsrarec_lib.recommend.encoder_run"),
-    ("mmsrarec_lib.recommend.pipeline", "mmsrarec_lib.recommend.encoder_pipeline"),
-    # the encoder scorer reuses scorer.py helpers while scorer.py builds encoder scorers, and the fusion-weight
-    # search in encoder_pipeline builds an encoder scorer. Fix: move the shared scorer helpers into a lower module.
-    ("mmsrarec_lib.recommend.encoder_scorer", "mmsrarec_lib.recommend.scorer"),
-    ("mmsrarec_lib.recommend.encoder_pipeline", "mmsrarec_lib.recommend.encoder_scorer"),
-}
-# (importer, imported module, name) of private imports still to remove.
-ALLOWED_PRIVATE = {
-    # compare.py builds ResolvedModel rows with scorer._resolved (being removed by the stage-3 work in progress).
-    ("mmsrarec_lib.recommend.compare", "mmsrarec_lib.recommend.scorer", "_resolved"),
-    # encoder_pipeline reads backbone._BOTTOM. Fix: a public constant in backbone.py.
-    ("mmsrarec_lib.recommend.encoder_pipeline", "mmsrarec_lib.recommend.backbone", "_BOTTOM"),
-}
+# Import edges (importer, imported) left out of the cycle check (none: add one only with why and how to remove it).
+ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = set()
+# (importer, imported module, name) of private imports still to remove (none).
+ALLOWED_PRIVATE: set[tuple[str, str, str]] = set()
 # Upward imports still to remove (none).
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
 

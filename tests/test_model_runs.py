@@ -45,7 +45,7 @@ def _run(warehouse, run_id: str, *, kind: str, fail: bool, manifest: dict | None
 def test_every_consumer_picks_the_same_complete_run_when_a_newer_one_failed(warehouse):
     from mmsrarec_lib.collab.embed import latest_sasrec_run
     from mmsrarec_lib.orchestration import latest_model_run
-    from mmsrarec_lib.recommend.pipeline import latest_generator, latest_run
+    from mmsrarec_lib.recommend.run_config import latest_generator, latest_run
     from mmsrarec_lib.summarize.service import latest_policy_run
 
     for kind, extra in (("sasrec", {"protocol": "paper"}), ("mmsrarec", {"variant": "mmsrarec", "protocol": "paper"}),
@@ -82,7 +82,8 @@ def test_filters_and_a_clear_error_naming_what_was_asked(warehouse):
 
 def test_a_failed_training_leaves_status_failed_with_the_error(warehouse):
     from mmsrarec_lib.models.baselines import fit_baseline
-    from mmsrarec_lib.recommend.pipeline import RecTrainConfig, train_recommender
+    from mmsrarec_lib.recommend.pipeline import train_recommender
+    from mmsrarec_lib.recommend.run_config import RecTrainConfig
 
     with pytest.raises(FileNotFoundError):  # no training tables in this warehouse
         fit_baseline(warehouse, DS, kind="sasrec", protocol="paper", run_id="sasrec-broken", progress=False)

@@ -112,7 +112,7 @@ def test_shared_prefix_equals_naive_on_tiny_llava_with_images(tmp_path):
 
 
 def test_fusion_adds_the_standardised_generator_score_to_the_logit():
-    from mmsrarec_lib.recommend.scorer import fuse
+    from mmsrarec_lib.recommend.fusion import fuse
 
     p = np.array([0.5, 0.8, 0.2])
     np.testing.assert_allclose(fuse(p, np.array([1.0, 2.0, 3.0]), 0.0), p)  # weight 0: p itself

@@ -336,6 +336,11 @@ def load_piece_cache(path: str | Path) -> int:
     return len(new)
 
 
+def piece_cache_size() -> int:
+    """Entries in the process cache of frozen piece vectors."""
+    return len(_BOTTOM)
+
+
 def save_piece_cache(path: str | Path) -> None:
     """Write the process cache of frozen piece vectors (atomic rename), so later processes skip recomputing them."""
     path = Path(path)

@@ -154,13 +154,15 @@ def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date
 def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True) -> ScoreUsers:
     """The stage-3 scorer of ``config.model_run``: SASRec's top-M ∪ the content index's top-M' -> MLLM rerank ->
     top-K + explanations. Items added after SASRec was trained reach the list through the content index (their
-    SASRec score is missing, see ``recommend.scorer.fuse``)."""
+    SASRec score is missing, see ``recommend.fusion.fuse``)."""
     from tqdm.auto import tqdm
 
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
-    from mmsrarec_lib.recommend.scorer import MllmReranker, ScoringConfig
+    from mmsrarec_lib.recommend.pipeline import load_recommender
+    from mmsrarec_lib.recommend.fusion import ScoringConfig
+    from mmsrarec_lib.recommend.run_config import config_from_dict
+    from mmsrarec_lib.recommend.scorer import MllmReranker
     from mmsrarec_lib.candidates.union import candidate_source
     from mmsrarec_lib.recommend.topk import explain, recommendation_rows, select_top_k
 

@@ -25,8 +25,8 @@ import pyarrow.dataset as pads
 from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, DEFAULT_CONTENT_POOL, DEFAULT_FRESH_SLOTS
 from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 from mmsrarec_lib.recommend.finetune import TrainSettings
-from mmsrarec_lib.recommend.pipeline import RecTrainConfig
-from mmsrarec_lib.recommend.scorer import ScoringConfig
+from mmsrarec_lib.recommend.fusion import ScoringConfig
+from mmsrarec_lib.recommend.run_config import RecTrainConfig
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)

@@ -94,7 +94,7 @@ def warm_piece_cache(warehouse: Warehouse, dataset: str, *, run_cfg: EncoderRunC
     """Compute the frozen piece vector of every item piece (history, candidate, keywords, title, neighbour) for each
     keyword source once, in large batches, and save the cache file (before parallel runs, which then only load
     it). Returns the number of cached pieces."""
-    from mmsrarec_lib.recommend.backbone import _BOTTOM, load_piece_cache, save_piece_cache
+    from mmsrarec_lib.recommend.backbone import load_piece_cache, piece_cache_size, save_piece_cache
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.prompts import dedup_keywords
 
@@ -116,10 +116,11 @@ def warm_piece_cache(warehouse: Warehouse, dataset: str, *, run_cfg: EncoderRunC
                 pieces.append((ids, 1))
         pieces += [((b.cls,), 0), ((b.sep,), 0), ((b.sep,), 1)]
         model.bottom_states(pieces)
-        log.info("piece cache: %s keywords, %d pieces (%d cached in all)", source, len(set(pieces)), len(_BOTTOM))
+        log.info("piece cache: %s keywords, %d pieces (%d cached in all)", source, len(set(pieces)),
+                 piece_cache_size())
     if cache_file is not None:
         save_piece_cache(cache_file)
-    return len(_BOTTOM)
+    return piece_cache_size()
 
 
 def sasrec_dim(warehouse: Warehouse, dataset: str, generator_run: str) -> int:
@@ -176,7 +177,7 @@ def load_encoder_run(warehouse: Warehouse, dataset: str, run_id: str, meta: dict
     """(backbone in eval mode, assets) of a saved ``minilm-effnet`` run."""
     from safetensors.torch import load_file
 
-    from mmsrarec_lib.recommend.pipeline import run_uri
+    from mmsrarec_lib.recommend.run_config import run_uri
 
     base_uri = run_uri(warehouse, dataset, run_id)
     local = warehouse.local_path(base_uri)

@@ -16,6 +16,7 @@ import torch
 
 from mmsrarec_lib.recommend.backbone import RecBackbone, yes_probability
 from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder
+from mmsrarec_lib.recommend.fusion import fuse
 
 
 class EncoderReranker:
@@ -101,8 +102,6 @@ class EncoderReranker:
                     candidates: Sequence[Sequence[str]], *, fusion_weight: float | None = None
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(p [C], final score [C]) per user; final = ``fuse(p, generator, w)``."""
-        from mmsrarec_lib.recommend.scorer import fuse
-
         w = self.fusion_weight if fusion_weight is None else fusion_weight
         ps = self.p_scores(user_ids, histories, candidates)
         gen = (self.generator.score_candidates([list(h) for h in histories], [list(c) for c in candidates])

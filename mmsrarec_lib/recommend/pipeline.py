@@ -18,16 +18,27 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mmsrarec_lib.eval.protocols import hidden_items
-from mmsrarec_lib.model_runs import latest_complete_run, manifest_metrics, record_model_run
+from mmsrarec_lib.model_runs import manifest_metrics, record_model_run
 from mmsrarec_lib.recommend.context import RecContext, load_context
-from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings, finetune
+from mmsrarec_lib.recommend.finetune import finetune
 from mmsrarec_lib.recommend.lineage import collect_lineage
-from mmsrarec_lib.recommend.prompts import ANSWER_CUE, INSTRUCTION, PromptConfig
+from mmsrarec_lib.recommend.prompts import ANSWER_CUE, INSTRUCTION
+from mmsrarec_lib.recommend.run_config import (
+    KIND,
+    TINY_LLAVA,
+    RecTrainConfig,
+    config_dict,
+    latest_generator,
+    refuse_complete,
+    run_uri,
+    start_run,
+    training_sequences,
+)
 from mmsrarec_lib.recommend.tasks import (
     build_grounding,
     build_next_keywords,
@@ -40,77 +51,6 @@ from mmsrarec_lib.runs import code_version, new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-KIND = "mmsrarec"
-TINY_LLAVA = "tiny-llava"  # --base-model value that builds the tiny random LLaVA (decoder-path test fixture)
-# variant name -> (keyword source, use neighbours, tasks)
-VARIANTS: dict[str, tuple[str, bool, str]] = {
-    "mmsrarec": ("summary", True, "all"),
-    "mmsrarec-no-retrieval": ("summary", False, "all"),
-    "mmsrarec-no-summary": ("raw", True, "all"),
-    "mmsrarec-no-multitask": ("summary", True, "yesno"),
-    "mmsrarec-id-token": ("summary", True, "all"),
-}
-ID_TOKEN_VARIANTS = ("mmsrarec-id-token",)  # + the candidate's SASRec item vector as one input token
-
-
-@dataclass(frozen=True)
-class RecTrainConfig:
-    """One training run. ``base_model``: None = the minilm-effnet backbone; a HF id or path = the decoder path
-    (``"tiny-llava"`` builds the tiny random LLaVA into the run folder: the decoder path's test fixture).
-    ``choose_fusion``: the minilm-effnet path picks ``fusion_weight`` on validation users after training."""
-
-    dataset: str
-    protocol: str = "paper"
-    variant: str = "mmsrarec"
-    keyword_source: str = "summary"
-    use_neighbors: bool = True
-    tasks: str = "all"
-    base_model: str | None = None  # None = the minilm-effnet backbone
-    id_token: bool = False
-    positions_per_user: int = 3
-    fusion_weight: float = 1.0
-    choose_fusion: bool = True
-    generator_run: str | None = None
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    train: TrainSettings = field(default_factory=TrainSettings)
-
-    @classmethod
-    def for_variant(cls, variant: str, **kwargs: Any) -> RecTrainConfig:
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
-        source, neigh, tasks = VARIANTS[variant]
-        return cls(variant=variant, keyword_source=source, use_neighbors=neigh, tasks=tasks,
-                   id_token=variant in ID_TOKEN_VARIANTS, **kwargs)
-
-
-def run_uri(warehouse: Warehouse, dataset: str, run_id: str) -> str:
-    return warehouse.uri(dataset, "models", run_id)
-
-
-def refuse_complete(warehouse: Warehouse, dataset: str, run_id: str) -> None:
-    """A ValueError when ``run_id`` already finished (its ``model.json`` exists): a complete run is never resumed."""
-    base_uri = run_uri(warehouse, dataset, run_id)
-    if warehouse.exists(f"{base_uri}/model.json"):
-        raise ValueError(f"run {run_id!r} is already complete at {base_uri}")
-
-
-def start_run(warehouse: Warehouse, dataset: str, run_id: str | None) -> tuple[str, str, Path | None, Path]:
-    """(run id, its warehouse URI, its local folder or None on object storage, the folder to work in) of a new or
-    resumed training run; refuses a run that is already complete."""
-    run_id = run_id or new_run_id(KIND)
-    base_uri = run_uri(warehouse, dataset, run_id)
-    refuse_complete(warehouse, dataset, run_id)
-    local = warehouse.local_path(base_uri)
-    work = local if local is not None else Path(tempfile.mkdtemp(prefix=f"mmsrarec-{run_id}-"))
-    return run_id, base_uri, local, work
-
-
-def training_sequences(warehouse: Warehouse, dataset: str, protocol: str) -> dict[str, list[str]]:
-    """user_id -> training sequence, by the harness' rule (``mmsrarec_lib.eval.protocols.training_data``)."""
-    from mmsrarec_lib.eval.protocols import training_data
-
-    data = training_data(warehouse, dataset, protocol)
-    return dict(zip(data.user_ids, data.sequences, strict=True))
 
 
 def build_examples(ctx: RecContext, sequences: dict[str, list[str]], *, config: RecTrainConfig) -> list:
@@ -227,23 +167,6 @@ def _train_decoder(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str,
     return meta
 
 
-def latest_generator(warehouse: Warehouse, dataset: str, protocol: str) -> str:
-    """The SASRec run trained for ``protocol`` that stage 3 uses (candidate generator and fusion signal)."""
-    return latest_complete_run(warehouse, dataset=dataset, kind="sasrec", protocol=protocol)
-
-
-def config_dict(config: RecTrainConfig) -> dict:
-    d = asdict(config)
-    d["train"]["lora"]["target_modules"] = list(config.train.lora.target_modules)
-    return d
-
-
-def config_from_dict(d: dict) -> RecTrainConfig:
-    train = dict(d["train"])
-    train["lora"] = LoraSettings(**{**train["lora"], "target_modules": tuple(train["lora"]["target_modules"])})
-    return RecTrainConfig(**{**d, "prompt": PromptConfig(**d["prompt"]), "train": TrainSettings(**train)})
-
-
 def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[Any, Any, dict]:
     """(peft model in eval mode, processor, model.json) of a saved run."""
     from peft import PeftModel
@@ -269,6 +192,3 @@ def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[A
     return model, processor, meta
 
 
-def latest_run(warehouse: Warehouse, dataset: str, *, variant: str = "mmsrarec") -> str:
-    """The stage-3 run ``mmsrarec recommend`` uses by default (:func:`mmsrarec_lib.model_runs.latest_complete_run`)."""
-    return latest_complete_run(warehouse, dataset=dataset, kind=KIND, variant=variant)

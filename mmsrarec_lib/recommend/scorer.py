@@ -5,62 +5,34 @@
 one factory per variant and the loader of saved runs of kind ``mmsrarec`` in ``mmsrarec_lib.eval.registry``.
 
 Scores: the MLLM's p = p(yes)/(p(yes)+p(no)) (minilm-effnet: cached user part, see ``encoder_scorer``; a
-``--base-model`` decoder: shared-prefix KV cache). With ``fusion_weight`` w > 0 the reported score is
-``logit(p) + w * z(g)``, where ``g`` is the candidate generator's (SASRec's) score standardised over the user's
-candidates; w = 0 gives p itself. A candidate the generator cannot score (an item added after it was trained, or
-one only the content index proposed) has a *missing* g: it gets z = 0, the list's mean, so its rank rests on p
-alone instead of sinking below every scored item. ``ScoringConfig.fusion_weight`` None = the run's own weight (minilm-effnet:
-chosen on validation users after training; decoder runs: 1.0 unless trained with another).
+``--base-model`` decoder: shared-prefix KV cache), fused with the generator's score by ``fusion.fuse``.
+``ScoringConfig.fusion_weight`` None = the run's own weight (minilm-effnet: chosen on validation users after
+training; decoder runs: 1.0 unless trained with another).
 Paper protocol: the 21 candidates are scored directly. Catalogue protocols: ``CandidateRerank`` — SASRec's top-M
 unseen items (plus the content index's top-M' with ``ScoringConfig.content_m``), reranked by this scorer.
 
-Registry gap, worked around here: the ``Scorer`` protocol passes histories, not user ids, but the prompt needs the
-user's neighbours. The scorer maps a history back to its user through the evaluation tables (``history_index``);
-a history not found there is scored without neighbours.
+Registry gap, worked around with ``fusion.history_index``: the ``Scorer`` protocol passes histories, not user
+ids, but the prompt needs the user's neighbours (a history not found there is scored without neighbours).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 
 from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
-from mmsrarec_lib.eval.protocols import hidden_items, load_cold_split
+from mmsrarec_lib.eval.protocols import hidden_items
 from mmsrarec_lib.recommend.context import RecContext
+from mmsrarec_lib.recommend.fusion import ScoringConfig, fuse, history_index
 from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
 
 log = logging.getLogger(__name__)
 MLLM_ONLY = "mmsrarec-mllm-only"  # the full model's run scored by p alone (fusion weight 0)
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    batch_size: int = 32
-    fusion_weight: float | None = None  # None: the run's recorded weight
-    shared_prefix: bool = True
-    top_m: int = 50
-    content_m: int = 0  # catalogue protocols: also the content index's top-M' (0: SASRec's top-M alone)
-
-
-def fuse(p: np.ndarray, generator: np.ndarray | None, weight: float) -> np.ndarray:
-    """p [C] (MLLM yes-probability), generator [C] -> final scores [C] (see the module docstring)."""
-    p = np.asarray(p, dtype=np.float64)
-    if generator is None or weight == 0:
-        return p
-    g = np.asarray(generator, dtype=np.float64)
-    finite = np.isfinite(g)
-    z = np.zeros_like(g)
-    if finite.sum() > 1 and g[finite].std() > 0:
-        z[finite] = (g[finite] - g[finite].mean()) / g[finite].std()
-    # non-finite g (the generator cannot score the item) is missing: z stays 0, the mean of the scored candidates
-    eps = 1e-6
-    pc = np.clip(p, eps, 1 - eps)
-    return np.log(pc / (1 - pc)) + weight * z
 
 
 class MllmReranker:
@@ -145,29 +117,14 @@ class MllmReranker:
         raise ValueError("the MLLM reranker scores candidate lists; wrap it in CandidateRerank for the catalogue")
 
 
-def history_index(warehouse, dataset: str, protocol: str | None = None) -> dict[tuple[str, ...], str]:
-    """tuple(history) -> user_id for every eval_candidates row and split_loo row (first wins on a clash), and for a
-    model trained for the cold protocol every cold case."""
-    out: dict[tuple[str, ...], str] = {}
-    if protocol is not None and hidden_items(warehouse, dataset, protocol):
-        split = load_cold_split(warehouse, dataset)
-        for case in [*split.cases["test"], *split.cases["valid"]]:
-            out.setdefault(tuple(case.history), case.user_id)
-    for table in ("eval_candidates", "split_loo"):
-        if not warehouse.has_table(dataset, table):
-            continue
-        for r in warehouse.read_table(dataset, table, columns=["user_id", "history"]).to_pylist():
-            out.setdefault(tuple(r["history"] or ()), r["user_id"])
-    return out
-
-
 # --------------------------------------------------------------------------- registry hooks
 def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig | None = None,
                  progress: bool = True, model_and_meta: tuple | None = None):
     """The evaluation scorer of a saved run (every protocol), its model.json and scoring config."""
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.pipeline import config_from_dict, load_recommender
+    from mmsrarec_lib.recommend.pipeline import load_recommender
+    from mmsrarec_lib.recommend.run_config import config_from_dict
 
     model, processor, meta = model_and_meta or load_recommender(warehouse, dataset, run_id)
     cfg = config_from_dict(meta["config"])
@@ -211,7 +168,8 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
 
     def factory(request):
         from mmsrarec_lib.models.baselines import fit_baseline
-        from mmsrarec_lib.recommend.pipeline import RecTrainConfig, train_recommender
+        from mmsrarec_lib.recommend.pipeline import train_recommender
+        from mmsrarec_lib.recommend.run_config import RecTrainConfig
 
         opts = dict(request.options or {})
         generator = opts.get("generator_run")
@@ -242,7 +200,7 @@ def register_models() -> None:
     """Register the stage-3 names (every variant and ``mmsrarec-mllm-only``) and the loader of saved runs of kind
     ``mmsrarec`` in the evaluation registry. Idempotent: a second call changes nothing."""
     from mmsrarec_lib.eval.registry import available_models, register_kind_loader, register_model
-    from mmsrarec_lib.recommend.pipeline import KIND, VARIANTS
+    from mmsrarec_lib.recommend.run_config import KIND, VARIANTS
 
     for name in VARIANTS:
         if name not in available_models():
