@@ -50,7 +50,7 @@ def _appender(repo: str, root: str, opts: dict, writer: int, rounds: int, folder
     """One appending process: ``rounds`` append ingests of 6 new rows each (users u1..u6, writer-specific times)."""
     sys.path.insert(0, repo)
     os.environ["MMSRAREC_SPARK_DRIVER_MEMORY"] = "1g"
-    from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+    from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.sources import read_source
     from mmsrarec_lib.ingest.splits import SplitConfig
     from mmsrarec_lib.spark import get_spark
@@ -92,7 +92,7 @@ def _storage(kind: str):
 
 def appenders(kind: str, *, rounds: int, repo: str) -> dict:
     sys.path.insert(0, repo)
-    from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+    from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.sources import read_source
     from mmsrarec_lib.spark import get_spark
     from mmsrarec_lib.storage import Warehouse
@@ -173,7 +173,7 @@ def recommend(kind: str, *, locked: bool) -> dict:
 _CRASH = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
-    from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+    from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.sources import read_source
     from mmsrarec_lib.ingest.splits import SplitConfig
     from mmsrarec_lib.storage import Warehouse

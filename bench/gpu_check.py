@@ -112,7 +112,7 @@ def check_recommender(model, processor, cfg: CheckConfig, side: int) -> dict:
     import torch
 
     from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
-    from mmsrarec_lib.recommend.scoring import EncodedSuffix, PromptEncoder, score_naive, score_shared_prefix
+    from mmsrarec_lib.recommend.decoder_scoring import EncodedSuffix, PromptEncoder, score_naive, score_shared_prefix
     from mmsrarec_lib.recommend.tasks import user_prefix
 
     enc = PromptEncoder(processor)
@@ -134,7 +134,7 @@ def check_recommender(model, processor, cfg: CheckConfig, side: int) -> dict:
     kw = {"yes_id": enc.yes_id, "no_id": enc.no_id}
     timings: dict[str, float] = {}
     max_diff = 0.0
-    # scoring.py builds its batch tensors with torch defaults; the default-device context puts them on the GPU
+    # decoder_scoring.py builds its batch tensors with torch defaults; the default-device context puts them on the GPU
     with dev:
         score_shared_prefix(model, prefix_ids=prefixes[0], suffixes=suffix_sets[0][:2], pad_id=enc.pad_id, **kw)
         for name in ("shared_prefix", "naive"):

@@ -126,7 +126,7 @@ def main() -> int:
     if args.full:
         import tempfile
 
-        from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+        from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
         from mmsrarec_lib.storage import Warehouse
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -230,7 +230,7 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | Non
     content vector (``content_image_weight`` 0.5 and 1; needs ``item_image_features``), no refresh."""
     from mmsrarec_lib.collab.content import EmbedderConfig
     from mmsrarec_lib.collab.embed import sasrec_embedder
-    from mmsrarec_lib.collab.pipeline import CollabConfig, build_collab
+    from mmsrarec_lib.collab.build import CollabConfig, build_collab
     from mmsrarec_lib.collab.refresh import refresh_collab
     from mmsrarec_lib.collab.table import load_keywords
     from mmsrarec_lib.collab.windows import WindowConfig, load_targets

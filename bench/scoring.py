@@ -39,7 +39,7 @@ def bench_scoring(model_dir: Path, *, repeat: int, batch_size: int) -> None:
 
     from mmsrarec_lib.mllm.loading import load_mllm
     from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
-    from mmsrarec_lib.recommend.scoring import PromptEncoder, score_naive, score_shared_prefix
+    from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder, score_naive, score_shared_prefix
     from mmsrarec_lib.recommend.tasks import user_prefix
     from tests._recommend_warehouse import GENRES, _jpeg
 
@@ -72,7 +72,7 @@ def bench_encoder(*, repeat: int) -> None:
     import numpy as np
     import torch
 
-    from mmsrarec_lib.recommend.backbone import BackboneConfig, build_backbone
+    from mmsrarec_lib.models.minilm_effnet import BackboneConfig, build_backbone
     from mmsrarec_lib.recommend.context import RecContext
     from mmsrarec_lib.recommend.encoder_inputs import EncoderPromptConfig, FeatureBank, InputBuilder
     from mmsrarec_lib.recommend.encoder_scorer import EncoderReranker
@@ -123,7 +123,7 @@ def bench_recommend(users: int, steps: int) -> None:
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.batch import RecommendConfig, recommend
     from mmsrarec_lib.recommend.finetune import TrainSettings
-    from mmsrarec_lib.recommend.pipeline import train_recommender
+    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
     from mmsrarec_lib.recommend.topk import TopKConfig
     from mmsrarec_lib.storage import Warehouse

@@ -20,7 +20,7 @@ PARTS = {
     "index": ("mmsrarec_lib.collab.index", "IndexConfig", {"use_gpu": "faiss-gpu", "seed": "index-seed"}),
     "retrieval": ("mmsrarec_lib.collab.retrieval", "RetrievalConfig", {}),
 }
-# CollabConfig lives in collab/pipeline.py (owned elsewhere; no field metadata yet): its help, job-side
+# CollabConfig lives in collab/build.py (owned elsewhere; no field metadata yet): its help, job-side
 COLLAB_HELP = {"protocols": "query windows to write: paper (before the eval target), latest",
                "batch_size": "histories per embedding batch"}
 
@@ -39,7 +39,7 @@ def add_keep_index_versions(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mmsrarec_lib.collab.pipeline import CollabConfig
+    from mmsrarec_lib.collab.build import CollabConfig
 
     add_warehouse_args(parser)
     parser.add_argument("--sasrec-run", help="SASRec run id under <warehouse>/<dataset>/models/ (default: the latest "
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def collab_config(args: argparse.Namespace):
     """The ``CollabConfig`` of the parsed flags."""
-    from mmsrarec_lib.collab.pipeline import CollabConfig
+    from mmsrarec_lib.collab.build import CollabConfig
 
     parts = {name: dataclass_from_args(_part(name)[0], args) for name in PARTS}
     return dataclass_from_args(CollabConfig, args, dataset=args.dataset, **parts)
@@ -64,7 +64,7 @@ def collab_config(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     config = collab_config(args)
     from mmsrarec_lib.collab.embed import sasrec_embedder
-    from mmsrarec_lib.collab.pipeline import build_collab
+    from mmsrarec_lib.collab.build import build_collab
     from mmsrarec_lib.collab.table import load_keywords
 
     warehouse = warehouse_from_args(args)

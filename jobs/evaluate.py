@@ -52,7 +52,7 @@ class EvaluateConfig:
 def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.eval.protocols import PROTOCOL_METRICS, metric_key
     from mmsrarec_lib.eval.registry import ModelRequest, evaluate_scorer, resolve_model
-    from mmsrarec_lib.recommend.scorer import register_models
+    from mmsrarec_lib.recommend.reranker import register_models
     from mmsrarec_lib.runs import new_run_id
 
     register_models()  # the stage-3 names and saved runs, beside the built-in pop/sasrec

@@ -40,7 +40,7 @@ def check_args(args: argparse.Namespace) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mmsrarec_lib.ingest.pipeline import IngestConfig
+    from mmsrarec_lib.ingest.run import IngestConfig
     from mmsrarec_lib.ingest.splits import SplitConfig
 
     add_warehouse_args(parser, dataset_required=False)
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     dataset = check_args(args)
     from mmsrarec_lib.ingest.interactions import EPOCH, TimestampRange
-    from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+    from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
     from mmsrarec_lib.ingest.splits import SplitConfig
     from mmsrarec_lib.locks import LockTimeout
     from mmsrarec_lib.sql.tables import parse_timestamp

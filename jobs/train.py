@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.runtime_env import configure_threads
 
     configure_threads(default=1, cpu_only=True)  # $MMSRAREC_TORCH_THREADS, else 1 (offline env: jobs/cli.py)
-    from mmsrarec_lib.recommend.pipeline import train_recommender
+    from mmsrarec_lib.recommend.training import train_recommender
 
     cfg = dataclass_from_args(TrainJobConfig, args)
     meta = train_recommender(warehouse_from_args(args), config=cfg.to_rec_config(args.dataset), run_id=cfg.run_id,

@@ -22,7 +22,7 @@ def tiny_bert(folder: str | Path, *, seed: int = 0) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from mmsrarec_lib.recommend.backbone import minilm_path
+    from mmsrarec_lib.models.minilm_effnet import minilm_path
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
@@ -80,7 +80,7 @@ def main() -> None:
     from safetensors.torch import save_file
     from transformers import TrainerCallback
 
-    from mmsrarec_lib.recommend.backbone import BackboneConfig, build_backbone
+    from mmsrarec_lib.models.minilm_effnet import BackboneConfig, build_backbone
     from mmsrarec_lib.recommend.encoder_inputs import EncoderPromptConfig, FeatureBank, InputBuilder
     from mmsrarec_lib.recommend.encoder_train import (
         EncoderTrainSettings,

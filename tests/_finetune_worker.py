@@ -53,7 +53,7 @@ def main() -> None:
 
     from mmsrarec_lib.mllm.loading import load_mllm
     from mmsrarec_lib.recommend.finetune import TrainSettings, finetune
-    from mmsrarec_lib.recommend.scoring import PromptEncoder
+    from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder
 
     model, processor = load_mllm(args.model_dir)
 

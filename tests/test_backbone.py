@@ -26,7 +26,7 @@ def bert_dir(tmp_path_factory):
 
 
 def _model(bert_dir, *, id_dim=0, seed=0):
-    from mmsrarec_lib.recommend.backbone import BackboneConfig, build_backbone
+    from mmsrarec_lib.models.minilm_effnet import BackboneConfig, build_backbone
 
     cfg = BackboneConfig(text_model=bert_dir, lora_layers=1, image_dim=16, id_dim=id_dim, block_heads=4, block_dim=16,
                          block_ff=32, dropout=0.0)
@@ -49,7 +49,7 @@ def _reranker(model, tok, *, feats=None, ids=None, id_dim=0):
 
 
 def test_yes_probability_is_the_two_way_softmax_of_known_logits():
-    from mmsrarec_lib.recommend.backbone import yes_probability
+    from mmsrarec_lib.models.minilm_effnet import yes_probability
 
     p = yes_probability(torch.tensor([[2.0, 0.5], [-1.0, 3.0], [0.0, 0.0]]))
     want = [math.exp(2.0) / (math.exp(2.0) + math.exp(0.5)), math.exp(-1.0) / (math.exp(-1.0) + math.exp(3.0)), 0.5]

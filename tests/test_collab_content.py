@@ -16,7 +16,7 @@ from mmsrarec_lib.collab.content import (
 )
 from mmsrarec_lib.collab.embed import l2_normalize
 from mmsrarec_lib.collab.store import load_index
-from mmsrarec_lib.collab.pipeline import CollabConfig, build_collab
+from mmsrarec_lib.collab.build import CollabConfig, build_collab
 from mmsrarec_lib.collab.quality import genre_share
 from mmsrarec_lib.collab.refresh import refresh_collab
 from mmsrarec_lib.collab.windows import WindowConfig

@@ -14,7 +14,7 @@ from tests._backbone_worker import tiny_bert
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     from mmsrarec_lib.candidates import ContentIndexConfig, refresh_content_index
-    from mmsrarec_lib.recommend.backbone import BackboneConfig
+    from mmsrarec_lib.models.minilm_effnet import BackboneConfig
     from mmsrarec_lib.recommend.compare import CompareConfig, run_compare
     from mmsrarec_lib.recommend.encoder_inputs import EncoderPromptConfig
     from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig

@@ -15,7 +15,7 @@ from tests import _recommend_warehouse as toy
 def trained(tmp_path_factory):
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.finetune import TrainSettings
-    from mmsrarec_lib.recommend.pipeline import train_recommender
+    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
     from mmsrarec_lib.storage import Warehouse
 
@@ -46,7 +46,7 @@ def test_train_saves_adapter_config_and_lineage(trained):
 @pytest.mark.parametrize("protocol", ["paper", "full"])
 def test_evaluate_through_the_registry(trained, protocol):
     from mmsrarec_lib.eval.registry import evaluate_scorer, resolve_model, ModelRequest
-    from mmsrarec_lib.recommend.scorer import register_models
+    from mmsrarec_lib.recommend.reranker import register_models
 
     register_models()
     wh, _, _ = trained

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mmsrarec_lib import schemas
-from mmsrarec_lib.ingest.pipeline import TABLES, IngestConfig, run_ingest
+from mmsrarec_lib.ingest.run import TABLES, IngestConfig, run_ingest
 from mmsrarec_lib.ingest.sources import read_source
 from mmsrarec_lib.ingest.splits import SplitConfig
 from tests._ingest_helpers import jpeg_bytes, write_rows

@@ -11,7 +11,7 @@ import pytest
 
 from mmsrarec_lib.ingest import sources
 from mmsrarec_lib.ingest.interactions import TimestampRange
-from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
 from mmsrarec_lib.ingest.sources import read_source
 from mmsrarec_lib.ingest.splits import SplitConfig
 from mmsrarec_lib.sql.engine import SqlEngine

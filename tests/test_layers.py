@@ -11,8 +11,8 @@ The layers, bottom to top (a module may import its own layer and the layers belo
    ``spark``, ``runtime_env`` (the warehouse, run identity and accounting, shared by every stage);
 1. **ingest**: ``ingest``, ``vision`` (item images), ``mllm`` (model loading), ``eval`` harness (``metrics``,
    ``protocols``, ``paired``: pure evaluation that models train against);
-2. **models**: ``models`` (Pop, SASRec) with the evaluation ``eval.registry`` that trains and loads them, and
-   ``eval.report`` over its table;
+2. **models**: ``models`` (every model, one file each: Pop, SASRec, the stage-3 backbone ``minilm_effnet``) with
+   the evaluation ``eval.registry`` that trains and loads the baselines, and ``eval.report`` over its table;
 3. **summarize** (stage 1);
 4. **collab** (stage 2) and ``candidates`` (content candidate index, beside it);
 5. **recommend** (stage 3);

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmsrarec_lib.recommend.scoring import (
+from mmsrarec_lib.recommend.decoder_scoring import (
     EncodedSuffix,
     PromptEncoder,
     answer_token_ids,

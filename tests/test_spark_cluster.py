@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from mmsrarec_lib.ingest.pipeline import IngestConfig, run_ingest
+from mmsrarec_lib.ingest.run import IngestConfig, run_ingest
 from mmsrarec_lib.ingest.sources import read_source
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.testing import spark_standalone

@@ -1,6 +1,6 @@
 """Nightly incremental refresh of stage 2, driven by a watermark.
 
-The watermark (:class:`~mmsrarec_lib.collab.pipeline.Watermark`, re-exported here) is a small JSON object next
+The watermark (:class:`~mmsrarec_lib.collab.build.Watermark`, re-exported here) is a small JSON object next
 to the index, ``<warehouse>/<dataset>/indexes/collab/WATERMARK.json``:
 the newest interaction timestamp already reflected (``max_interaction_us``), plus the index and table versions it
 was written with. A refresh:
@@ -33,10 +33,7 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsrarec_lib.collab.embed import Embedder, embed_histories
-from mmsrarec_lib.collab.index import update_index
-from mmsrarec_lib.collab.store import load_index, prune_index_versions, save_index
-from mmsrarec_lib.collab.pipeline import (  # the watermark helpers are re-exported from here
+from mmsrarec_lib.collab.build import (  # the watermark helpers are re-exported from here
     WATERMARK,
     CollabConfig,
     CollabResult,
@@ -48,6 +45,9 @@ from mmsrarec_lib.collab.pipeline import (  # the watermark helpers are re-expor
     watermark_uri,
     write_watermark,
 )
+from mmsrarec_lib.collab.embed import Embedder, embed_histories
+from mmsrarec_lib.collab.index import update_index
+from mmsrarec_lib.collab.store import load_index, prune_index_versions, save_index
 from mmsrarec_lib.collab.table import KEYS, TABLE
 from mmsrarec_lib.collab.windows import (
     EVAL_CANDIDATES_TABLE,

@@ -5,7 +5,8 @@ A scorer is anything with ``item_ids`` and the two methods of ``Scorer``. ``eval
 2. a saved run id: ``<warehouse>/<dataset>/models/<run_id>/model.json`` names its ``kind``, whose loader
    (``register_kind_loader``) rebuilds the scorer; ``pop``/``sasrec`` are built in.
 Registration is explicit: the stage-3 names (``mmsrarec...``) and the loader of kind ``mmsrarec`` exist once the
-caller ran ``mmsrarec_lib.recommend.scorer.register_models()`` (``jobs/evaluate.py`` does); nothing is imported here by name.
+caller ran ``mmsrarec_lib.recommend.reranker.register_models()`` (``jobs/evaluate.py`` does); nothing is
+imported here by name.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mmsrarec_lib.storage import Warehouse
 log = logging.getLogger(__name__)
 EVALUATION_RUNS_TABLE = "evaluation_runs"
 # where the stage-3 models are registered (named in errors only: the registry never imports a higher layer)
-STAGE3_REGISTRATION = "mmsrarec_lib.recommend.scorer.register_models()"
+STAGE3_REGISTRATION = "mmsrarec_lib.recommend.reranker.register_models()"
 
 
 @runtime_checkable

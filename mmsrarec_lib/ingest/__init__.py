@@ -1,6 +1,6 @@
 """Ingest: input files -> Spark (validate, dedup, quarantine, load images) -> Delta tables via delta-rs.
 
-Entry point: :func:`mmsrarec_lib.ingest.pipeline.run_ingest`. The pieces:
+Entry point: :func:`mmsrarec_lib.ingest.run.run_ingest`. The pieces:
 
 - :mod:`.sources`: read CSV/TSV/JSONL/Parquet (plus the built-in movielens-100k source) into Arrow on the driver,
   every value a string (``categories`` a list), with a 1-based ``source_row``;

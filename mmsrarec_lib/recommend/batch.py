@@ -159,10 +159,10 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
 
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.pipeline import load_recommender
+    from mmsrarec_lib.recommend.training import load_recommender
     from mmsrarec_lib.recommend.fusion import ScoringConfig
     from mmsrarec_lib.recommend.run_config import config_from_dict
-    from mmsrarec_lib.recommend.scorer import MllmReranker
+    from mmsrarec_lib.recommend.reranker import MllmReranker
     from mmsrarec_lib.candidates.union import candidate_source
     from mmsrarec_lib.recommend.topk import explain, recommendation_rows, select_top_k
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmsrarec_lib.recommend.backbone import NAME, BackboneConfig, RecBackbone, build_backbone
+from mmsrarec_lib.models.minilm_effnet import NAME, BackboneConfig, RecBackbone, build_backbone
 from mmsrarec_lib.recommend.encoder_inputs import (
     EncoderPromptConfig,
     FeatureBank,
@@ -94,7 +94,7 @@ def warm_piece_cache(warehouse: Warehouse, dataset: str, *, run_cfg: EncoderRunC
     """Compute the frozen piece vector of every item piece (history, candidate, keywords, title, neighbour) for each
     keyword source once, in large batches, and save the cache file (before parallel runs, which then only load
     it). Returns the number of cached pieces."""
-    from mmsrarec_lib.recommend.backbone import load_piece_cache, piece_cache_size, save_piece_cache
+    from mmsrarec_lib.models.minilm_effnet import load_piece_cache, piece_cache_size, save_piece_cache
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.prompts import dedup_keywords
 
@@ -135,7 +135,7 @@ def train_encoder_run(warehouse: Warehouse, *, ctx, sequences: dict[str, list[st
     ``backbone.safetensors`` + ``tokenizer/`` into ``work``. Returns (model, tokenizer, features, summary)."""
     from safetensors.torch import save_file
 
-    from mmsrarec_lib.recommend.backbone import load_piece_cache, save_piece_cache
+    from mmsrarec_lib.models.minilm_effnet import load_piece_cache, save_piece_cache
 
     model, tokenizer = build_backbone(run_cfg.backbone, seed=run_cfg.train.seed)
     cache_file = piece_cache_file(warehouse, dataset)
@@ -191,7 +191,7 @@ def load_encoder_run(warehouse: Warehouse, dataset: str, run_id: str, meta: dict
         raise ValueError(f"run {run_id!r}: backbone.safetensors does not match its config "
                          f"(missing {sorted(trained & set(missing))[:5]}, unexpected {unexpected[:5]})")
     model.eval()
-    from mmsrarec_lib.recommend.backbone import load_piece_cache
+    from mmsrarec_lib.models.minilm_effnet import load_piece_cache
 
     cache_file = piece_cache_file(warehouse, dataset)
     if cache_file is not None:  # the frozen piece vectors computed by training (same text model, same layers)

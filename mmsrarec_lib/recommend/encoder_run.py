@@ -13,7 +13,7 @@ import shutil
 from dataclasses import replace
 
 from mmsrarec_lib.eval.protocols import hidden_items
-from mmsrarec_lib.recommend.backbone import NAME
+from mmsrarec_lib.models.minilm_effnet import NAME
 from mmsrarec_lib.recommend.encoder_pipeline import (
     EncoderRunConfig,
     choose_fusion_weight,

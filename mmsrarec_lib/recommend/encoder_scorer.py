@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from mmsrarec_lib.recommend.backbone import RecBackbone, yes_probability
+from mmsrarec_lib.models.minilm_effnet import RecBackbone, yes_probability
 from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder
 from mmsrarec_lib.recommend.fusion import fuse
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmsrarec_lib.recommend.backbone import RecBackbone
+from mmsrarec_lib.models.minilm_effnet import RecBackbone
 from mmsrarec_lib.recommend.encoder_inputs import FeatureBank, InputBuilder
 
 log = logging.getLogger(__name__)

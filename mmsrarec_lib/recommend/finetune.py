@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from mmsrarec_lib.recommend.scoring import PromptEncoder
+from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder
 from mmsrarec_lib.recommend.tasks import Example
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""What both stage-3 rerankers share (the decoder path's ``MllmReranker`` in ``scorer`` and the minilm-effnet
+"""What both stage-3 rerankers share (the decoder path's ``MllmReranker`` in ``reranker`` and the minilm-effnet
 ``EncoderReranker`` in ``encoder_scorer``): the ``ScoringConfig``, the score fusion ``fuse`` and ``history_index``.
 
 Fusion: with ``fusion_weight`` w > 0 the reported score is ``logit(p) + w * z(g)``, where p is the MLLM's

@@ -1,5 +1,6 @@
-"""The evaluation-registry plugin: ``--model mmsrarec[-no-retrieval|-no-summary|-no-multitask|-id-token]``,
-``mmsrarec-mllm-only`` (the full model's run scored with fusion weight 0) and saved runs.
+"""The stage-3 reranker (``MllmReranker``, ``build_scorer``) and its evaluation-registry models: ``--model
+mmsrarec[-no-retrieval|-no-summary|-no-multitask|-id-token]``, ``mmsrarec-mllm-only`` (the full model's run
+scored with fusion weight 0) and saved runs.
 
 ``register_models()`` (idempotent; called explicitly by ``jobs/evaluate.py``, nothing happens at import) registers
 one factory per variant and the loader of saved runs of kind ``mmsrarec`` in ``mmsrarec_lib.eval.registry``.
@@ -52,7 +53,7 @@ class MllmReranker:
                                           fusion_weight=w, progress=progress)
             self.item_ids = self._encoder.item_ids
             return
-        from mmsrarec_lib.recommend.scoring import PromptEncoder
+        from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder
 
         if config.fusion_weight is None:
             config = replace(config, fusion_weight=1.0)
@@ -82,7 +83,7 @@ class MllmReranker:
 
     def mllm_scores(self, user_id: str | None, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
         """p(yes)/(p(yes)+p(no)) per candidate [C]."""
-        from mmsrarec_lib.recommend.scoring import score_naive, score_shared_prefix
+        from mmsrarec_lib.recommend.decoder_scoring import score_naive, score_shared_prefix
 
         prefix = self.encoder.encode_prefix(self.prefix_text(user_id, history))
         sufs = [self._suffix(c) for c in candidates]
@@ -123,7 +124,7 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     """The evaluation scorer of a saved run (every protocol), its model.json and scoring config."""
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.pipeline import load_recommender
+    from mmsrarec_lib.recommend.training import load_recommender
     from mmsrarec_lib.recommend.run_config import config_from_dict
 
     model, processor, meta = model_and_meta or load_recommender(warehouse, dataset, run_id)
@@ -168,7 +169,7 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
 
     def factory(request):
         from mmsrarec_lib.models.baselines import fit_baseline
-        from mmsrarec_lib.recommend.pipeline import train_recommender
+        from mmsrarec_lib.recommend.training import train_recommender
         from mmsrarec_lib.recommend.run_config import RecTrainConfig
 
         opts = dict(request.options or {})

@@ -112,7 +112,7 @@ def train_recommender(warehouse: Warehouse, *, config: RecTrainConfig, run_id: s
 def _train_decoder(warehouse: Warehouse, *, config: RecTrainConfig, run_id: str, progress: bool) -> dict:
     """The decoder path of :func:`train_recommender` (``base_model`` given)."""
     from mmsrarec_lib.mllm.loading import load_mllm
-    from mmsrarec_lib.recommend.scoring import PromptEncoder
+    from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder
 
     ds = config.dataset
     run_id, base_uri, local, work = start_run(warehouse, ds, run_id)
