@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.storage import Warehouse, commit_properties
 
 log = logging.getLogger(__name__)
 
 RETENTION_DAYS = 7
-ZORDER: Mapping[str, tuple[str, ...]] = {"recommendations": ("user_id",)}
+ZORDER: Mapping[str, tuple[str, ...]] = {tables.RECOMMENDATIONS: ("user_id",)}
 
 
 @dataclass(frozen=True)

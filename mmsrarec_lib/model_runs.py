@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABLE = "model_runs"
+TABLE = tables.MODEL_RUNS
 MODELS_DIR = "models"
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 KINDS = ("sasrec", "pop", "summarizer", "collab_index", "mmsrarec")

@@ -1,9 +1,9 @@
 """Which version of a table a reader sees: the read half of :mod:`mmsrarec_lib.snapshots`.
 
 :meth:`mmsrarec_lib.storage.Warehouse.dataset` resolves every latest read here, so this module sits below
-``storage`` and imports nothing of the project at run time (it only calls the methods of the warehouse it is
-given). The rules (runs that have not ended pin the tables they write at their base versions; a process never pins
-its own runs) are explained in :mod:`mmsrarec_lib.snapshots`, which writes the ``dataset_runs`` manifest.
+``storage`` and imports nothing of the project at run time but :mod:`mmsrarec_lib.tables` (it only calls the
+methods of the warehouse it is given). The rules (runs that have not ended pin the tables they write at their
+base versions; a process never pins its own runs) are explained in :mod:`mmsrarec_lib.snapshots`, which writes the ``dataset_runs`` manifest.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from mmsrarec_lib import tables
+
 if TYPE_CHECKING:
     from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "dataset_runs"
+MANIFEST = tables.DATASET_RUNS
 RUNNING = "running"
 ABSENT = -1  # base version of a table that did not exist when the run started
 RESOLVE_ATTEMPTS = 10

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 
 if TYPE_CHECKING:  # storage imports this module (run ids, code version for commit lineage)
     from mmsrarec_lib.storage import Warehouse
 
-INGEST_RUNS_TABLE = "ingest_runs"
+INGEST_RUNS_TABLE = tables.INGEST_RUNS
 
 
 def utcnow() -> dt.datetime:

@@ -7,8 +7,9 @@ implicit import of a parent package. ``importlib.import_module(NAME)`` with a co
 
 The layers, bottom to top (a module may import its own layer and the layers below it):
 
-0. **foundation**: ``schemas``, ``runs``, ``pinning``, ``storage``, ``locks``, ``snapshots``, ``model_runs``,
-   ``spark``, ``runtime_env`` (the warehouse, run identity and accounting, shared by every stage);
+0. **foundation**: ``tables`` (the Delta table names), ``schemas``, ``runs``, ``pinning``, ``storage``, ``locks``,
+   ``snapshots``, ``model_runs``, ``spark``, ``runtime_env`` (the warehouse, run identity and accounting, shared by
+   every stage);
 1. **ingest**: ``ingest``, ``vision`` (item images), ``mllm`` (model loading), ``eval`` harness (``metrics``,
    ``protocols``, ``paired``: pure evaluation that models train against);
 2. **models**: ``models`` (every model, one file each: Pop, SASRec, the stage-3 backbone ``minilm_effnet``) with
@@ -35,7 +36,7 @@ PACKAGES = ("mmsrarec_lib", "jobs", "dags")
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("mmsrarec_lib", "mmsrarec_lib.schemas", "mmsrarec_lib.runs", "mmsrarec_lib.pinning",
                     "mmsrarec_lib.storage", "mmsrarec_lib.locks", "mmsrarec_lib.snapshots", "mmsrarec_lib.model_runs",
-                    "mmsrarec_lib.spark", "mmsrarec_lib.runtime_env")),
+                    "mmsrarec_lib.spark", "mmsrarec_lib.runtime_env", "mmsrarec_lib.tables")),
     ("ingest", ("mmsrarec_lib.ingest", "mmsrarec_lib.vision", "mmsrarec_lib.mllm", "mmsrarec_lib.eval")),
     ("models", ("mmsrarec_lib.models", "mmsrarec_lib.eval.registry", "mmsrarec_lib.eval.report")),
     ("summarize", ("mmsrarec_lib.summarize",)),

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.candidates.content import ContentIndex, ContentIndexConfig, ItemContentInput, build_or_refresh
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse
@@ -108,7 +109,7 @@ def items_added_since(warehouse: Warehouse, dataset: str, since: str) -> set[str
 
 def item_content_inputs(warehouse: Warehouse, dataset: str) -> list[ItemContentInput]:
     """Every item of ``items``: ``title. description. categories`` and its image sha256 (when the image is ok)."""
-    t = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "categories",
+    t = warehouse.read_table(dataset, tables.ITEMS, columns=["item_id", "title", "description", "categories",
                                                          "image_sha256", "image_status"])
     out = []
     for r in t.to_pylist():

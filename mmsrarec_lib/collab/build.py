@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.collab.content import (
     CONTENT_FILE,
     EmbedderConfig,
@@ -217,7 +218,8 @@ def build_collab(
     but the newest ``keep_index_versions`` index versions are deleted. Recorded in ``model_runs``."""
     ds = config.dataset
     lineage = {"sasrec_run": embedder_info.get("run_id"), "keyword_source": keyword_source,
-               "table_versions": {t: warehouse.table_version(ds, t) for t in ("interactions", "eval_candidates")}}
+               "table_versions": {t: warehouse.table_version(ds, t)
+                                  for t in (tables.INTERACTIONS, tables.EVAL_CANDIDATES)}}
     with record_model_run(warehouse, dataset=ds, kind="collab_index", run_id=new_run_id("collab"),
                           variant=config.embedder.kind, config={**config.to_meta(), "embedder": dict(embedder_info)},
                           lineage=lineage, artefact_uri=index_uri(warehouse, ds)) as recorder:

@@ -29,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.collab.embed import Embedder, l2_normalize
 from mmsrarec_lib.storage import Warehouse
 
@@ -219,7 +220,7 @@ def load_item_image_features(warehouse: Warehouse, dataset: str, config: Embedde
 
 def load_item_texts(warehouse: Warehouse, dataset: str) -> dict[str, str]:
     """``title. description`` of every item in the ``items`` table."""
-    table = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description"])
+    table = warehouse.read_table(dataset, tables.ITEMS, columns=["item_id", "title", "description"])
     return {r["item_id"]: item_text(r["title"], r["description"]) for r in table.to_pylist()}
 
 

@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.collab.retrieval import Neighbor
 from mmsrarec_lib.collab.windows import UserWindow, from_us
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-TABLE = "user_collab_keywords"
+TABLE = tables.USER_COLLAB_KEYWORDS
 KEYS = ("user_id", "protocol")
 PROTOCOLS = ("paper", "latest")
 RAW = "raw"

@@ -29,12 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-INTERACTIONS_TABLE = "interactions"
-EVAL_CANDIDATES_TABLE = "eval_candidates"
+INTERACTIONS_TABLE = tables.INTERACTIONS
+EVAL_CANDIDATES_TABLE = tables.EVAL_CANDIDATES
 TRAIN_SPLIT = "train"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 

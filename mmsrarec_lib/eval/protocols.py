@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.eval import metrics
 from mmsrarec_lib.storage import Warehouse
 
@@ -96,7 +97,7 @@ def _split_rows(warehouse: Warehouse, dataset: str, table: str, split: str, colu
 def load_paper_cases(warehouse: Warehouse, dataset: str, *, split: str = "test", shuffle_seed: int = 0) -> PaperCases:
     """Read and validate ``eval_candidates`` rows of ``split``; a malformed row raises naming its user."""
     rows = _split_rows(
-        warehouse, dataset, "eval_candidates", split, ["user_id", "history", "target_item_id", "negative_item_ids"]
+        warehouse, dataset, tables.EVAL_CANDIDATES, split, ["user_id", "history", "target_item_id", "negative_item_ids"]
     )
     if not rows:
         raise ValueError(f"eval_candidates of {dataset!r} has no {split!r} users")
@@ -124,9 +125,9 @@ def load_paper_cases(warehouse: Warehouse, dataset: str, *, split: str = "test",
 def load_catalogue(warehouse: Warehouse, dataset: str) -> list[str]:
     """Every item id of ``items`` (when present) and of ``split_loo``, sorted."""
     ids: set[str] = set()
-    if warehouse.has_table(dataset, "items"):
-        ids.update(warehouse.read_table(dataset, "items", columns=["item_id"]).column("item_id").to_pylist())
-    loo = warehouse.read_table(dataset, "split_loo", columns=["history", "target_item_id"])
+    if warehouse.has_table(dataset, tables.ITEMS):
+        ids.update(warehouse.read_table(dataset, tables.ITEMS, columns=["item_id"]).column("item_id").to_pylist())
+    loo = warehouse.read_table(dataset, tables.SPLIT_LOO, columns=["history", "target_item_id"])
     ids.update(loo.column("target_item_id").to_pylist())
     ids.update(pc.list_flatten(loo.column("history")).to_pylist())
     ids.discard(None)
@@ -134,7 +135,7 @@ def load_catalogue(warehouse: Warehouse, dataset: str) -> list[str]:
 
 
 def load_full_cases(warehouse: Warehouse, dataset: str, *, split: str = "test") -> FullCases:
-    rows = _split_rows(warehouse, dataset, "split_loo", split, ["user_id", "history", "target_item_id"])
+    rows = _split_rows(warehouse, dataset, tables.SPLIT_LOO, split, ["user_id", "history", "target_item_id"])
     if not rows:
         raise ValueError(f"split_loo of {dataset!r} has no {split!r} rows")
     for r in rows:
@@ -215,7 +216,8 @@ def load_cold_split(warehouse: Warehouse, dataset: str):
     """The ``cold`` protocol's split of ``user_sequences`` (``mmsrarec_lib.eval.cold``)."""
     from mmsrarec_lib.eval.cold import cold_split
 
-    rows = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids", "timestamps"]).to_pylist()
+    rows = warehouse.read_table(dataset, tables.USER_SEQUENCES,
+                                columns=["user_id", "item_ids", "timestamps"]).to_pylist()
     return cold_split([r["user_id"] for r in rows], [list(r["item_ids"]) for r in rows],
                       [list(r["timestamps"]) for r in rows])
 
@@ -251,7 +253,7 @@ def load_sampled_cases(warehouse: Warehouse, dataset: str, *, split: str = "test
     full = load_full_cases(warehouse, dataset, split=split)
     later = {}  # the user's items after the held-out one (valid split: the test target) are not negatives either
     if split != "test":
-        for r in _split_rows(warehouse, dataset, "split_loo", "test", ["user_id", "target_item_id"]):
+        for r in _split_rows(warehouse, dataset, tables.SPLIT_LOO, "test", ["user_id", "target_item_id"]):
             later[r["user_id"]] = r["target_item_id"]
     catalogue = np.asarray(full.catalogue)
     users, histories, candidates, positive = [], [], [], []
@@ -313,24 +315,24 @@ def training_data(warehouse: Warehouse, dataset: str, protocol: str) -> Training
         users = sorted(cold.train)
         seqs, user_ids = [cold.train[u] for u in users], users
         valid = [(c.history, c.target) for c in cold.cases["valid"]]
-        sources = {"user_sequences": warehouse.table_version(dataset, "user_sequences")}
+        sources = {tables.USER_SEQUENCES: warehouse.table_version(dataset, tables.USER_SEQUENCES)}
     elif protocol == "full":
-        loo = warehouse.read_table(dataset, "split_loo", columns=["user_id", "split", "history", "target_item_id"])
+        loo = warehouse.read_table(dataset, tables.SPLIT_LOO, columns=["user_id", "split", "history", "target_item_id"])
         rows = sorted(loo.to_pylist(), key=lambda r: r["user_id"])
         train = [r for r in rows if r["split"] == "train"]
         seqs, user_ids = [[*(r["history"] or []), r["target_item_id"]] for r in train], [r["user_id"] for r in train]
         valid = [(list(r["history"] or []), r["target_item_id"]) for r in rows if r["split"] == "valid"]
-        sources = {"split_loo": warehouse.table_version(dataset, "split_loo")}
+        sources = {tables.SPLIT_LOO: warehouse.table_version(dataset, tables.SPLIT_LOO)}
     else:
-        cands = warehouse.read_table(dataset, "eval_candidates", columns=["user_id", "split", "history",
+        cands = warehouse.read_table(dataset, tables.EVAL_CANDIDATES, columns=["user_id", "split", "history",
                                                                          "target_item_id"]).to_pylist()
         train_users = {r["user_id"] for r in cands if r["split"] == "train"}
-        seq_rows = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
+        seq_rows = warehouse.read_table(dataset, tables.USER_SEQUENCES, columns=["user_id", "item_ids"]).to_pylist()
         kept = [r for r in sorted(seq_rows, key=lambda r: r["user_id"]) if r["user_id"] in train_users]
         seqs, user_ids = [list(r["item_ids"]) for r in kept], [r["user_id"] for r in kept]
         valid = [(list(r["history"] or []), r["target_item_id"])
                  for r in sorted(cands, key=lambda r: r["user_id"]) if r["split"] == "valid"]
-        sources = {t: warehouse.table_version(dataset, t) for t in ("eval_candidates", "user_sequences")}
+        sources = {t: warehouse.table_version(dataset, t) for t in (tables.EVAL_CANDIDATES, tables.USER_SEQUENCES)}
     if not seqs:
         raise ValueError(f"no training sequences for protocol {protocol!r} in dataset {dataset!r}")
     log.info("%s training data: %d sequences, %d validation pairs", protocol, len(seqs), len(valid))

@@ -20,13 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.eval.protocols import check_protocol, evaluate_protocol
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-EVALUATION_RUNS_TABLE = "evaluation_runs"
+EVALUATION_RUNS_TABLE = tables.EVALUATION_RUNS
 # where the stage-3 models are registered (named in errors only: the registry never imports a higher layer)
 STAGE3_REGISTRATION = "mmsrarec_lib.recommend.reranker.register_models()"
 

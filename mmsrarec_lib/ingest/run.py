@@ -30,7 +30,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.ingest.diagnostics import check_kcore, kcore_report
 from mmsrarec_lib.ingest.interactions import TimestampRange, build_interactions
 from mmsrarec_lib.ingest.items import build_item_table
@@ -43,9 +43,9 @@ from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-ITEMS, ITEMS_Q = "items", "items_quarantine"
-INTERACTIONS, INTERACTIONS_Q = "interactions", "interactions_quarantine"
-USER_SEQUENCES, SPLIT_LOO, EVAL_CANDIDATES = "user_sequences", "split_loo", "eval_candidates"
+ITEMS, ITEMS_Q = tables.ITEMS, tables.ITEMS_QUARANTINE
+INTERACTIONS, INTERACTIONS_Q = tables.INTERACTIONS, tables.INTERACTIONS_QUARANTINE
+USER_SEQUENCES, SPLIT_LOO, EVAL_CANDIDATES = tables.USER_SEQUENCES, tables.SPLIT_LOO, tables.EVAL_CANDIDATES
 TABLES = (ITEMS, ITEMS_Q, INTERACTIONS, INTERACTIONS_Q, USER_SEQUENCES, SPLIT_LOO, EVAL_CANDIDATES)
 
 

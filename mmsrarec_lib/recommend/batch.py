@@ -30,6 +30,7 @@ from typing import Literal
 
 import pyarrow.compute as pc
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.recommend.publish import (
     ShardReceipt,
     publish_recommendations,
@@ -43,7 +44,7 @@ from mmsrarec_lib.runs import new_run_id, utcnow
 from mmsrarec_lib.storage import Warehouse, set_commit_context
 
 log = logging.getLogger(__name__)
-TABLE = "recommendations"
+TABLE = tables.RECOMMENDATIONS
 ScoreUsers = Callable[[Sequence[str]], list[dict]]  # user ids -> recommendation rows (schemas.RECOMMENDATIONS)
 
 
@@ -96,10 +97,10 @@ class RecommendConfig:
 def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date, content_m: int = 0,
                  content_pool: str = "all") -> tuple[list[str], int]:
     """(users to recommend for, newest interaction timestamp in us) for ``mode`` (see the module docstring)."""
-    inter = warehouse.read_table(dataset, "interactions", columns=["user_id", "timestamp"])
+    inter = warehouse.read_table(dataset, tables.INTERACTIONS, columns=["user_id", "timestamp"])
     ts = pc.cast(inter.column("timestamp"), "int64")
     newest = int(pc.max(ts).as_py())
-    all_users = sorted(set(warehouse.read_table(dataset, "user_sequences", columns=["user_id"])
+    all_users = sorted(set(warehouse.read_table(dataset, tables.USER_SEQUENCES, columns=["user_id"])
                            .column("user_id").to_pylist()))
     if mode == "all":
         return all_users, newest
@@ -126,9 +127,9 @@ def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date
 
     from mmsrarec_lib.candidates.store import items_added_since, load_content_index
 
-    if not warehouse.has_table(dataset, "recommendations"):
+    if not warehouse.has_table(dataset, tables.RECOMMENDATIONS):
         return None
-    done = warehouse.read_table(dataset, "recommendations", columns=["created_at"],
+    done = warehouse.read_table(dataset, tables.RECOMMENDATIONS, columns=["created_at"],
                                 filter=pads.field("run_date") == dt.date.fromisoformat(since_date))
     if not done.num_rows:
         return None
@@ -137,11 +138,11 @@ def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date
         if new is None:
             log.info("items added to the content index since %s are unknown: every user", since_date)
         return new
-    seqs = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()
+    seqs = warehouse.read_table(dataset, tables.USER_SEQUENCES, columns=["user_id", "item_ids"]).to_pylist()
     hists = [list(r["item_ids"]) for r in seqs]
     index = load_content_index(warehouse, dataset)
     if pool == "unscored":
-        bought = set(pc.unique(warehouse.read_table(dataset, "interactions", columns=["item_id"])
+        bought = set(pc.unique(warehouse.read_table(dataset, tables.INTERACTIONS, columns=["item_id"])
                                .column("item_id")).to_pylist())
         index = index.subset([i for i in index.item_ids if i in new or i not in bought])
     near = index.candidates(hists, m=m, exclude=[set(h) for h in hists])
@@ -177,7 +178,7 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
                                                                       fusion_weight=train_cfg.fusion_weight),
                             progress=False)
     seqs = {r["user_id"]: list(r["item_ids"]) for r in
-            warehouse.read_table(ds, "user_sequences", columns=["user_id", "item_ids"]).to_pylist()}
+            warehouse.read_table(ds, tables.USER_SEQUENCES, columns=["user_id", "item_ids"]).to_pylist()}
     source = candidate_source(warehouse, ds, generator, top_m=config.topk.top_m,
                               content_m=content_m(warehouse, ds, config.topk), content_pool=config.topk.content_pool)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow.dataset as pads
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, DEFAULT_CONTENT_POOL, DEFAULT_FRESH_SLOTS
 from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 from mmsrarec_lib.recommend.finetune import TrainSettings
@@ -71,11 +72,11 @@ class CompareConfig:
 
 
 def _done(warehouse: Warehouse, dataset: str, run_id: str, model: str, protocol: str, seed: int) -> bool:
-    if not warehouse.has_table(dataset, "evaluation_runs"):
+    if not warehouse.has_table(dataset, tables.EVALUATION_RUNS):
         return False
     f = ((pads.field("run_id") == run_id) & (pads.field("model") == model) & (pads.field("protocol") == protocol)
          & (pads.field("seed") == seed))
-    return warehouse.dataset(dataset, "evaluation_runs").count_rows(filter=f) > 0
+    return warehouse.dataset(dataset, tables.EVALUATION_RUNS).count_rows(filter=f) > 0
 
 
 def _units(models: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
@@ -234,7 +235,7 @@ def summary_table(warehouse: Warehouse, dataset: str, run_id: str) -> str:
     from mmsrarec_lib.eval.protocols import PROTOCOL_METRICS, metric_key
     from mmsrarec_lib.eval.report import summarize
 
-    rows = warehouse.read_table(dataset, "evaluation_runs", filter=pads.field("run_id") == run_id).to_pandas()
+    rows = warehouse.read_table(dataset, tables.EVALUATION_RUNS, filter=pads.field("run_id") == run_id).to_pandas()
     if rows.empty:
         raise ValueError(f"no evaluation_runs rows for run {run_id!r}")
     summ = summarize(rows)

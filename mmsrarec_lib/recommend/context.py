@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, replace
 
 import pyarrow.dataset as pads
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.recommend.prompts import Candidate
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-COLLAB_TABLE = "user_collab_keywords"
+COLLAB_TABLE = tables.USER_COLLAB_KEYWORDS
 RAW = "raw"
 
 
@@ -124,7 +125,7 @@ def load_context(
     ``hidden_items`` is dropped (the cold protocol hides its held-out items' interactions from the context too)."""
     from mmsrarec_lib.collab.table import load_keywords
 
-    rows = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "categories",
+    rows = warehouse.read_table(dataset, tables.ITEMS, columns=["item_id", "title", "description", "categories",
                                                            "image_status", "image_bytes"]).to_pylist()
     if not rows:
         raise ValueError(f"items table of {dataset!r} is empty")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.eval.protocols import hidden_items, load_cold_split
 
 
@@ -54,7 +55,7 @@ def history_index(warehouse, dataset: str, protocol: str | None = None) -> dict[
         split = load_cold_split(warehouse, dataset)
         for case in [*split.cases["test"], *split.cases["valid"]]:
             out.setdefault(tuple(case.history), case.user_id)
-    for table in ("eval_candidates", "split_loo"):
+    for table in (tables.EVAL_CANDIDATES, tables.SPLIT_LOO):
         if not warehouse.has_table(dataset, table):
             continue
         for r in warehouse.read_table(dataset, table, columns=["user_id", "history"]).to_pylist():

@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ def evaluate_assertions(
     try:
         con.register("staged", staged)
         con.register("selected_users", pa.table({"user_id": pa.array(list(users), pa.string())}))
-        con.register("items", items)
-        con.register("user_sequences", user_sequences)
+        con.register(tables.ITEMS, items)
+        con.register(tables.USER_SEQUENCES, user_sequences)
         con.execute("SET VARIABLE top_k = $1", [int(top_k)])
         con.execute("SET VARIABLE run_date = $1", [run_date.isoformat()])
         out = {}
@@ -101,8 +102,8 @@ def run_quality_gate(
     run_date: dt.date,
 ) -> dict[str, int]:
     """Run every assertion against the warehouse's ``items`` / ``user_sequences``; raise if any fails."""
-    items = warehouse.read_table(dataset, "items", columns=["item_id"])
-    seqs = warehouse.read_table(dataset, "user_sequences", columns=["user_id", "item_ids"])
+    items = warehouse.read_table(dataset, tables.ITEMS, columns=["item_id"])
+    seqs = warehouse.read_table(dataset, tables.USER_SEQUENCES, columns=["user_id", "item_ids"])
     counts = evaluate_assertions(staged=staged, users=users, items=items, user_sequences=seqs, top_k=top_k,
                                  run_date=run_date)
     failures = {name: n for name, n in counts.items() if n}

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.runs import code_version, utcnow
 from mmsrarec_lib.storage import Warehouse
 
-LINEAGE_TABLES = ("items", "interactions", "user_sequences", "split_loo", "eval_candidates", "item_keywords",
-                  "user_collab_keywords")
+LINEAGE_TABLES = (tables.ITEMS, tables.INTERACTIONS, tables.USER_SEQUENCES, tables.SPLIT_LOO, tables.EVAL_CANDIDATES,
+                  tables.ITEM_KEYWORDS, tables.USER_COLLAB_KEYWORDS)
 
 
 def table_versions(warehouse: Warehouse, dataset: str, tables: Sequence[str] = LINEAGE_TABLES) -> dict[str, int | None]:

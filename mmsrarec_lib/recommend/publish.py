@@ -41,12 +41,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake.exceptions import CommitFailedError
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
 
-TABLE = "recommendations"
+TABLE = tables.RECOMMENDATIONS
 STAGING = ("staging", TABLE)
 PUBLISH_ATTEMPTS = 5
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.candidates.union import (
     DEFAULT_CONTENT_M,
     DEFAULT_CONTENT_POOL,
@@ -140,7 +140,8 @@ def partition_predicate(run_date: dt.date) -> str:
     return f"run_date = '{run_date.isoformat()}'"
 
 
-def write_partition(warehouse, dataset: str, table: pa.Table, *, run_date: dt.date, name: str = "recommendations") -> int:
+def write_partition(warehouse, dataset: str, table: pa.Table, *, run_date: dt.date,
+                    name: str = tables.RECOMMENDATIONS) -> int:
     """Replace the ``run_date`` partition of ``name`` with ``table`` in one commit (other dates untouched)."""
     bad = table.filter(pa.compute.not_equal(table.column("run_date"), pa.scalar(run_date, pa.date32())))
     if bad.num_rows:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 
 
 @dataclass(frozen=True)
@@ -41,46 +41,46 @@ TABLES: dict[str, TableDoc] = {
     t.name: t
     for t in (
         TableDoc(
-            "items", schemas.ITEMS, "The item catalogue: normalised text and the item's image.",
+            tables.ITEMS, schemas.ITEMS, "The item catalogue: normalised text and the item's image.",
             "one row per item", ("item_id",), "none", "`ingest` (Spark job build_item_table), overwritten per run",
             {"image_bytes": "JPEG bytes; never printed by `mmsrarec sql` (shown as `image_bytes_length`)",
              "image_status": "ok | missing | undecodable | refused | none (no image_uri given)",
              "attributes": "every other input column", "text_sha256": "change detection of title+description"},
         ),
         TableDoc(
-            "items_quarantine", schemas.QUARANTINE, "Item rows rejected by ingest, kept with their reason.",
+            tables.ITEMS_QUARANTINE, schemas.QUARANTINE, "Item rows rejected by ingest, kept with their reason.",
             "one rejected input row per ingest run", ("run_id", "source_row"), "none", "`ingest` (appends)",
             _QUARANTINE_NOTES,
         ),
         TableDoc(
-            "interactions", schemas.INTERACTIONS, "User-item events, timestamps normalised to UTC.",
+            tables.INTERACTIONS, schemas.INTERACTIONS, "User-item events, timestamps normalised to UTC.",
             "one interaction (exact duplicate rows collapsed)", ("user_id", "item_id", "timestamp"), "none",
             "`ingest` (Spark job build_interactions); new interactions are appended",
             {"source_row": "1-based input row; the deterministic tie-break for equal timestamps"},
         ),
         TableDoc(
-            "interactions_quarantine", schemas.QUARANTINE, "Interaction rows rejected by ingest.",
+            tables.INTERACTIONS_QUARANTINE, schemas.QUARANTINE, "Interaction rows rejected by ingest.",
             "one rejected input row per ingest run", ("run_id", "source_row"), "none", "`ingest` (appends)",
             _QUARANTINE_NOTES,
         ),
         TableDoc(
-            "user_sequences", schemas.USER_SEQUENCES, "Each user's interaction history in time order.",
+            tables.USER_SEQUENCES, schemas.USER_SEQUENCES, "Each user's interaction history in time order.",
             "one row per user", ("user_id",), "none", "`ingest`",
             {"item_ids": "oldest first, ordered by (timestamp, source_row)"},
         ),
         TableDoc(
-            "split_loo", schemas.SPLIT_LOO, "Leave-one-out splits for full-catalogue ranking.",
+            tables.SPLIT_LOO, schemas.SPLIT_LOO, "Leave-one-out splits for full-catalogue ranking.",
             "one row per user and split", ("user_id", "split"), "none", "`ingest` (after the k-core filter)",
             {"split": "train (target = third-to-last item) | valid (second-to-last) | test (last)"},
         ),
         TableDoc(
-            "eval_candidates", schemas.EVAL_CANDIDATES,
+            tables.EVAL_CANDIDATES, schemas.EVAL_CANDIDATES,
             "The paper's protocol: users split 8:1:1; history of 5, the target and 20 sampled negatives.",
             "one row per user", ("user_id",), "none", "`ingest` (seeded)",
             {"negative_item_ids": "20 items the user never interacted with"},
         ),
         TableDoc(
-            "ingest_runs", schemas.INGEST_RUNS, "Run accounting of every job that writes data.",
+            tables.INGEST_RUNS, schemas.INGEST_RUNS, "Run accounting of every job that writes data.",
             "one row per job run and table written", ("run_id", "table"), "none",
             "`ingest` and the other writing jobs (append)",
             {"rows_in": "= rows_written + rows_quarantined + rows_duplicate (checked by the writer)",
@@ -90,7 +90,7 @@ TABLES: dict[str, TableDoc] = {
              "warnings": "e.g. the sparse-data warning with a suggested --k-core (see docs/ingest.md)"},
         ),
         TableDoc(
-            "dataset_runs", schemas.DATASET_RUNS,
+            tables.DATASET_RUNS, schemas.DATASET_RUNS,
             "How every multi-table run (ingest) ended, and which table versions it published; readers resolve"
             " versions through it, so a run that died between commits is invisible.",
             "one row per state change of a run (running, then complete | failed | abandoned)", ("run_id", "status"),
@@ -101,14 +101,14 @@ TABLES: dict[str, TableDoc] = {
              "published_versions": "complete runs: table -> version published"},
         ),
         TableDoc(
-            "evaluation_runs", schemas.EVALUATION_RUNS, "Every evaluation result of every model and seed.",
+            tables.EVALUATION_RUNS, schemas.EVALUATION_RUNS, "Every evaluation result of every model and seed.",
             "one metric value of one run", ("run_id", "model", "protocol", "metric", "k"), "none",
             "`train-baseline`, `evaluate` (append)",
             {"value": "raw 0..1 (x100 only in displays)", "k": "NULL for metrics without a cut-off (auc, mrr)",
              "protocol": "paper (1 positive + 20 negatives) | full (whole catalogue)"},
         ),
         TableDoc(
-            "model_runs", schemas.MODEL_RUNS,
+            tables.MODEL_RUNS, schemas.MODEL_RUNS,
             "Every training run (SASRec, Pop, summarizer policy, collab index, MMSRARec) and how it ended; the"
             " source of truth for \"the latest run\" of a kind (mmsrarec_lib/model_runs.py, docs/runs.md).",
             "one row per state change of a run (running, then complete | failed)", ("run_id", "status"), "none",
@@ -124,13 +124,13 @@ TABLES: dict[str, TableDoc] = {
              "updated_at": "when the row was written"},
         ),
         TableDoc(
-            "item_keywords", schemas.ITEM_KEYWORDS, "Stage 1: keyword summaries of each item's text and image.",
+            tables.ITEM_KEYWORDS, schemas.ITEM_KEYWORDS, "Stage 1: keyword summaries of each item's text and image.",
             "one row per item, modality and summarizer version", ("item_id", "modality", "summarizer_version"),
             "none", "`summarize` (MERGE on the keys; `--backfill` fills gaps)",
             {"reward": "a*r_info + b*r_recon + c*r_len", "input_sha256": "hash of the inputs summarized"},
         ),
         TableDoc(
-            "item_image_features", schemas.ITEM_IMAGE_FEATURES,
+            tables.ITEM_IMAGE_FEATURES, schemas.ITEM_IMAGE_FEATURES,
             "Pretrained image features of each item's image (pooled vector and top ImageNet classes).",
             "one row per item and image encoder", ("item_id", "encoder"), "none",
             "`encode-images` (MERGE on the keys; `--backfill` encodes only new or changed images)",
@@ -139,7 +139,7 @@ TABLES: dict[str, TableDoc] = {
              "top_classes": "the 5 most probable classes, best first; empty when the encoder has no classifier"},
         ),
         TableDoc(
-            "user_collab_keywords", schemas.USER_COLLAB_KEYWORDS,
+            tables.USER_COLLAB_KEYWORDS, schemas.USER_COLLAB_KEYWORDS,
             "Stage 2: each user's similar users and the keywords of what they chose next.",
             "one row per user and protocol", ("user_id", "protocol"), "none",
             "`build-collab` (all users), `refresh-collab` (users with new interactions)",
@@ -147,7 +147,8 @@ TABLES: dict[str, TableDoc] = {
              "protocol": "paper (window before the evaluation target) | latest (the user's latest items)"},
         ),
         TableDoc(
-            "recommendations", schemas.RECOMMENDATIONS, "Stage 3: top-K recommendations with keyword explanations.",
+            tables.RECOMMENDATIONS, schemas.RECOMMENDATIONS,
+            "Stage 3: top-K recommendations with keyword explanations.",
             "one row per run_date, user and rank", ("run_date", "user_id", "rank"), "`run_date` (date)",
             "`recommend` / `publish-recommendations`: one commit per run_date after the quality gate (rerunning a"
             " run_date replaces that partition only)",

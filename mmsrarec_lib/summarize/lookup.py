@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.summarize.encoders import words
 from mmsrarec_lib.summarize.table import TABLE
@@ -44,7 +45,7 @@ def load_item_keywords(warehouse: Warehouse, dataset: str, *, version: str) -> d
     a ValueError listing the versions present.
     """
     if version == RAW:
-        items = warehouse.read_table(dataset, "items", columns=["item_id", "title", "description", "categories"])
+        items = warehouse.read_table(dataset, tables.ITEMS, columns=["item_id", "title", "description", "categories"])
         out = {}
         for row in items.to_pylist():
             text = " ".join([row["title"] or "", row["description"] or "", " ".join(row["categories"] or [])])

@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from mmsrarec_lib import tables
 from mmsrarec_lib.model_runs import ModelRunNotFound, latest_complete_run
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.summarize.backends import ExtractiveSummarizer, MllmSummarizer
@@ -29,7 +30,7 @@ TINY_DIR = "tiny-mllm"
 
 def load_items(warehouse: Warehouse, dataset: str, *, limit: int | None = None) -> list[ItemInput]:
     """Items of ``dataset`` in item_id order (first ``limit`` when given)."""
-    table = warehouse.read_table(dataset, "items")
+    table = warehouse.read_table(dataset, tables.ITEMS)
     items = sorted(items_from_table(table), key=lambda it: (len(it.item_id), it.item_id))
     if not items:
         raise ValueError(f"the items table of {dataset!r} is empty")

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.runs import utcnow
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.summarize.types import ItemInput, KeywordResult
 
 log = logging.getLogger(__name__)
-TABLE = "item_keywords"
+TABLE = tables.ITEM_KEYWORDS
 MERGE_KEYS = ("item_id", "modality", "summarizer_version")
 
 

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from mmsrarec_lib import tables
+
 
 def backdate_commits(table_dir: str | Path, when: Mapping[int, dt.datetime]) -> None:
     """Rewrite commit ``v``'s commitInfo timestamp and its removes' deletionTimestamp to ``when[v]``."""
@@ -69,11 +71,11 @@ def simulate_nights(
     now = now or dt.datetime.now(dt.timezone.utc)
     item_ids = [f"i{k}" for k in range(items)]
     user_ids = [f"u{k}" for k in range(users)]
-    warehouse.write_table(dataset, "items", pa.Table.from_pylist(
+    warehouse.write_table(dataset, tables.ITEMS, pa.Table.from_pylist(
         [{"item_id": i, "title": f"Item {i}", "categories": [], "attributes": [], "image_status": "none"}
          for i in item_ids], schema=schemas.ITEMS))
     history: dict[str, list[str]] = {u: [] for u in user_ids}
-    when: dict[str, dict[int, dt.datetime]] = {"items": {0: now - dt.timedelta(days=nights + 1)}}
+    when: dict[str, dict[int, dt.datetime]] = {tables.ITEMS: {0: now - dt.timedelta(days=nights + 1)}}
     for night in range(nights):
         moment = now - dt.timedelta(days=nights - night)
         day = moment.date()
@@ -83,13 +85,14 @@ def simulate_nights(
             history[u].append(i)
             rows.append({"user_id": u, "item_id": i, "timestamp": moment + dt.timedelta(seconds=n), "rating": 4.0,
                          "event": "rating", "source_row": n})
-        v = warehouse.write_table(dataset, "interactions", pa.Table.from_pylist(rows, schema=schemas.INTERACTIONS),
+        v = warehouse.write_table(dataset, tables.INTERACTIONS, pa.Table.from_pylist(rows, schema=schemas.INTERACTIONS),
                                   mode="append")
-        when.setdefault("interactions", {})[v] = moment
+        when.setdefault(tables.INTERACTIONS, {})[v] = moment
         seqs = [{"user_id": u, "item_ids": h, "timestamps": [moment] * len(h), "length": len(h)}
                 for u, h in history.items()]
-        v = warehouse.write_table(dataset, "user_sequences", pa.Table.from_pylist(seqs, schema=schemas.USER_SEQUENCES))
-        when.setdefault("user_sequences", {})[v] = moment
+        v = warehouse.write_table(dataset, tables.USER_SEQUENCES,
+                                  pa.Table.from_pylist(seqs, schema=schemas.USER_SEQUENCES))
+        when.setdefault(tables.USER_SEQUENCES, {})[v] = moment
         recs = []
         for u in user_ids:
             seen = set(history[u])
@@ -100,7 +103,7 @@ def simulate_nights(
                      for r, i in enumerate(picks, start=1)]
         v = replace_partition(warehouse, dataset, pa.Table.from_pylist(recs, schema=schemas.RECOMMENDATIONS),
                               run_date=day)
-        when.setdefault("recommendations", {})[v] = moment
+        when.setdefault(tables.RECOMMENDATIONS, {})[v] = moment
     for table, versions in when.items():
         backdate_commits(warehouse.table_uri(dataset, table), versions)
     return when

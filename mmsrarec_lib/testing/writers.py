@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.locks import dataset_lock
 from mmsrarec_lib.storage import Warehouse
 
-RECS = "recommendations"
+RECS = tables.RECOMMENDATIONS
 
 
 def _lock(warehouse: Warehouse, dataset: str, owner: str, locked: bool, purpose: str):
@@ -80,7 +80,7 @@ def append_interactions(warehouse: Warehouse, dataset: str, rows: list[tuple[str
     """Append ``rows`` (user, item, unix seconds) as an append-mode ingest does, and rebuild ``user_event_counts``
     from the snapshot it read plus its own rows."""
     with _lock(warehouse, dataset, writer, locked, "append") as lease:
-        old = warehouse.read_table(dataset, "interactions") if warehouse.has_table(dataset, "interactions") \
+        old = warehouse.read_table(dataset, tables.INTERACTIONS) if warehouse.has_table(dataset, tables.INTERACTIONS) \
             else schemas.INTERACTIONS.empty_table()
         offset = int(pc.max(old.column("source_row")).as_py() or 0) if old.num_rows else 0
         new = pa.Table.from_pylist(
@@ -90,7 +90,7 @@ def append_interactions(warehouse: Warehouse, dataset: str, rows: list[tuple[str
         time.sleep(pause_s)  # the Spark work of a real ingest: the window in which another writer can interleave
         if lease is not None:
             lease.check()
-        warehouse.write_table(dataset, "interactions", new, mode="append")
+        warehouse.write_table(dataset, tables.INTERACTIONS, new, mode="append")
         full = pa.concat_tables([old.cast(schemas.INTERACTIONS), new])
         counts = full.group_by("user_id").aggregate([("item_id", "count")]).rename_columns(["user_id", "events"])
-        warehouse.write_table(dataset, "user_event_counts", counts.sort_by("user_id"), mode="overwrite")
+        warehouse.write_table(dataset, tables.USER_EVENT_COUNTS, counts.sort_by("user_id"), mode="overwrite")

@@ -17,14 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from mmsrarec_lib import schemas
+from mmsrarec_lib import schemas, tables
 from mmsrarec_lib.runs import utcnow
 from mmsrarec_lib.storage import Warehouse
 from mmsrarec_lib.vision.encoder import ImageEncoder
 from mmsrarec_lib.vision.preprocess import decode_image
 
 log = logging.getLogger(__name__)
-TABLE = "item_image_features"
+TABLE = tables.ITEM_IMAGE_FEATURES
 MERGE_KEYS = ("item_id", "encoder")
 TOP_K = 5
 
@@ -51,7 +51,7 @@ def load_images(warehouse: Warehouse, dataset: str) -> tuple[list[ImageInput], l
     """(items with an ``ok`` image, all item ids) from ``items``; sha256 computed when the column is empty."""
     from mmsrarec_lib.runs import sha256_hex
 
-    t = warehouse.read_table(dataset, "items", columns=["item_id", "image_status", "image_sha256", "image_bytes"])
+    t = warehouse.read_table(dataset, tables.ITEMS, columns=["item_id", "image_status", "image_sha256", "image_bytes"])
     out: list[ImageInput] = []
     for item_id, status, sha, data in zip(*(t.column(c).to_pylist() for c in t.column_names)):
         if status == "ok" and data:
