@@ -123,8 +123,8 @@ def bench_recommend(users: int, steps: int) -> None:
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.batch import RecommendConfig, recommend
     from mmsrarec_lib.recommend.finetune import TrainSettings
-    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
+    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.topk import TopKConfig
     from mmsrarec_lib.storage import Warehouse
     from tests import _recommend_warehouse as toy

@@ -15,8 +15,8 @@ from tests import _recommend_warehouse as toy
 def trained(tmp_path_factory):
     from mmsrarec_lib.models.baselines import fit_baseline
     from mmsrarec_lib.recommend.finetune import TrainSettings
-    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
+    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.storage import Warehouse
 
     wh = Warehouse.from_uri(str(tmp_path_factory.mktemp("wh")))

@@ -82,8 +82,8 @@ def test_filters_and_a_clear_error_naming_what_was_asked(warehouse):
 
 def test_a_failed_training_leaves_status_failed_with_the_error(warehouse):
     from mmsrarec_lib.models.baselines import fit_baseline
-    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
+    from mmsrarec_lib.recommend.training import train_recommender
 
     with pytest.raises(FileNotFoundError):  # no training tables in this warehouse
         fit_baseline(warehouse, DS, kind="sasrec", protocol="paper", run_id="sasrec-broken", progress=False)

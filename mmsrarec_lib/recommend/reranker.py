@@ -124,8 +124,8 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     """The evaluation scorer of a saved run (every protocol), its model.json and scoring config."""
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.training import load_recommender
     from mmsrarec_lib.recommend.run_config import config_from_dict
+    from mmsrarec_lib.recommend.training import load_recommender
 
     model, processor, meta = model_and_meta or load_recommender(warehouse, dataset, run_id)
     cfg = config_from_dict(meta["config"])
@@ -169,8 +169,8 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
 
     def factory(request):
         from mmsrarec_lib.models.baselines import fit_baseline
-        from mmsrarec_lib.recommend.training import train_recommender
         from mmsrarec_lib.recommend.run_config import RecTrainConfig
+        from mmsrarec_lib.recommend.training import train_recommender
 
         opts = dict(request.options or {})
         generator = opts.get("generator_run")
