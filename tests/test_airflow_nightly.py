@@ -142,7 +142,7 @@ def tiny_trained(tmp_path_factory):
     run_job("train-baseline", wh + ["--model", "sasrec", "--protocol", "paper", "--run-id", "sasrec-t", "--epochs",
                                     "1", "--dim", "16", "--layers", "1", "--no-progress"])
     run_job("build-collab", wh + ["--sasrec-run", "sasrec-t", "--summarizer-version", "raw"])
-    run_job("train", wh + ["--keywords", "raw", "--generator-run", "sasrec-t", "--protocol", "paper",
+    run_job("train-recommender", wh + ["--keywords", "raw", "--generator-run", "sasrec-t", "--protocol", "paper",
                            "--run-id", "mmsrarec-t", "--steps", "2", "--no-progress"])
     return {"root": root, "warehouse": str(root / "warehouse"), "n_base": n_base, "n_new": n_new}
 
