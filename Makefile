@@ -35,7 +35,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.cfg
 # The whole chain through Airflow (item tables -> train -> one nightly date), then the evaluation table and
 # explained top-5s (see docs/airflow.md). One seed, no ablations, sized for a 2-core machine.
 demo: venv
-	$(PY) -m jobs.airflow_demo
+	$(PY) -m mmsrarec_lib.testing.airflow_demo
 
 # The full comparison on real data, one run: Pop, SASRec, MMSRARec (minilm-effnet), the MLLM alone, the id-token
 # variant and the three ablations, $(SEEDS) seeds, protocols paper / full / sampled, into evaluation_runs (+ per-user
@@ -53,10 +53,10 @@ eval: venv
 
 # A local Airflow UI on 127.0.0.1:8080 with these DAGs (stop it with `make airflow-stop`).
 airflow: venv
-	$(PY) -m jobs.airflow_demo --standalone
+	$(PY) -m mmsrarec_lib.testing.airflow_demo --standalone
 
 airflow-stop:
-	$(PY) -m jobs.airflow_demo --stop
+	$(PY) -m mmsrarec_lib.testing.airflow_demo --stop
 
 # Delta upkeep of the local warehouse (what the weekly mmsrarec_maintenance DAG runs): compact, z-order, vacuum.
 maintain: venv

@@ -139,7 +139,7 @@ def wh_args(params: Mapping[str, Any]) -> list[str]:
 
 def extra(params: Mapping[str, Any], key: str) -> list[str]:
     """Escape-hatch flags: ``params[key]`` when it is a per-job string param (``recommend_args``), else the
-    ``extra_args`` object's entry for the command ``key`` (``{"train": "--lora-rank 16"}``)."""
+    ``extra_args`` object's entry for the command ``key`` (``{"train-recommender": "--lora-rank 16"}``)."""
     from mmsrarec_lib.orchestration import extra_args
 
     if key in params and not isinstance(params[key], Mapping):

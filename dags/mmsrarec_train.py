@@ -19,7 +19,7 @@ default, or `mllm`),
 `protocol` (`paper`: 1 positive + 20 negatives; `full`: all items), typed knobs to size a run (`baseline_epochs`,
 `summarizer_steps`, `summarizer_limit`, `keyword_encoder`, `collab_k`, `train_steps`; empty = the job's default),
 `progress` (false: no progress bars in the task logs) and the escape hatch `extra_args`, extra flags per command for
-settings without a param (e.g. `{"train": "--lora-rank 16"}`). Manual (no schedule); `max_active_runs=1` because
+settings without a param (e.g. `{"train-recommender": "--lora-rank 16"}`). Manual (no schedule); `max_active_runs=1` because
 runs write the same model versions. Every job overwrites what it wrote for its version, so a retried or repeated run
 leaves no duplicates.
 """
@@ -55,7 +55,7 @@ with DAG(
         "collab_k": common.optional_int("build-collab: neighbours per user"),
         "train_steps": common.optional_int("train: fine-tuning steps"),
         "progress": Param(True, type="boolean", description="progress bars in the task logs"),
-        "extra_args": common.extra_args_param('{"train": "--lora-rank 16", "evaluate": "--seeds 3"}'),
+        "extra_args": common.extra_args_param('{"train-recommender": "--lora-rank 16", "evaluate": "--seeds 3"}'),
     },
 ) as dag:
 
@@ -103,7 +103,7 @@ with DAG(
         argv = common.wh_args(params) + ["--keywords", params["summarizer_version"], "--generator-run", sasrec_run]
         argv += ["--protocol", params["protocol"], "--seed", str(params["seed"]), "--run-id", model_run]
         argv += common.flags(params, {"train_steps": "--steps", "progress": "--no-progress"})
-        common.run("train", argv + common.extra(params, "train"))
+        common.run("train-recommender", argv + common.extra(params, "train-recommender"))
         return model_run
 
     @task(**GPU, outlets=[common.table_asset("evaluation_runs")])

@@ -10,7 +10,7 @@ from mmsrarec_lib.storage import Warehouse
 
 # whose training data a model sees (paper: the train users; full: every user's train prefix). One default for every
 # command that trains or consumes a model (train-baseline, train, the train DAG), so that following each command's
-# defaults works: `train` looks for a SASRec run of its protocol. It equals RecTrainConfig.protocol, which lives in a
+# defaults works: `train-recommender` looks for a SASRec run of its protocol. It equals RecTrainConfig.protocol, which lives in a
 # module that imports torch (tests/test_defaults_agree.py checks they agree).
 TRAINING_PROTOCOLS = ("paper", "full")
 DEFAULT_PROTOCOL = "paper"

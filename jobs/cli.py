@@ -23,7 +23,7 @@ JOB_MODULES = (
     "index_content",
     "build_collab",
     "refresh_collab",
-    "train",
+    "train_recommender",
     "recommend",
     "publish_recommendations",
     "evaluate",
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == f"jobs.{name}":
                 continue  # that job has not landed yet
             raise
-        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(module.COMMAND, help=module.HELP, description=module.HELP,
+                           aliases=getattr(module, "ALIASES", ()))
         module.add_arguments(p)
         p.set_defaults(_main=module.main)
     return parser
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()  # offline hubs etc. for every command, before any job imports transformers
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    if args.command == "train":
+        print("mmsrarec train: deprecated name, use `mmsrarec train-recommender` (same flags)", file=sys.stderr)
     # commit lineage (mmsrarec_lib.storage.commit_metadata): this command, for this call only (an in-process
     # caller, e.g. a test, runs several commands in one process)
     previous_job = os.environ.get("MMSRAREC_JOB")

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=["pop", "sasrec"])
     parser.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=TRAINING_PROTOCOLS,
                         help=f"whose training data: paper = the train users; full = every user's train prefix "
-                             f"(default {DEFAULT_PROTOCOL}, as `mmsrarec train`, which uses this run)")
+                             f"(default {DEFAULT_PROTOCOL}, as `mmsrarec train-recommender`, which uses this run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-id", default=None, help="model run id (default: a new <model>-<time>-<hex>)")
     add_sasrec_arguments(parser)

@@ -142,7 +142,7 @@ def tiny_trained(tmp_path_factory):
     run_job("train-baseline", wh + ["--model", "sasrec", "--protocol", "paper", "--run-id", "sasrec-t", "--epochs",
                                     "1", "--dim", "16", "--layers", "1", "--no-progress"])
     run_job("build-collab", wh + ["--sasrec-run", "sasrec-t", "--summarizer-version", "raw"])
-    run_job("train", wh + ["--keywords", "raw", "--generator-run", "sasrec-t", "--protocol", "paper",
+    run_job("train-recommender", wh + ["--keywords", "raw", "--generator-run", "sasrec-t", "--protocol", "paper",
                            "--run-id", "mmsrarec-t", "--steps", "2", "--no-progress"])
     return {"root": root, "warehouse": str(root / "warehouse"), "n_base": n_base, "n_new": n_new}
 
@@ -261,7 +261,7 @@ def test_demo_prints_the_latest_evaluation_and_three_users_top5(warehouse, capsy
 
     import pyarrow as pa
 
-    from jobs.airflow_demo import DemoConfig, evaluation_sql, recommendations_sql, run_query
+    from mmsrarec_lib.testing.airflow_demo import DemoConfig, run_query
     from mmsrarec_lib import schemas
 
     def ts(minute: int) -> dt.datetime:
@@ -291,13 +291,13 @@ def test_demo_prints_the_latest_evaluation_and_three_users_top5(warehouse, capsy
 
     cfg = DemoConfig(dataset="d", warehouse=warehouse.root, airflow_home=Path("unused"), run_date="1998-04-23",
                      skip_item_tables=True, users_shown=3, port=8080)
-    run_query(cfg, evaluation_sql(), env=dict(os.environ), fmt="csv")
+    run_query(cfg, "demo_latest_evaluation.sql", env=dict(os.environ), fmt="csv")
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["model"], r["model_version"], r["metrics_x100"]) for r in rows] == [
         ("mmsrarec", "mmsrarec-1", "HR@5 50.00  NDCG@5 33.33"), ("sasrec", "sasrec-1", "HR@5 25.00  NDCG@5 12.50")
     ], "only each model's latest run, x100"
 
-    run_query(cfg, recommendations_sql(run_date="1998-04-23", users=3), env=dict(os.environ), fmt="csv")
+    run_query(cfg, "demo_explained_top5.sql", env=dict(os.environ), fmt="csv", run_date="1998-04-23", users=3)
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["user_id"], r["rank"]) for r in rows] == [(u, str(k)) for u in ("u1", "u2", "u4") for k in range(1, 6)]
     assert rows[0]["title"] == "Movie 1"

@@ -364,9 +364,9 @@ def test_tasks_turn_typed_params_into_flags_the_jobs_accept(dagbag, monkeypatch)
         build_parser().parse_args([command, *argv])
         return command, argv
 
-    conf = {"train_steps": 20, "progress": False, "extra_args": {"train": "--lora-rank 16"}}
+    conf = {"train_steps": 20, "progress": False, "extra_args": {"train-recommender": "--lora-rank 16"}}
     assert call("mmsrarec_train", "train_recommender", conf, sasrec_run="sasrec-r", run_id="manual__1") == (
-        "train", ["--dataset", "movielens-100k", "--keywords", "v1", "--generator-run", "sasrec-r", "--protocol",
+        "train-recommender", ["--dataset", "movielens-100k", "--keywords", "v1", "--generator-run", "sasrec-r", "--protocol",
                   "paper", "--seed", "42", "--run-id", "mmsrarec-manual__1", "--steps", "20", "--no-progress",
                   "--lora-rank", "16"])
     assert call("mmsrarec_train", "train_baseline", {"baseline_epochs": 3}, run_id="r")[1][-2:] == ["--epochs", "3"]

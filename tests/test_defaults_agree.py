@@ -27,7 +27,7 @@ README_ORDER = [
     ["summarize", "--dataset", "d", "--summarizer-version", "v1"],
     ["build-collab", "--dataset", "d"],
     ["refresh-collab", "--dataset", "d"],
-    ["train", "--dataset", "d"],
+    ["train-recommender", "--dataset", "d"],
     ["recommend", "--dataset", "d"],
 ]
 
@@ -52,14 +52,14 @@ def test_train_finds_the_sasrec_run_that_train_baseline_writes_by_default(parsed
     stage-3 config's own default."""
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
 
-    assert parsed["train-baseline"].protocol == parsed["train"].protocol == _default(RecTrainConfig, "protocol")
+    assert parsed["train-baseline"].protocol == parsed["train-recommender"].protocol == _default(RecTrainConfig, "protocol")
 
 
 def test_build_collab_writes_the_neighbour_windows_train_and_recommend_read(parsed):
     from jobs.build_collab import collab_config
 
     protocols = collab_config(parsed["build-collab"]).protocols
-    assert parsed["train"].protocol in protocols, "train reads neighbours of the paper windows"
+    assert parsed["train-recommender"].protocol in protocols, "train reads neighbours of the paper windows"
     assert "latest" in protocols, "the nightly recommend reads the latest windows"
     assert parsed["build-collab"].keep_index_versions == parsed["refresh-collab"].keep_index_versions
 
@@ -68,7 +68,7 @@ def test_summarizer_training_and_summarizing_agree(parsed):
     tune, summarize = parsed["train-summarizer"], parsed["summarize"]
     assert (tune.backend, tune.encoder, tune.image_encoder) == (summarize.backend, summarize.encoder,
                                                                  summarize.image_encoder)
-    assert parsed["build-collab"].summarizer_version is None and parsed["train"].keywords is None, \
+    assert parsed["build-collab"].summarizer_version is None and parsed["train-recommender"].keywords is None, \
         "stage 2 and 3 take the latest summarizer version the summarize step wrote"
 
 
@@ -93,10 +93,18 @@ def test_dag_defaults_agree_with_the_commands(parsed, tmp_path_factory):
     assert bag.import_errors == {}
     train = bag.dags["mmsrarec_train"].params.dump()
     nightly = bag.dags["mmsrarec_nightly"].params.dump()
-    assert train["protocol"] == parsed["train"].protocol == parsed["train-baseline"].protocol
+    assert train["protocol"] == parsed["train-recommender"].protocol == parsed["train-baseline"].protocol
     assert nightly["protocol"] == train["protocol"], "nightly evaluates on the protocol the model was trained for"
     assert (nightly["top_k"], nightly["users"]) == (parsed["recommend"].top_k, parsed["recommend"].users)
     assert bag.dags["mmsrarec_item_tables"].params.dump()["image_encoder"] == parsed["encode-images"].encoder
     backfill = bag.dags["mmsrarec_backfill_keywords"].params.dump()
     assert train["summarizer_backend"] == backfill["summarizer_backend"] == parsed["summarize"].backend \
         == parsed["train-summarizer"].backend
+
+
+def test_the_old_train_command_name_still_parses_as_train_recommender(parsed, capsys):
+    from jobs.cli import main
+
+    old = build_parser().parse_args(["train", "--dataset", "d"])
+    assert old._main is parsed["train-recommender"]._main
+    assert vars(old) | {"command": "x"} == vars(parsed["train-recommender"]) | {"command": "x"}

@@ -47,7 +47,7 @@ def test_ingest_summarize_recommend_sql_on_s3(tmp_path, monkeypatch, capfd, capl
             ["summarize", *base, "--summarizer-version", "v1", "--backend", "extractive", "--encoder", "hashing",
              "--no-progress"],
             ["build-collab", *base, "--summarizer-version", "v1", "--sasrec-run", "sasrec-s3"],
-            ["train", *base, "--keywords", "v1", "--generator-run", "sasrec-s3", "--protocol", "full",
+            ["train-recommender", *base, "--keywords", "v1", "--generator-run", "sasrec-s3", "--protocol", "full",
              "--steps", "1", "--batch-size", "2", "--run-id", "mm-s3", "--no-progress"],
             ["recommend", *base, "--model-run", "mm-s3", "--top-k", str(TOP_K), "--top-m", "5",
              "--run-date", RUN_DATE, "--users", "all", "--no-progress"],

@@ -28,7 +28,7 @@ def run(tiny, name: str, **params: str) -> list[dict]:
 
 
 def test_every_ready_query_has_a_header_comment_and_a_test():
-    assert len(READY) == 7
+    assert len(READY) == 9
     for name in READY:
         first = (SQL_DIR / name).read_text().splitlines()[0]
         assert first.startswith("-- ") and len(first) > 20, name
@@ -132,3 +132,20 @@ def test_ready_queries_bind_on_a_warehouse_missing_their_tables(warehouse):
     with SqlEngine(warehouse=warehouse, dataset="only_items") as engine:
         for name in READY:
             assert engine.query((SQL_DIR / name).read_text()).num_rows == 0, name
+
+
+def test_demo_explained_top5_shows_the_best_explained_users_of_a_date(tiny):
+    got = run(tiny, "demo_explained_top5.sql", users="1")  # default run_date: the newest (2026-01-02)
+    assert [(r["user_id"], r["rank"], r["item_id"], r["title"]) for r in got] == [
+        ("u1", 1, "i1", "Title 1"), ("u1", 2, "i5", "Title 5"), ("u1", 3, "i2", "Title 2")]  # u3 explains nothing
+    first = got[0]
+    assert (first["history_keywords"], first["neighbor_keywords"], first["neighbors"]) == ("action, space", "war", "u9")
+    earlier = run(tiny, "demo_explained_top5.sql", run_date="2026-01-01")
+    assert {r["user_id"] for r in earlier} == {"u1", "u2"} and all(r["rank"] <= 5 for r in earlier)
+
+
+def test_demo_latest_evaluation_one_row_per_model_from_its_latest_run(tiny):
+    got = run(tiny, "demo_latest_evaluation.sql")
+    assert [r["model"] for r in got] == ["pop", "sasrec"]
+    sasrec = got[1]
+    assert sasrec["model_version"] == "sasrec-r3" and "AUC 90.00" in sasrec["metrics_x100"]

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 def _demo(*args: str, env: dict) -> None:
-    subprocess.run([sys.executable, "-m", "jobs.airflow_demo", *args], cwd=REPO, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "mmsrarec_lib.testing.airflow_demo", *args], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=120)
 
 
@@ -62,7 +62,7 @@ def _get(url: str, token: str | None = None) -> dict | None:
 
 @pytest.fixture()
 def airflow_ui(tiny_trained, tmp_path):  # noqa: F811 - the imported fixture
-    """`make airflow` (jobs/airflow_demo.py --standalone) on a free port, over the tiny trained warehouse."""
+    """`make airflow` (mmsrarec_lib/testing/airflow_demo.py --standalone) on a free port, over the tiny trained warehouse."""
     port = _free_port()
     home = tmp_path / "airflow_home"
     env = {**os.environ, "MMSRAREC_NIGHTLY_SCHEDULE": "", "MMSRAREC_RETRY_DELAY_S": "5", "PYTHONPATH": str(REPO)}

@@ -1,8 +1,9 @@
-"""``make demo`` through Airflow: the whole pipeline on the default data, then the results through SQL.
+"""The dev launcher behind ``make demo`` and ``make airflow`` (not a job: it drives Airflow, which runs the jobs):
+the whole pipeline on the default data through Airflow, then the results through SQL.
 
-    python -m jobs.airflow_demo                # db migrate, then item tables -> train -> one nightly date
-    python -m jobs.airflow_demo --standalone   # a local Airflow (UI/API on http://127.0.0.1:8080) in the background
-    python -m jobs.airflow_demo --stop         # stop that Airflow (its whole process group)
+    python -m mmsrarec_lib.testing.airflow_demo               # item tables -> train -> one nightly date
+    python -m mmsrarec_lib.testing.airflow_demo --standalone  # Airflow UI/API on http://127.0.0.1:8080
+    python -m mmsrarec_lib.testing.airflow_demo --stop        # stop it (its whole process group)
 
 The demo sets ``AIRFLOW_HOME`` to ``<repo>/airflow_home`` (a SQLite metadata database under the project folder;
 override with ``--airflow-home`` or ``$AIRFLOW_HOME``) and the DAG folder to ``<repo>/dags``, runs
@@ -14,8 +15,9 @@ machine without a GPU (one seed, no ablations, small step counts, a user limit f
 :data:`DEMO_CONF`. Airflow's own
 log of each DAG run goes to ``<airflow_home>/demo_logs/<dag_id>.log``; the console shows one line per task.
 
-It then prints the evaluation table and the top-5 recommendations with their explanations for three users, with
-``mmsrarec sql`` (the analysts' read-only DuckDB). It measures nothing itself: wrap it in ``/usr/bin/time -v``.
+It then prints the evaluation table and the top-5 recommendations with their explanations for three users: the
+queries are ``sql/demo_*.sql``, run by ``mmsrarec sql`` (the analysts' read-only engine, parameters bound). It
+measures nothing itself: wrap it in ``/usr/bin/time -v``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_IDS = ("mmsrarec_item_tables", "mmsrarec_train", "mmsrarec_nightly")
 DEFAULT_RUN_DATE = "1998-04-23"  # the day after ML-100K's last rating
 PID_FILE = "standalone.pid"
@@ -170,67 +172,27 @@ def run_dag_test(cfg: DemoConfig, dag_id: str, *, logical_date: str | None, env:
 
 
 # --------------------------------------------------------------------------- results
-def evaluation_sql() -> str:
-    """The latest evaluation run of each (model, protocol): one row per model, its metrics x100 in one column
-    (mean over the run's seeds). One plain SELECT: ``mmsrarec sql`` refuses PIVOT (several statements)."""
-    return (
-        "WITH latest AS (SELECT model, protocol, arg_max(run_id, created_at) AS run_id FROM evaluation_runs"
-        " GROUP BY model, protocol), "
-        "m AS (SELECT e.protocol, e.model, e.metric, e.k, avg(e.value) AS value, max(e.n_users) AS n_users,"
-        " any_value(e.model_version) AS model_version"
-        " FROM evaluation_runs e JOIN latest USING (model, protocol, run_id) GROUP BY ALL) "
-        "SELECT protocol, model, any_value(model_version) AS model_version, max(n_users) AS n_users,"
-        " string_agg(upper(metric) || coalesce('@' || k, '') || ' ' || printf('%.2f', 100 * value), '  '"
-        " ORDER BY metric, k) AS metrics_x100 FROM m GROUP BY protocol, model ORDER BY protocol, model"
-    )
+SQL_DIR = REPO_ROOT / "sql"
 
 
-def recommendations_sql(*, run_date: str, users: int) -> str:
-    """Top-5 of ``users`` users of ``run_date``, with titles and the keywords that explain them: the users whose
-    top-5 carry the most explanation terms (keyword overlaps are rare with short keyword lists), then by id."""
-    return (
-        f"WITH day AS (SELECT * FROM recommendations WHERE run_date = DATE '{run_date}'), "
-        "shown AS (SELECT user_id FROM day WHERE rank <= 5 GROUP BY user_id ORDER BY"
-        " sum(len(explanation.history_keywords) + len(explanation.neighbor_keywords)"
-        f" + len(explanation.neighbor_ids)) DESC, user_id LIMIT {int(users)}) "
-        "SELECT d.user_id, d.rank, d.item_id, i.title, round(d.score, 3) AS score, "
-        "array_to_string(d.explanation.history_keywords[1:4], ', ') AS history_keywords, "
-        "array_to_string(d.explanation.neighbor_keywords[1:4], ', ') AS neighbor_keywords, "
-        "array_to_string(d.explanation.neighbor_ids[1:3], ', ') AS neighbors "
-        "FROM day d JOIN shown USING (user_id) LEFT JOIN items i USING (item_id) "
-        "WHERE d.rank <= 5 ORDER BY d.user_id, d.rank"
-    )
-
-
-def run_query(cfg: DemoConfig, sql: str, *, env: dict[str, str], fmt: str = "table") -> None:
-    """Print a query's result with ``mmsrarec sql`` (``fmt``: its --format); DuckDB if that job is absent."""
-    import importlib.util
-
-    if importlib.util.find_spec("jobs.sql") is not None:
-        cmd = [sys.executable, "-m", "jobs.cli", "sql", "--dataset", cfg.dataset, "--warehouse", cfg.warehouse,
-               "--format", fmt, sql]
-        out = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, text=True, capture_output=True)
-        if out.returncode == 0:
-            print(out.stdout.rstrip(), flush=True)
-            return
+def run_query(cfg: DemoConfig, sql_file: str, *, env: dict[str, str], fmt: str = "table", **params: object) -> None:
+    """Print the result of ``sql/<sql_file>`` through ``mmsrarec sql`` (the analysts' read-only engine), the
+    ``params`` bound as SQL variables (``--param``), never pasted into the query text."""
+    cmd = [sys.executable, "-m", "jobs.cli", "sql", "--dataset", cfg.dataset, "--warehouse", cfg.warehouse,
+           "--format", fmt, "-f", str(SQL_DIR / sql_file)]
+    for name, value in params.items():
+        cmd += ["--param", f"{name}={value}"]
+    out = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, text=True, capture_output=True)
+    if out.returncode != 0:
         raise RuntimeError(f"mmsrarec sql failed (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
-    import duckdb
-
-    from mmsrarec_lib.storage import Warehouse
-
-    warehouse = Warehouse.from_uri(cfg.warehouse)
-    con = duckdb.connect()
-    for table in ("evaluation_runs", "recommendations", "items"):
-        if warehouse.has_table(cfg.dataset, table):
-            con.register(table, warehouse.dataset(cfg.dataset, table))
-    print(con.sql(sql).fetchdf().to_string(index=False, max_colwidth=48), flush=True)
+    print(out.stdout.rstrip(), flush=True)
 
 
 def show_results(cfg: DemoConfig, *, env: dict[str, str]) -> None:
     print("\n== evaluation (latest run per model, metrics x100)", flush=True)
-    run_query(cfg, evaluation_sql(), env=env)
+    run_query(cfg, "demo_latest_evaluation.sql", env=env)
     print(f"\n== top-5 recommendations on {cfg.run_date} for {cfg.users_shown} users, with explanations", flush=True)
-    run_query(cfg, recommendations_sql(run_date=cfg.run_date, users=cfg.users_shown), env=env)
+    run_query(cfg, "demo_explained_top5.sql", env=env, run_date=cfg.run_date, users=cfg.users_shown)
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -270,7 +232,7 @@ def start_standalone(cfg: DemoConfig) -> int:
     print(f"Airflow standalone started (pid {proc.pid}, log {log_path}).")
     print(f"UI: http://127.0.0.1:{cfg.port}  user 'admin', password in "
           f"{cfg.airflow_home / 'simple_auth_manager_passwords.json.generated'} (written on first start)")
-    print("Stop it with: python -m jobs.airflow_demo --stop")
+    print("Stop it with: python -m mmsrarec_lib.testing.airflow_demo --stop")
     return 0
 
 
@@ -314,7 +276,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.airflow_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mmsrarec_lib.testing.airflow_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="movielens-100k", help="dataset name in the warehouse (default movielens-100k)")
     parser.add_argument("--warehouse", default=None, help="warehouse root (default $MMSRAREC_WAREHOUSE or ./warehouse)")
     parser.add_argument("--airflow-home", default=None, help="AIRFLOW_HOME (default $AIRFLOW_HOME or ./airflow_home)")

@@ -1,4 +1,4 @@
-"""``mmsrarec train``: LoRA fine-tuning of the stage-3 recommender on the four instruction tasks.
+"""``mmsrarec train-recommender``: LoRA fine-tuning of the stage-3 recommender on the four instruction tasks.
 
 Default backbone ``minilm-effnet`` (pretrained MiniLM + LoRA, EfficientNet image tokens, trained with
 ``transformers.Trainer``); ``--base-model`` selects the decoder path (any HF image-text-to-text model, or
@@ -17,7 +17,8 @@ from typing import Any, Literal
 from jobs._common import DEFAULT_PROTOCOL, add_warehouse_args, warehouse_from_args
 from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
 
-COMMAND = "train"
+COMMAND = "train-recommender"
+ALIASES = ("train",)  # deprecated: the old name, kept so existing scripts keep working
 HELP = "fine-tune the MLLM recommender (LoRA, four tasks mixed) and save adapter, config and lineage as a model run"
 # the one job-side default that differs from its library config (BackboneConfig.lora_layers = 1): the measured
 # minilm-effnet runs (README, docs/recommend.md) use LoRA on the top 2 MiniLM layers
@@ -30,7 +31,7 @@ def _given(**values: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrainJobConfig:
-    """The flags of ``mmsrarec train`` (None: the chosen backbone's default)."""
+    """The flags of ``mmsrarec train-recommender`` (None: the chosen backbone's default)."""
 
     variant: Literal["mmsrarec", "mmsrarec-id-token", "mmsrarec-no-retrieval", "mmsrarec-no-summary",
                      "mmsrarec-no-multitask"] = field(default="mmsrarec", metadata={"help": (
