@@ -142,7 +142,8 @@ def main() -> int:
         cases = protocols.FullCases(full.user_ids, full.histories, full.targets, catalogue)
         pop = scorers["pop"]
         wide = {"sasrec": SASRecScorer(widen(model, f)),
-                "pop": PopScorer({**pop.counts, **{f"{i}#x{k}": c for k in range(1, f) for i, c in pop.counts.items()}})}
+                "pop": PopScorer({**pop.counts,
+                                  **{f"{i}#x{k}": c for k in range(1, f) for i, c in pop.counts.items()}})}
         for name, scorer in wide.items():
             ranks, t = timed(protocols.rank_full, scorer, cases)
             base.setdefault(name, t)

@@ -134,6 +134,7 @@ def check_recommender(model, processor, cfg: CheckConfig, side: int) -> dict:
     kw = {"yes_id": enc.yes_id, "no_id": enc.no_id}
     timings: dict[str, float] = {}
     max_diff = 0.0
+    shared: list = []  # the shared-prefix scores, set by the first pass and compared against by the naive pass
     # decoder_scoring.py builds its batch tensors with torch defaults; the default-device context puts them on the GPU
     with dev:
         score_shared_prefix(model, prefix_ids=prefixes[0], suffixes=suffix_sets[0][:2], pad_id=enc.pad_id, **kw)

@@ -75,7 +75,7 @@ def bench_size(n: int, *, hnsw_max: int) -> list[dict]:
     rows, exact_ids = [], None
     for name, cfg in kinds:
         idx, build_s, build_cpu = timed(lambda: build_index(wins, x, config=cfg))
-        (_, ids), search_s, search_cpu = timed(lambda: idx.search(q, FETCH))
+        (_, ids), search_s, search_cpu = timed(lambda idx=idx: idx.search(q, FETCH))
         if name == "exact":
             exact_ids = ids[:, :K]
         recall = float(np.mean([len(set(a[:K]) & set(e)) / K for a, e in zip(ids, exact_ids)]))
@@ -176,7 +176,7 @@ def _quality(wh: Warehouse, ds: str, genres: dict, targets: dict) -> dict:
     idx = load_index(wh, ds)
     last_next: dict[str, str] = {}
     any_next: dict[str, list[str]] = {}
-    for u, n, pos in sorted(zip(idx.user_ids, idx.next_item_ids, idx.positions), key=lambda t: (t[0], t[2] or 0)):
+    for u, n, _pos in sorted(zip(idx.user_ids, idx.next_item_ids, idx.positions), key=lambda t: (t[0], t[2] or 0)):
         last_next[u] = n
         any_next.setdefault(u, []).append(n)
     queries = [(r["user_id"], targets[r["user_id"]].item_id, [n["next_item_id"] for n in r["neighbors"]])

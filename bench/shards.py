@@ -2,11 +2,11 @@
 
     python bench/shards.py --warehouse W --dataset D --run-date 1998-05-10 [--limit-users 60] [--model-run RUN]
 
-Starts `airflow standalone` (mmsrarec_lib/testing/airflow_demo.py --standalone) in a scratch AIRFLOW_HOME over an existing trained
-warehouse, triggers `mmsrarec_nightly` through the REST API with `shards=1`, then `shards=2` (same run_date, same
-users), and prints each run's wall time (start -> end as Airflow records it), the recommend tasks' durations and
-span, the ratios, the published partition's checksum after each run, and the load average. Every task runs as in
-production (the evaluation too, on the paper protocol), so the whole-DAG ratio is diluted by the unsharded tasks.
+Starts `airflow standalone` (mmsrarec_lib/testing/airflow_demo.py --standalone) in a scratch AIRFLOW_HOME over an
+existing trained warehouse, triggers `mmsrarec_nightly` through the REST API with `shards=1`, then `shards=2` (same
+run_date, same users), and prints each run's wall time (start -> end as Airflow records it), the recommend tasks'
+durations and span, the ratios, the published partition's checksum after each run, and the load average. Every task runs
+as in production (the evaluation too, on the paper protocol), so the whole-DAG ratio is diluted by the unsharded tasks.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def main() -> int:
         port = _free_port()
         env = {**os.environ, "MMSRAREC_NIGHTLY_SCHEDULE": "", "PYTHONPATH": str(REPO)}
         env.pop("AIRFLOW_HOME", None)
-        demo = [sys.executable, "-m", "mmsrarec_lib.testing.airflow_demo", "--airflow-home", tmp, "--warehouse", args.warehouse,
-                "--dataset", args.dataset]
+        demo = [sys.executable, "-m", "mmsrarec_lib.testing.airflow_demo", "--airflow-home", tmp,
+                "--warehouse", args.warehouse, "--dataset", args.dataset]
         subprocess.run(demo + ["--standalone", "--port", str(port)], cwd=REPO, env=env, check=True,
                        capture_output=True)
         base = f"http://127.0.0.1:{port}"

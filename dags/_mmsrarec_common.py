@@ -4,8 +4,8 @@ Not a DAG file (listed in ``.airflowignore``); the DAG files import it. Nothing 
 ``mmsrarec_lib`` is imported inside the task callables.
 
 Settings read from the environment of the Airflow scheduler/worker (all optional):
-- ``MMSRAREC_DATASET`` (default ``movielens-100k``) and ``MMSRAREC_WAREHOUSE``: defaults of the ``dataset``/``warehouse``
-  params.
+- ``MMSRAREC_DATASET`` (default ``movielens-100k``) and ``MMSRAREC_WAREHOUSE``: defaults of the
+  ``dataset``/``warehouse`` params.
 - ``MMSRAREC_RETRIES`` (at least 2), ``MMSRAREC_RETRY_DELAY_S`` (first retry delay, default 60; doubles each retry,
   at most 30 min), ``MMSRAREC_TASK_TIMEOUT_H`` (default 12).
 - ``MMSRAREC_GPU_POOL`` (default ``default_pool``, so a machine without a ``gpu`` pool still runs) and

@@ -19,9 +19,9 @@ default, or `mllm`),
 `protocol` (`paper`: 1 positive + 20 negatives; `full`: all items), typed knobs to size a run (`baseline_epochs`,
 `summarizer_steps`, `summarizer_limit`, `keyword_encoder`, `collab_k`, `train_steps`; empty = the job's default),
 `progress` (false: no progress bars in the task logs) and the escape hatch `extra_args`, extra flags per command for
-settings without a param (e.g. `{"train-recommender": "--lora-rank 16"}`). Manual (no schedule); `max_active_runs=1` because
-runs write the same model versions. Every job overwrites what it wrote for its version, so a retried or repeated run
-leaves no duplicates.
+settings without a param (e.g. `{"train-recommender": "--lora-rank 16"}`). Manual (no schedule); `max_active_runs=1`
+because runs write the same model versions. Every job overwrites what it wrote for its version, so a retried or repeated
+run leaves no duplicates.
 """
 
 from __future__ import annotations

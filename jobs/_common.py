@@ -10,8 +10,8 @@ from mmsrarec_lib.storage import Warehouse
 
 # whose training data a model sees (paper: the train users; full: every user's train prefix). One default for every
 # command that trains or consumes a model (train-baseline, train, the train DAG), so that following each command's
-# defaults works: `train-recommender` looks for a SASRec run of its protocol. It equals RecTrainConfig.protocol, which lives in a
-# module that imports torch (tests/test_defaults_agree.py checks they agree).
+# defaults works: `train-recommender` looks for a SASRec run of its protocol. It equals RecTrainConfig.protocol, which
+# lives in a module that imports torch (tests/test_defaults_agree.py checks they agree).
 TRAINING_PROTOCOLS = ("paper", "full")
 DEFAULT_PROTOCOL = "paper"
 # phi of the summarizer's R_info, the same for train-summarizer and summarize (the tuned policy is scored with it)

@@ -87,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
     runs = list_model_runs(warehouse, dataset=cfg.dataset, kind=cfg.kind, status=cfg.status, limit=cfg.limit or None)
     if cfg.json:
         for r in runs:
-            print(json.dumps({**{k: v for k, v in r.to_row().items() if k != "config_json"}, "lineage": dict(r.lineage), "metrics": dict(r.metrics),
+            print(json.dumps({**{k: v for k, v in r.to_row().items() if k != "config_json"},
+                              "lineage": dict(r.lineage), "metrics": dict(r.metrics),
                               "config": dict(r.config), "duration_s": r.duration_s}, default=str, sort_keys=True))
         return 0
     if not runs:

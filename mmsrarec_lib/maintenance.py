@@ -19,8 +19,8 @@ Per table, with delta-rs' own operations (each one commit, with the lineage meta
 
 The whole run holds the dataset's write lock (:mod:`mmsrarec_lib.locks`), after repairing a run that died mid-way:
 no job rewrites a table while it is compacted, and no half-done run's base version is vacuumed from under its
-rollback. Each table reports files and bytes before/after (active files of the latest version, and data files on storage,
-which still include the removed files that vacuum keeps for time travel).
+rollback. Each table reports files and bytes before/after (active files of the latest version, and data files on
+storage, which still include the removed files that vacuum keeps for time travel).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class MaintenanceConfig:
         "allow --retention-days below the promised time travel (tests, scratch warehouses)")})
     target_size: int | None = None  # bytes; None = delta-rs' default
     zorder: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(ZORDER))
-    vacuum: bool = field(default=True, metadata={"help": "vacuum old files (--no-vacuum: compact only, delete nothing)"})
+    vacuum: bool = field(default=True,
+                         metadata={"help": "vacuum old files (--no-vacuum: compact only, delete nothing)"})
 
     def __post_init__(self) -> None:
         if self.retention_days < 0:

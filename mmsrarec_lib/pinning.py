@@ -3,7 +3,8 @@
 :meth:`mmsrarec_lib.storage.Warehouse.dataset` resolves every latest read here, so this module sits below
 ``storage`` and imports nothing of the project at run time but :mod:`mmsrarec_lib.tables` (it only calls the
 methods of the warehouse it is given). The rules (runs that have not ended pin the tables they write at their
-base versions; a process never pins its own runs) are explained in :mod:`mmsrarec_lib.snapshots`, which writes the ``dataset_runs`` manifest.
+base versions; a process never pins its own runs) are explained in :mod:`mmsrarec_lib.snapshots`, which writes the
+``dataset_runs`` manifest.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The Spark session used by the Spark jobs: ``local[*]`` by default, any master via ``--spark-master``/``SPARK_MASTER``.
+"""The Spark session used by the Spark jobs: ``local[*]`` by default, any master via
+``--spark-master``/``SPARK_MASTER``.
 
 Spark computes, delta-rs commits: Spark has no Delta jars here, so tables are read through the Delta log into
 Arrow and written back with :class:`mmsrarec_lib.storage.Warehouse`.

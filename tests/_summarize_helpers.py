@@ -11,14 +11,21 @@ from mmsrarec_lib import schemas
 from mmsrarec_lib.runs import sha256_hex
 
 PLOTS = [
-    ("Toy Story", "A cowboy doll is profoundly threatened when a new spaceman figure supplants him as top toy.", ["Animation", "Comedy"]),
-    ("GoldenEye", "James Bond teams up with a Russian agent to stop a satellite weapon from destroying London.", ["Action", "Thriller"]),
+    ("Toy Story", "A cowboy doll is profoundly threatened when a new spaceman figure supplants him as top toy.",
+     ["Animation", "Comedy"]),
+    ("GoldenEye", "James Bond teams up with a Russian agent to stop a satellite weapon from destroying London.",
+     ["Action", "Thriller"]),
     ("Four Rooms", "Four interlocking tales take place in a faded hotel on New Year's Eve.", ["Comedy"]),
-    ("Get Shorty", "A mobster travels to Hollywood to collect a debt and discovers the movie business.", ["Comedy", "Crime"]),
-    ("Copycat", "An agoraphobic psychologist and a detective hunt a serial killer who copies famous murders.", ["Crime", "Thriller"]),
-    ("Babe", "A pig raised by sheepdogs learns to herd sheep with a little help from his friends.", ["Children", "Drama"]),
-    ("Dead Man Walking", "A nun comforts a convicted killer on death row while empathizing with the victims' families.", ["Drama"]),
-    ("Heat", "A group of professional bank robbers start to feel the heat from police in Los Angeles.", ["Action", "Crime"]),
+    ("Get Shorty", "A mobster travels to Hollywood to collect a debt and discovers the movie business.",
+     ["Comedy", "Crime"]),
+    ("Copycat", "An agoraphobic psychologist and a detective hunt a serial killer who copies famous murders.",
+     ["Crime", "Thriller"]),
+    ("Babe", "A pig raised by sheepdogs learns to herd sheep with a little help from his friends.",
+     ["Children", "Drama"]),
+    ("Dead Man Walking", "A nun comforts a convicted killer on death row while empathizing with the victims' families.",
+     ["Drama"]),
+    ("Heat", "A group of professional bank robbers start to feel the heat from police in Los Angeles.",
+     ["Action", "Crime"]),
 ]
 
 

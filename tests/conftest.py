@@ -9,9 +9,9 @@ from mmsrarec_lib.runtime_env import apply_offline_defaults
 apply_offline_defaults()  # before anything imports transformers / huggingface_hub
 os.environ.setdefault("AIRFLOW_HOME", os.path.join(os.path.dirname(__file__), "..", "airflow_home"))
 
-import pytest
+import pytest  # noqa: E402 - after apply_offline_defaults(): transformers reads the environment at import
 
-from mmsrarec_lib.storage import Warehouse
+from mmsrarec_lib.storage import Warehouse  # noqa: E402 - after apply_offline_defaults(), as above
 
 
 @pytest.fixture

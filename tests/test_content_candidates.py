@@ -39,8 +39,8 @@ class CountingEncoder:
 
 
 TEXT_ONLY = ContentIndexConfig(text_encoder="onehot", image_weight=0.0, decay=0.5)
-ITEMS = [ItemContentInput("h1", "horror ghost"), ItemContentInput("h2", "horror"), ItemContentInput("r1", "romance love"),
-         ItemContentInput("s1", "space robot"), ItemContentInput("blank", "")]
+ITEMS = [ItemContentInput("h1", "horror ghost"), ItemContentInput("h2", "horror"),
+         ItemContentInput("r1", "romance love"), ItemContentInput("s1", "space robot"), ItemContentInput("blank", "")]
 
 
 def test_scores_are_decay_weighted_cosines_and_missing_content_is_nan():

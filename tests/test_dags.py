@@ -225,7 +225,7 @@ def test_item_tables_publishes_an_asset_per_table(dagbag):
 
 def test_gpu_tasks_use_default_pool_and_queue_unless_configured(dagbag, monkeypatch):
     # default: the pool every Airflow has, the default queue (a missing `gpu` pool must not break dag.test())
-    for dag_id, gpu in GPU_TASKS.items():
+    for dag_id, _gpu in GPU_TASKS.items():
         for task in dagbag.dags[dag_id].tasks:
             assert task.pool == "default_pool", (dag_id, task.task_id)
             assert task.queue == "default", (dag_id, task.task_id)
@@ -366,9 +366,9 @@ def test_tasks_turn_typed_params_into_flags_the_jobs_accept(dagbag, monkeypatch)
 
     conf = {"train_steps": 20, "progress": False, "extra_args": {"train-recommender": "--lora-rank 16"}}
     assert call("mmsrarec_train", "train_recommender", conf, sasrec_run="sasrec-r", run_id="manual__1") == (
-        "train-recommender", ["--dataset", "movielens-100k", "--keywords", "v1", "--generator-run", "sasrec-r", "--protocol",
-                  "paper", "--seed", "42", "--run-id", "mmsrarec-manual__1", "--steps", "20", "--no-progress",
-                  "--lora-rank", "16"])
+        "train-recommender", ["--dataset", "movielens-100k", "--keywords", "v1", "--generator-run", "sasrec-r",
+                              "--protocol", "paper", "--seed", "42", "--run-id", "mmsrarec-manual__1", "--steps", "20",
+                              "--no-progress", "--lora-rank", "16"])
     assert call("mmsrarec_train", "train_baseline", {"baseline_epochs": 3}, run_id="r")[1][-2:] == ["--epochs", "3"]
     assert call("mmsrarec_train", "train_summarizer", {"summarizer_steps": 5, "keyword_encoder": "hashing"})[1][-4:] \
         == ["--steps", "5", "--encoder", "hashing"]

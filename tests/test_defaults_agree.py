@@ -52,7 +52,8 @@ def test_train_finds_the_sasrec_run_that_train_baseline_writes_by_default(parsed
     stage-3 config's own default."""
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
 
-    assert parsed["train-baseline"].protocol == parsed["train-recommender"].protocol == _default(RecTrainConfig, "protocol")
+    assert (parsed["train-baseline"].protocol == parsed["train-recommender"].protocol
+            == _default(RecTrainConfig, "protocol"))
 
 
 def test_build_collab_writes_the_neighbour_windows_train_and_recommend_read(parsed):

@@ -1,5 +1,6 @@
-"""End to end on a toy warehouse, the decoder path (``--base-model``; here its tiny random LLaVA fixture): train a run (tiny LLaVA + LoRA), evaluate it through the registry under both
-protocols, recommend top-K (no seen item, explanations, partition replaced on rerun, 'changed' users)."""
+"""End to end on a toy warehouse, the decoder path (``--base-model``; here its tiny random LLaVA fixture): train a run
+(tiny LLaVA + LoRA), evaluate it through the registry under both protocols, recommend top-K (no seen item, explanations,
+partition replaced on rerun, 'changed' users)."""
 
 from __future__ import annotations
 

@@ -212,7 +212,8 @@ def test_stages_only_import_downward():
 def test_the_checker_sees_lazy_imports_and_cycles(tmp_path):
     """The parser itself: a function-level import is an edge, a TYPE_CHECKING import is not."""
     src = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from mmsrarec_lib.recommend import batch\n"
-           "def f():\n    from mmsrarec_lib.collab import refresh\n    from mmsrarec_lib.storage import _s3_filesystem\n")
+           "def f():\n    from mmsrarec_lib.collab import refresh\n"
+           "    from mmsrarec_lib.storage import _s3_filesystem\n")
     (tmp_path / "probe.py").write_text(src)
     modules = {**all_modules(), "probe": tmp_path / "probe.py"}
     found = imports_of("probe", modules)

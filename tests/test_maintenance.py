@@ -52,7 +52,7 @@ def test_compaction_cuts_files_keeps_rows_and_vacuum_keeps_the_retention_window(
     # removed more than 7 days ago are deleted: v = 0, 1, 2 (removed 9, 8, 7 days + 1 h ago), all committed before
     # the window. v >= 3 (committed within the last 7 days) stay readable.
     readable = {}
-    for version, moment in when["user_sequences"].items():
+    for version, _moment in when["user_sequences"].items():
         try:
             warehouse.read_table("sim", "user_sequences", version=version)
             readable[version] = True

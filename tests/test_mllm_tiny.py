@@ -62,7 +62,8 @@ def test_roundtrip_gives_identical_logits_and_image_tokens(tiny_dir, tmp_path):
         logits2 = model2(**batch2).logits
     assert torch.allclose(logits, logits2, atol=1e-6)
     # the image reaches the logits: another image changes them
-    other = build_inputs(processor, prompts=["keywords please", "a longer prompt for padding"], images=[_image((0, 0, 250))] * 2)
+    other = build_inputs(processor, prompts=["keywords please", "a longer prompt for padding"],
+                         images=[_image((0, 0, 250))] * 2)
     with torch.no_grad():
         assert not torch.allclose(model(**other).logits[:, -1], logits[:, -1], atol=1e-5)
 

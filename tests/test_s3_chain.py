@@ -1,6 +1,7 @@
 """The whole chain on S3: ingest -> train-baseline -> evaluate -> train-summarizer -> summarize -> build-collab ->
-train -> recommend -> report -> sql, every job pointed at ``--warehouse s3://bucket/prefix`` on moto's S3 server (127.0.0.1, random port), credentials only in
-the environment. Then: nothing was written locally, and the secret key is in no output, log, table or object.
+train -> recommend -> report -> sql, every job pointed at ``--warehouse s3://bucket/prefix`` on moto's S3 server
+(127.0.0.1, random port), credentials only in the environment. Then: nothing was written locally, and the secret key is
+in no output, log, table or object.
 """
 
 from __future__ import annotations

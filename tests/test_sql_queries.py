@@ -84,7 +84,8 @@ def test_metrics_by_model_over_runs(tiny):
     assert auc_sasrec["mean_value"] == pytest.approx(0.85)
     assert auc_sasrec["std_value"] == pytest.approx(math.sqrt(2 * 0.05**2))
     assert (auc_sasrec["n_runs"], auc_sasrec["n_seeds"], auc_sasrec["latest_value"]) == (2, 2, 0.9)
-    assert (hr_sasrec["min_value"], hr_sasrec["max_value"], hr_sasrec["latest_model_version"]) == (0.4, 0.6, "sasrec-r3")
+    assert (hr_sasrec["min_value"], hr_sasrec["max_value"], hr_sasrec["latest_model_version"]) == (
+        0.4, 0.6, "sasrec-r3")
     assert hr_pop["mean_value"] == pytest.approx(0.2) and hr_pop["std_value"] is None and hr_pop["n_runs"] == 1
 
 

@@ -12,7 +12,8 @@ from mmsrarec_lib.summarize.parsing import parse_keywords
     [
         ("space, toys, cowboy", ["space", "toys", "cowboy"]),
         ("Keywords: Space; TOYS;  Cowboy  ", ["space", "toys", "cowboy"]),
-        ("Here are the keywords:\n1. Pixar\n2) Toys\n- \"Animation\"\n* **friendship**", ["pixar", "toys", "animation", "friendship"]),
+        ("Here are the keywords:\n1. Pixar\n2) Toys\n- \"Animation\"\n* **friendship**",
+         ["pixar", "toys", "animation", "friendship"]),
         ("toys, Toys, TOYS , toys.", ["toys"]),
         ("sci-fi / horror | aliens • space", ["sci-fi", "horror", "aliens", "space"]),
         (",,, ;; \n ... !!", []),

@@ -62,7 +62,8 @@ def _get(url: str, token: str | None = None) -> dict | None:
 
 @pytest.fixture()
 def airflow_ui(tiny_trained, tmp_path):  # noqa: F811 - the imported fixture
-    """`make airflow` (mmsrarec_lib/testing/airflow_demo.py --standalone) on a free port, over the tiny trained warehouse."""
+    """`make airflow` (mmsrarec_lib/testing/airflow_demo.py --standalone) on a free port, over the tiny trained
+    warehouse."""
     port = _free_port()
     home = tmp_path / "airflow_home"
     env = {**os.environ, "MMSRAREC_NIGHTLY_SCHEDULE": "", "MMSRAREC_RETRY_DELAY_S": "5", "PYTHONPATH": str(REPO)}

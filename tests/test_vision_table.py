@@ -31,7 +31,9 @@ def _encode(warehouse, vit, capsys, *extra) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def _with_images(table: pa.Table, images: dict[int, bytes | None], *, status: dict[int, str] = {}) -> pa.Table:
+def _with_images(table: pa.Table, images: dict[int, bytes | None], *,
+                 status: dict[int, str] | None = None) -> pa.Table:
+    status = {} if status is None else status
     rows = table.to_pylist()
     for r in rows:
         i = int(r["item_id"])

@@ -142,8 +142,8 @@ class ContentIndex:
     def subset(self, item_ids: Sequence[str]) -> ContentIndex:
         """An index over ``item_ids`` only (those it has), e.g. the items an ID model cannot score."""
         rows = [self._row[i] for i in item_ids if i in self._row]
-        return ContentIndex([self.item_ids[r] for r in rows], self.vectors[rows], [self.content_sha256[r] for r in rows],
-                            self.config, self.image_mean, dict(self.meta))
+        return ContentIndex([self.item_ids[r] for r in rows], self.vectors[rows],
+                            [self.content_sha256[r] for r in rows], self.config, self.image_mean, dict(self.meta))
 
     def user_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """(n_users, d): history items weighted ``decay ** age`` (age 0 = latest), summed, L2-normalised; a zero

@@ -143,7 +143,8 @@ class CandidateRerank:
             shift = floor - (fin.min() if fin.size else 0.0) + 1.0  # every reranked item above every other one
             base[u, cols] = s + shift
             if self.fresh_slots and self.source.fresh:
-                ranked = [cand[j] for j in sorted(range(len(cand)), key=lambda j: (-s[j], cand[j])) if np.isfinite(s[j])]
+                ranked = [cand[j] for j in sorted(range(len(cand)), key=lambda j: (-s[j], cand[j]))
+                          if np.isfinite(s[j])]
                 top = reserve_fresh_slots(ranked, fresh=self.source.fresh, k=self.k, slots=self.fresh_slots)
                 peak = np.max(base[u][np.isfinite(base[u])], initial=0.0)
                 for r, item in enumerate(top):  # the reserved top-k above every other candidate, in order

@@ -1,9 +1,10 @@
 """Stage 2: collaborative keywords.
 
 Every window of a training user is embedded (SASRec, joined with the window's item content: ``content``),
-L2-normalised and indexed with faiss (``index``); every user gets its k most similar training users with the leakage rules applied (``retrieval``), and each neighbour's next
-item's keywords go to ``user_collab_keywords`` (``table``). ``build.build_collab`` builds everything;
-``refresh.refresh_collab`` updates only users with new interactions, behind a watermark.
+L2-normalised and indexed with faiss (``index``); every user gets its k most similar training users with the leakage
+rules applied (``retrieval``), and each neighbour's next item's keywords go to ``user_collab_keywords`` (``table``).
+``build.build_collab`` builds everything; ``refresh.refresh_collab`` updates only users with new interactions,
+behind a watermark.
 """
 
 from mmsrarec_lib.collab.build import CollabConfig, CollabResult, build_collab

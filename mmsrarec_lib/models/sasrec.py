@@ -326,7 +326,8 @@ def save_sasrec(warehouse: Warehouse, dataset: str, run_id: str, model: SASRec, 
 
 
 def load_sasrec(warehouse: Warehouse, dataset: str, run_id: str) -> SASRec:
-    """The SASRec saved by run ``run_id`` of ``dataset``, in eval mode (its ``model_json`` attribute holds model.json)."""
+    """The SASRec saved by run ``run_id`` of ``dataset``, in eval mode (its ``model_json`` attribute holds
+    model.json)."""
     base = model_dir_uri(warehouse, dataset, run_id)
     if not warehouse.exists(f"{base}/model.json"):
         raise FileNotFoundError(f"no saved model {run_id!r} for dataset {dataset!r} at {base}")

@@ -9,9 +9,9 @@ candidate generator / fusion signal of every MMSRARec variant of the same seed a
 fine-tuned on the same protocol's training data (``sampled`` reuses the ``full`` models; ``cold`` trains its own,
 without any interaction of the held-out items). ``content`` needs no training (the latest content index: text and
 image only, no interactions); ``mmsrarec-union`` is the ``mmsrarec`` run with the content index's top-M' added to
-the candidates, scored on the catalogue protocols only (on 21 given candidates it is ``mmsrarec`` itself). Rows already stored
-for (run_id, model, protocol, seed) are skipped, so a crashed comparison rerun with the same ``--run-id`` continues
-where it stopped.
+the candidates, scored on the catalogue protocols only (on 21 given candidates it is ``mmsrarec`` itself). Rows already
+stored for (run_id, model, protocol, seed) are skipped, so a crashed comparison rerun with the same ``--run-id``
+continues where it stopped.
 """
 
 from __future__ import annotations

@@ -212,7 +212,8 @@ def render_catalog() -> str:
         for column, type_name in sql_types(doc.schema):
             note = doc.notes.get(column, "").replace("|", "\\|")  # a bare | would split the Markdown cell
             lines.append(f"| `{column}` | `{type_name}` | {note} |")
-    lines += ["", "## Ready queries", "", "Run one with `mmsrarec sql --dataset D -f sql/FILE [--param NAME=VALUE]`.", "",
+    lines += ["", "## Ready queries", "",
+              "Run one with `mmsrarec sql --dataset D -f sql/FILE [--param NAME=VALUE]`.", "",
               "| file | what it answers |", "|---|---|"]
     for path in sorted(READY_QUERIES_DIR.glob("*.sql")):
         lines.append(f"| [`{path.name}`]({path.name}) | {query_summary(path.read_text(encoding='utf-8'))} |")

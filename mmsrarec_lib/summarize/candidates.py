@@ -54,7 +54,8 @@ def _clean(phrase: str) -> str:
     return re.sub(r"\s+", " ", phrase.strip().strip(".,;:!?\"'()[]")).lower()
 
 
-def extract_candidates(items: Sequence[ItemInput], *, encoder, yake_top: int = 12, max_candidates: int = 16) -> list[Candidates]:
+def extract_candidates(items: Sequence[ItemInput], *, encoder, yake_top: int = 12,
+                       max_candidates: int = 16) -> list[Candidates]:
     """Candidates and features for every item (phrases ordered by keybert_sim, best first)."""
     raw: list[list[tuple[str, float, bool]]] = []
     for item in items:

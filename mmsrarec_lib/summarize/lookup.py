@@ -12,7 +12,8 @@ from mmsrarec_lib.summarize.encoders import words
 from mmsrarec_lib.summarize.table import TABLE
 
 RAW = "raw"
-_STOP = frozenset("a an the of and or in on at to for with by from is are was were be as its it his her their this that".split())
+_STOP = frozenset("a an the of and or in on at to for with by from is are was were be as its it his her their "
+                  "this that".split())
 
 
 def latest_summarizer_version(warehouse: Warehouse, dataset: str) -> str | None:

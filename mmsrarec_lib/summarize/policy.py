@@ -78,7 +78,8 @@ class SelectionPolicy(nn.Module):
             raise FileNotFoundError(f"no selection policy at {in_dir} (policy.json missing)")
         meta = json.loads(meta_path.read_text())
         if list(meta["features"]) != list(features):
-            raise ValueError(f"policy at {in_dir} was trained on features {meta['features']}, code has {list(features)}")
+            raise ValueError(f"policy at {in_dir} was trained on features {meta['features']}, "
+                             f"code has {list(features)}")
         policy = cls(PolicyConfig(**meta["config"]), features=features)
         policy.load_state_dict(torch.load(in_dir / "policy.pt", weights_only=True))
         policy.eval()

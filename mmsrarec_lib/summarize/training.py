@@ -66,7 +66,8 @@ def _split(items: list[ItemInput], *, eval_items: int, seed: int) -> tuple[list[
     return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]
 
 
-def _finish(warehouse: Warehouse, dataset: str, *, run_id: str, local: Path, history, before, after, meta) -> TrainResult:
+def _finish(warehouse: Warehouse, dataset: str, *, run_id: str, local: Path, history, before, after,
+            meta) -> TrainResult:
     with (local / "history.jsonl").open("w") as f:
         for row in history:
             f.write(json.dumps(row) + "\n")

@@ -276,8 +276,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmsrarec_lib.testing.airflow_demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="movielens-100k", help="dataset name in the warehouse (default movielens-100k)")
+    parser = argparse.ArgumentParser(prog="python -m mmsrarec_lib.testing.airflow_demo",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="movielens-100k",
+                        help="dataset name in the warehouse (default movielens-100k)")
     parser.add_argument("--warehouse", default=None, help="warehouse root (default $MMSRAREC_WAREHOUSE or ./warehouse)")
     parser.add_argument("--airflow-home", default=None, help="AIRFLOW_HOME (default $AIRFLOW_HOME or ./airflow_home)")
     parser.add_argument("--run-date", default=DEFAULT_RUN_DATE,
