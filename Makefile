@@ -62,10 +62,13 @@ airflow-stop:
 maintain: venv
 	$(MMSRAREC) maintain --dataset $(DATASET)
 
+# Lint first (ruff, config in pyproject.toml; the import-layer check is tests/test_layers.py), then every test.
 test: venv
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 test-fast: venv
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" tests
 
 test-slow: venv

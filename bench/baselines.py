@@ -41,7 +41,7 @@ from mmsrarec_lib.storage import Warehouse  # noqa: E402
 def synthetic_dataset(wh: Warehouse, dataset: str, *, n_users: int = 943, n_items: int = 1682, seed: int = 0) -> None:
     """ML-100K-shaped data: Zipf-popular items, each user a random walk that often moves to a nearby item."""
     rng = np.random.default_rng(seed)
-    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     pop = 1.0 / np.arange(1, n_items + 1)
     pop /= pop.sum()
     items = [f"i{k}" for k in range(n_items)]

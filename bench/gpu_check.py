@@ -111,8 +111,8 @@ def check_recommender(model, processor, cfg: CheckConfig, side: int) -> dict:
     import numpy as np
     import torch
 
-    from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
     from mmsrarec_lib.recommend.decoder_scoring import EncodedSuffix, PromptEncoder, score_naive, score_shared_prefix
+    from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
     from mmsrarec_lib.recommend.tasks import user_prefix
 
     enc = PromptEncoder(processor)

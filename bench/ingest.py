@@ -94,7 +94,7 @@ def main() -> int:
     t0, c0 = time.perf_counter(), tree_cpu_seconds()
     spark = get_spark(args.master, app_name="bench-ingest")
     print(f"spark session start: {time.perf_counter() - t0:.1f} s wall, {tree_cpu_seconds() - c0:.1f} s CPU")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     # warm-up: JVM, Python workers
     w_items, w_inter = replicate(items, inter, 1, 0.05)
     t0, c0 = time.perf_counter(), tree_cpu_seconds()

@@ -101,7 +101,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-maint-") as tmp:
         warehouse = Warehouse.from_uri(str(Path(tmp) / "wh"))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         t0 = time.perf_counter()
         when = simulate_nights(warehouse, DATASET, nights=args.nights, users=args.users, items=args.items, now=now)
         print(f"{args.nights} simulated nights ({args.users} users x top-10, {args.items} items) in"

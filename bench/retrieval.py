@@ -228,9 +228,9 @@ def bench_ml100k(warehouse: str, ds: str, *, frac: float = 0.01, plot: str | Non
     joined, and both (the default); then a real refresh of the default after ``frac`` of users change.
     ``image_variants``: instead, the default against the default with pretrained image features joined to the
     content vector (``content_image_weight`` 0.5 and 1; needs ``item_image_features``), no refresh."""
+    from mmsrarec_lib.collab.build import CollabConfig, build_collab
     from mmsrarec_lib.collab.content import EmbedderConfig
     from mmsrarec_lib.collab.embed import sasrec_embedder
-    from mmsrarec_lib.collab.build import CollabConfig, build_collab
     from mmsrarec_lib.collab.refresh import refresh_collab
     from mmsrarec_lib.collab.table import load_keywords
     from mmsrarec_lib.collab.windows import WindowConfig, load_targets

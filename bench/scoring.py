@@ -35,15 +35,13 @@ def _time(fn, repeat: int) -> float:
 
 def bench_scoring(model_dir: Path, *, repeat: int, batch_size: int) -> None:
     import numpy as np
-    import torch
 
     from mmsrarec_lib.mllm.loading import load_mllm
-    from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
     from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder, score_naive, score_shared_prefix
+    from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig, build_suffix
     from mmsrarec_lib.recommend.tasks import user_prefix
-    from tests._recommend_warehouse import GENRES, _jpeg
-
     from mmsrarec_lib.runtime_env import configure_threads
+    from tests._recommend_warehouse import GENRES, _jpeg
 
     print(f"torch threads: {configure_threads(default=1, cpu_only=True)}")
     model, processor = load_mllm(str(model_dir))
@@ -124,8 +122,8 @@ def bench_recommend(users: int, steps: int) -> None:
     from mmsrarec_lib.recommend.batch import RecommendConfig, recommend
     from mmsrarec_lib.recommend.finetune import TrainSettings
     from mmsrarec_lib.recommend.run_config import RecTrainConfig
-    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.recommend.topk import TopKConfig
+    from mmsrarec_lib.recommend.training import train_recommender
     from mmsrarec_lib.storage import Warehouse
     from tests import _recommend_warehouse as toy
 

@@ -49,7 +49,7 @@ AGGREGATE = (
 def build(warehouse: Warehouse, *, scale: int, seed: int = 0) -> int:
     """Write items, interactions and one day of recommendations for ``scale`` x 943 users; return the row count."""
     rng = random.Random(seed)
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     items = [f"i{k}" for k in range(ML100K_ITEMS)]
     warehouse.write_table(DATASET, "items", pa.Table.from_pylist(
         [{"item_id": i, "title": f"Title {i}", "description": "text " * 20, "categories": ["drama"],

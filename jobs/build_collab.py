@@ -63,8 +63,8 @@ def collab_config(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     config = collab_config(args)
-    from mmsrarec_lib.collab.embed import sasrec_embedder
     from mmsrarec_lib.collab.build import build_collab
+    from mmsrarec_lib.collab.embed import sasrec_embedder
     from mmsrarec_lib.collab.table import load_keywords
 
     warehouse = warehouse_from_args(args)

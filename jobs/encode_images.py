@@ -46,10 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = dataclass_from_args(EncodeImagesConfig, args)
     warehouse = warehouse_from_args(args)
+    from mmsrarec_lib.runtime_env import configure_threads
     from mmsrarec_lib.vision import load_image_encoder
     from mmsrarec_lib.vision.table import load_images, plan_images, stored_rows, write_features
-
-    from mmsrarec_lib.runtime_env import configure_threads
 
     configure_threads(cfg.threads)
     if not warehouse.has_table(args.dataset, "items"):

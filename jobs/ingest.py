@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+
 from jobs._common import add_warehouse_args, warehouse_from_args
 from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
 

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_date_of(text: str | None) -> dt.date:
     try:
-        return dt.date.fromisoformat(text) if text else dt.datetime.now(dt.timezone.utc).date()
+        return dt.date.fromisoformat(text) if text else dt.datetime.now(dt.UTC).date()
     except ValueError as exc:
         raise ValueError(f"--run-date must be YYYY-MM-DD, got {text!r}") from exc
 

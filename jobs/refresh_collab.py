@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = args  # no library config of its own: the index metadata holds the CollabConfig the build used
     from mmsrarec_lib.collab.embed import sasrec_embedder
-    from mmsrarec_lib.collab.store import read_index_meta
     from mmsrarec_lib.collab.refresh import changed_users, read_watermark, refresh_collab
+    from mmsrarec_lib.collab.store import read_index_meta
     from mmsrarec_lib.collab.table import load_keywords
 
     warehouse = warehouse_from_args(args)

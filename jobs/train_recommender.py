@@ -82,8 +82,8 @@ class TrainJobConfig:
     def to_rec_config(self, dataset: str):
         """The decoder path's config: library defaults, then the values given."""
         from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings
-        from mmsrarec_lib.recommend.run_config import RecTrainConfig
         from mmsrarec_lib.recommend.prompts import PromptConfig
+        from mmsrarec_lib.recommend.run_config import RecTrainConfig
         from mmsrarec_lib.recommend.tasks import parse_tasks
 
         lora = replace(LoraSettings(), **_given(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,

@@ -165,7 +165,7 @@ def maintain(warehouse: Warehouse, *, config: MaintenanceConfig, today: dt.date 
         for table in tables:
             lease.check()
             reports.append(maintain_table(warehouse, config.dataset, table, config=config))
-        today = today or dt.datetime.now(dt.timezone.utc).date()
+        today = today or dt.datetime.now(dt.UTC).date()
         cutoff = today - dt.timedelta(days=max(1, int(config.retention_days)))
         pruned = prune_staging(warehouse, config.dataset, older_than=cutoff)
     return {"dataset": config.dataset, "retention_hours": config.retention_hours, "tables": reports,

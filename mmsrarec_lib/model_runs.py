@@ -262,7 +262,7 @@ def _matches(value: str | None, wanted: str | None) -> bool:
 
 
 def _newest_first(run: ModelRun) -> tuple:
-    return (run.started_at or run.ended_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), run.run_id)
+    return (run.started_at or run.ended_at or dt.datetime.min.replace(tzinfo=dt.UTC), run.run_id)
 
 
 def list_model_runs(warehouse: Warehouse, *, dataset: str, kind: str | None = None, status: str | None = None,
@@ -287,7 +287,7 @@ def latest_complete_run(warehouse: Warehouse, *, dataset: str, kind: str, varian
         raise ModelRunNotFound(
             f"no complete {kind} run{f' ({asked})' if asked else ''} in model_runs of dataset {dataset!r} "
             f"(runs of kind {kind}: {seen}): {_HINTS.get(kind, 'train one first')}")
-    utc_min = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    utc_min = dt.datetime.min.replace(tzinfo=dt.UTC)
     return max(chosen, key=lambda r: (r.ended_at or utc_min, r.run_id)).run_id
 
 
@@ -313,7 +313,7 @@ def _timestamp(value: Any) -> dt.datetime | None:
         ts = dt.datetime.fromisoformat(str(value))
     except ValueError:
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
 def _kind_of(meta: Mapping[str, Any]) -> str | None:

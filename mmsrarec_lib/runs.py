@@ -22,7 +22,7 @@ INGEST_RUNS_TABLE = tables.INGEST_RUNS
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_run_id(prefix: str = "") -> str:

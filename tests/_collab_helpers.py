@@ -10,7 +10,7 @@ import pyarrow as pa
 from mmsrarec_lib import schemas
 from mmsrarec_lib.storage import Warehouse
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def ts(minutes: int) -> dt.datetime:

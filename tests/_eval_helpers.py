@@ -15,7 +15,7 @@ import pyarrow as pa
 from mmsrarec_lib import schemas
 from mmsrarec_lib.storage import Warehouse
 
-T0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 def item(k: int, n_items: int) -> str:

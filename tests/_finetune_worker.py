@@ -52,8 +52,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from mmsrarec_lib.mllm.loading import load_mllm
-    from mmsrarec_lib.recommend.finetune import TrainSettings, finetune
     from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder
+    from mmsrarec_lib.recommend.finetune import TrainSettings, finetune
 
     model, processor = load_mllm(args.model_dir)
 

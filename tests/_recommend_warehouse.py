@@ -12,7 +12,7 @@ import pyarrow as pa
 from mmsrarec_lib import schemas
 
 GENRES = ["space", "war", "robots", "drama", "comedy", "love", "crime", "horror"]
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def _jpeg(k: int) -> bytes:

@@ -15,7 +15,7 @@ from mmsrarec_lib import schemas
 from mmsrarec_lib.storage import Warehouse
 
 DATASET = "tiny"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def ts(hour: int, minute: int = 0, second: float = 0.0) -> dt.datetime:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-
 import pytest
 
 from mmsrarec_lib.orchestration import ENV_FAIL_ONCE, JobFailed, run_job
@@ -113,7 +112,7 @@ def _write_tiny_inputs(root):
             Image.new("RGB", (24, 36), (k * 37 % 255, k * 91 % 255, 120)).save(root / "img" / f"{k}.jpg")
             g1, g2 = GENRES[k % 8], GENRES[(3 * k + 1) % 8]
             w.writerow([f"i{k}", f"Movie {k}", f"A {g1} film about {g2}.", f"{g1}|{g2}", f"img/{k}.jpg"])
-    rng, t0 = random.Random(0), dt.datetime(1998, 4, 1, tzinfo=dt.timezone.utc)
+    rng, t0 = random.Random(0), dt.datetime(1998, 4, 1, tzinfo=dt.UTC)
     rows = []
     for u in range(N_USERS):
         start = rng.randrange(N_ITEMS)
@@ -261,11 +260,11 @@ def test_demo_prints_the_latest_evaluation_and_three_users_top5(warehouse, capsy
 
     import pyarrow as pa
 
-    from mmsrarec_lib.testing.airflow_demo import DemoConfig, run_query
     from mmsrarec_lib import schemas
+    from mmsrarec_lib.testing.airflow_demo import DemoConfig, run_query
 
     def ts(minute: int) -> dt.datetime:
-        return dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc)
+        return dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.UTC)
 
     def ev(run_id, model, metric, k, value, minute):
         return {"run_id": run_id, "dataset": "d", "model": model, "model_version": model + "-1", "protocol": "paper",

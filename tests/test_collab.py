@@ -7,8 +7,8 @@ import pytest
 
 from mmsrarec_lib.collab.embed import l2_normalize, latest_sasrec_run
 from mmsrarec_lib.collab.index import IndexConfig, build_index, update_index
-from mmsrarec_lib.collab.store import list_index_versions, load_index, save_index
 from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
+from mmsrarec_lib.collab.store import list_index_versions, load_index, save_index
 from mmsrarec_lib.collab.table import build_rows, merge_keywords
 from mmsrarec_lib.collab.windows import (
     Target,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmsrarec_lib.collab.build import CollabConfig, build_collab
 from mmsrarec_lib.collab.content import (
     CONTENT_FILE,
     EmbedderConfig,
@@ -15,13 +16,21 @@ from mmsrarec_lib.collab.content import (
     item_text,
 )
 from mmsrarec_lib.collab.embed import l2_normalize
-from mmsrarec_lib.collab.store import load_index
-from mmsrarec_lib.collab.build import CollabConfig, build_collab
 from mmsrarec_lib.collab.quality import genre_share
 from mmsrarec_lib.collab.refresh import refresh_collab
+from mmsrarec_lib.collab.store import load_index
 from mmsrarec_lib.collab.windows import WindowConfig
-from tests._collab_helpers import ITEMS, KEYWORDS, TRAIN, USERS, ToyEmbedder, eval_candidates_table, \
-    interactions_table, ts, write_tiny
+from tests._collab_helpers import (
+    ITEMS,
+    KEYWORDS,
+    TRAIN,
+    USERS,
+    ToyEmbedder,
+    eval_candidates_table,
+    interactions_table,
+    ts,
+    write_tiny,
+)
 
 RAW = {"a": [3.0, 0.0, 0.0], "b": [0.0, 2.0, 0.0], "c": [0.0, 0.0, 1.0], "d": [1.0, 1.0, 0.0]}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmsrarec_lib.collab.build import CollabConfig, build_collab
 from mmsrarec_lib.collab.content import EmbedderConfig
 from mmsrarec_lib.collab.index import IndexConfig, build_index
-from mmsrarec_lib.collab.store import latest_index_version, load_index, save_index
-from mmsrarec_lib.collab.build import CollabConfig, build_collab
 from mmsrarec_lib.collab.refresh import read_watermark, refresh_collab
+from mmsrarec_lib.collab.store import latest_index_version, load_index, save_index
 from mmsrarec_lib.collab.table import TABLE
 from mmsrarec_lib.collab.windows import UserWindow, WindowConfig
 from mmsrarec_lib.storage import Warehouse

@@ -150,9 +150,9 @@ def test_append_racing_refresh_collab_leaves_no_user_behind(warehouse):
     """An ingest append commits interactions, then (after its Spark work) eval_candidates. A refresh that read the
     new interactions with the old targets would store a stale window for the user and advance the watermark past
     it for good; with the lock every refresh sees all of the append or none of it."""
+    from mmsrarec_lib.collab.build import CollabConfig, build_collab
     from mmsrarec_lib.collab.content import EmbedderConfig
     from mmsrarec_lib.collab.index import IndexConfig
-    from mmsrarec_lib.collab.build import CollabConfig, build_collab
     from mmsrarec_lib.collab.refresh import read_watermark, refresh_collab
     from mmsrarec_lib.collab.table import TABLE
     from mmsrarec_lib.collab.windows import WindowConfig, to_us

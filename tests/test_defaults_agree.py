@@ -104,7 +104,6 @@ def test_dag_defaults_agree_with_the_commands(parsed, tmp_path_factory):
 
 
 def test_the_old_train_command_name_still_parses_as_train_recommender(parsed, capsys):
-    from jobs.cli import main
 
     old = build_parser().parse_args(["train", "--dataset", "d"])
     assert old._main is parsed["train-recommender"]._main

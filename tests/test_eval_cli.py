@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-
 from _eval_helpers import write_toy_dataset
+
 from jobs.cli import main as cli
 from mmsrarec_lib import schemas
 from mmsrarec_lib.eval import report
 
 REPO = Path(__file__).resolve().parent.parent
-T = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+T = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 FAST_SASREC = ["--dim", "32", "--layers", "1", "--epochs", "4", "--max-len", "20", "--no-progress", "--threads", "1"]
 
 

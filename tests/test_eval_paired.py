@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from _eval_helpers import write_toy_dataset
+
 from mmsrarec_lib.eval import paired, protocols, registry
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmsrarec_lib.recommend.finetune import IGNORE, Encoded, collate, encode_example, step_order
 from mmsrarec_lib.recommend.decoder_scoring import PromptEncoder
+from mmsrarec_lib.recommend.finetune import IGNORE, Encoded, collate, encode_example, step_order
 from mmsrarec_lib.recommend.tasks import Example
 from tests._kill_helpers import kill_when_hanging
 from tests._recommend_helpers import tiny_tokenizer

@@ -46,7 +46,7 @@ def test_train_saves_adapter_config_and_lineage(trained):
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["paper", "full"])
 def test_evaluate_through_the_registry(trained, protocol):
-    from mmsrarec_lib.eval.registry import evaluate_scorer, resolve_model, ModelRequest
+    from mmsrarec_lib.eval.registry import ModelRequest, evaluate_scorer, resolve_model
     from mmsrarec_lib.recommend.reranker import register_models
 
     register_models()

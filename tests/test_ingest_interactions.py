@@ -11,8 +11,8 @@ from mmsrarec_lib import schemas
 from mmsrarec_lib.ingest.interactions import build_interactions, build_user_sequences
 from mmsrarec_lib.ingest.sources import SourceTable
 
-NOW = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
-UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+UTC = dt.UTC
 ITEMS = pa.array(["i1", "i2", "i3"])
 
 

@@ -12,7 +12,7 @@ from mmsrarec_lib.ingest.items import build_item_table, text_sha256
 from mmsrarec_lib.ingest.sources import read_source
 from tests._ingest_helpers import corrupt_jpeg_bytes, http_server, jpeg_bytes
 
-NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")

@@ -134,14 +134,15 @@ def test_every_stored_timestamp_is_in_range_and_sql_reads_them(hostile):
 
 
 def test_timestamp_range_is_configurable(spark, tmp_path):
-    from mmsrarec_lib.storage import Warehouse
     import datetime as dt
+
+    from mmsrarec_lib.storage import Warehouse
 
     path = tmp_path / "inter.csv"
     path.write_text("user_id,item_id,timestamp\nu1,i0,2020-01-01\nu1,i1,2030-01-01\nu1,i2,1999-01-01\n")
     cfg = dataclasses.replace(CFG, timestamps=TimestampRange(
-        earliest=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
-        latest=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)))
+        earliest=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        latest=dt.datetime(2025, 1, 1, tzinfo=dt.UTC)))
     wh = Warehouse.from_uri(str(tmp_path / "wh"))
     run_ingest(warehouse=wh, items=read_source(_items_csv(tmp_path / "items.csv")), interactions=read_source(path),
                config=cfg, spark=spark)
@@ -240,7 +241,7 @@ def test_ingest_runs_written_before_the_kcore_columns_is_migrated_once(warehouse
     from mmsrarec_lib import schemas
     from mmsrarec_lib.runs import IngestRun, ingest_runs_update
 
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     old_schema = pa.schema([f for f in schemas.INGEST_RUNS if not f.name.startswith("kcore") and f.name != "warnings"])
     old = pa.Table.from_pylist([{"run_id": "old", "dataset": "d", "table": "items", "rows_in": 3, "rows_written": 3,
                                  "rows_quarantined": 0, "rows_duplicate": 0, "started_at": now, "finished_at": now,

@@ -50,11 +50,10 @@ def test_writes_and_merges_carry_lineage_and_table_history_lists_every_version(w
 @pytest.mark.slow
 def test_cli_commits_are_attributed_to_the_job_and_time_travel_reads_them(warehouse):
     """`mmsrarec publish-recommendations` run as an Airflow task would; `mmsrarec sql` shows who wrote what."""
-    from tests import _recommend_warehouse as toy
-    from tests.test_shards import DAY, cfg, scorer
-
     from mmsrarec_lib.recommend.batch import Shard, recommend, stage_recommendations
     from mmsrarec_lib.recommend.topk import TopKConfig
+    from tests import _recommend_warehouse as toy
+    from tests.test_shards import DAY, cfg, scorer
 
     seqs = toy.build(warehouse)
     top2 = dataclasses.replace(cfg(), topk=TopKConfig(top_m=6, top_k=2))

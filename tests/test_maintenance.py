@@ -16,7 +16,7 @@ from mmsrarec_lib.testing.delta_clock import simulate_nights
 
 REPO = Path(__file__).resolve().parent.parent
 # vacuum compares with the real clock: the simulated nights end an hour before it (no boundary at exactly 7 days)
-NOW = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+NOW = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
 
 
 @pytest.fixture()

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from _eval_helpers import T0, write_toy_dataset
+
 from mmsrarec_lib import schemas
 from mmsrarec_lib.eval import protocols, registry
 from mmsrarec_lib.models.pop import PopScorer

@@ -24,7 +24,7 @@ USERS = ["u1", "u2", "u3"]
 def _row(user: str, rank: int, item: str | None, score: float | None = 0.5, day: dt.date = DAY) -> dict:
     return {"run_date": day, "user_id": user, "rank": rank, "item_id": item, "score": score, "model_version": "m",
             "explanation": {"history_keywords": [], "neighbor_keywords": [], "neighbor_ids": []},
-            "created_at": dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)}
+            "created_at": dt.datetime(2026, 3, 1, tzinfo=dt.UTC)}
 
 
 def _clean() -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 from mmsrarec_lib import schemas
 from mmsrarec_lib.ingest.splits import SplitConfig, assign_user_splits, build_splits, kcore, sample_negatives
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _inter(rows: list[tuple[str, str, int]]) -> pa.Table:

@@ -127,7 +127,7 @@ def _three_versions(warehouse) -> list[dt.datetime]:
     for n in (2, 3, 5):
         warehouse.write_table(DATASET, "items", items_table(n))
         time.sleep(0.02)
-        instants.append(dt.datetime.now(dt.timezone.utc))
+        instants.append(dt.datetime.now(dt.UTC))
         time.sleep(0.02)
     warehouse.write_table(DATASET, "interactions", pa.table({"user_id": ["u"], "item_id": ["i1"]}))
     return instants
@@ -158,7 +158,7 @@ def test_time_travel_by_version(warehouse):
 
 
 def test_time_travel_by_timestamp(warehouse):
-    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     after_v0, after_v1, _ = _three_versions(warehouse)
     assert _count(warehouse, TimeTravel(as_of=after_v0)) == 2
     assert _count(warehouse, TimeTravel(as_of=after_v1)) == 3
@@ -170,7 +170,7 @@ def test_time_travel_by_timestamp(warehouse):
 
 
 def test_parse_timestamp():
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert parse_timestamp("2026-11-25T21:00:00Z") == dt.datetime(2026, 11, 25, 21, tzinfo=utc)
     assert parse_timestamp("2026-11-25") == dt.datetime(2026, 11, 25, tzinfo=utc)
     assert parse_timestamp("2026-11-25T23:00:00+02:00") == dt.datetime(2026, 11, 25, 21, tzinfo=utc)

@@ -34,8 +34,8 @@ def test_engine_over_an_s3_warehouse():
                 engine.query(f"SELECT * FROM read_parquet('{s3.warehouse_uri}/{DATASET}/items/*.parquet')")
         for travel, expected in (
             (TimeTravel(as_of_version=0), 5),
-            (TimeTravel(as_of=dt.datetime.now(dt.timezone.utc)), 2),
-            (TimeTravel(as_of=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)), 0),
+            (TimeTravel(as_of=dt.datetime.now(dt.UTC)), 2),
+            (TimeTravel(as_of=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)), 0),
         ):
             with SqlEngine(warehouse=warehouse, dataset=DATASET, travel=travel) as engine:
                 assert engine.query("SELECT count(*) AS n FROM items").column("n")[0].as_py() == expected

@@ -59,7 +59,7 @@ def test_explanation_is_the_overlap_with_the_candidates_keywords():
 
 
 def test_rerun_of_a_run_date_replaces_only_that_partition(warehouse):
-    now = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
     exp = {"history_keywords": [], "neighbor_keywords": [], "neighbor_ids": []}
 
     def rows(day, user, items):

@@ -12,8 +12,8 @@ from mmsrarec_lib.collab.content import EmbedderConfig
 from mmsrarec_lib.collab.embed import Embedder, embed_histories, l2_normalize, latest_sasrec_run, sasrec_embedder
 from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index, update_index
 from mmsrarec_lib.collab.refresh import read_watermark, refresh_collab
-from mmsrarec_lib.collab.store import load_index, prune_index_versions, save_index
 from mmsrarec_lib.collab.retrieval import Neighbor, Query, RetrievalConfig, find_neighbors
+from mmsrarec_lib.collab.store import load_index, prune_index_versions, save_index
 from mmsrarec_lib.collab.table import TABLE, load_keywords
 from mmsrarec_lib.collab.windows import WindowConfig
 

@@ -28,17 +28,17 @@ from mmsrarec_lib.collab.content import (
 )
 from mmsrarec_lib.collab.embed import Embedder, embed_histories
 from mmsrarec_lib.collab.index import CollabIndex, IndexConfig, build_index
-from mmsrarec_lib.collab.store import index_uri, prune_index_versions, save_index
 from mmsrarec_lib.collab.retrieval import Query, RetrievalConfig, find_neighbors
+from mmsrarec_lib.collab.store import index_uri, prune_index_versions, save_index
 from mmsrarec_lib.collab.table import PROTOCOLS, TABLE, build_rows
 from mmsrarec_lib.collab.windows import (
-    UserSequence,
     Target,
+    UserSequence,
     WindowConfig,
+    from_us,
     latest_windows,
     load_sequences,
     load_targets,
-    from_us,
     paper_windows,
     training_windows,
 )

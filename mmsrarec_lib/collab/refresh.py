@@ -34,7 +34,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib.collab.build import (  # the watermark helpers are re-exported from here
-    WATERMARK,
     CollabConfig,
     CollabResult,
     Watermark,
@@ -42,7 +41,6 @@ from mmsrarec_lib.collab.build import (  # the watermark helpers are re-exported
     count_short,
     query_rows,
     read_watermark,
-    watermark_uri,
     write_watermark,
 )
 from mmsrarec_lib.collab.embed import Embedder, embed_histories

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 INTERACTIONS_TABLE = tables.INTERACTIONS
 EVAL_CANDIDATES_TABLE = tables.EVAL_CANDIDATES
 TRAIN_SPLIT = "train"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def to_us(value: dt.datetime | None) -> int | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return (value - _EPOCH) // dt.timedelta(microseconds=1)  # exact integer arithmetic (floats lose microseconds)
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 KEY = ("user_id", "item_id", "timestamp", "rating", "event")
 UNIX_SECONDS = r"^-?[0-9]{1,11}(\.[0-9]+)?$"
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)

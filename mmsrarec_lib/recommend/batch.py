@@ -158,14 +158,14 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
     SASRec score is missing, see ``recommend.fusion.fuse``)."""
     from tqdm.auto import tqdm
 
+    from mmsrarec_lib.candidates.union import candidate_source
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.training import load_recommender
     from mmsrarec_lib.recommend.fusion import ScoringConfig
-    from mmsrarec_lib.recommend.run_config import config_from_dict
     from mmsrarec_lib.recommend.reranker import MllmReranker
-    from mmsrarec_lib.candidates.union import candidate_source
+    from mmsrarec_lib.recommend.run_config import config_from_dict
     from mmsrarec_lib.recommend.topk import explain, recommendation_rows, select_top_k
+    from mmsrarec_lib.recommend.training import load_recommender
 
     ds = config.dataset
     model, processor, meta = load_recommender(warehouse, ds, config.model_run)

@@ -138,11 +138,11 @@ def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
 def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, train_proto: str, protos: list[str],
                generator) -> list[dict]:
     """Train (or fit) and evaluate each unit for one seed and training protocol."""
+    from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
     from mmsrarec_lib.eval.registry import evaluate_scorer
     from mmsrarec_lib.models.baselines import fit_baseline
+    from mmsrarec_lib.recommend.reranker import build_scorer, mllm_only, resolved_model
     from mmsrarec_lib.recommend.training import train_recommender
-    from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
-    from mmsrarec_lib.recommend.reranker import resolved_model, build_scorer, mllm_only
 
     ds, out = config.dataset, []
     for unit, names in todo:

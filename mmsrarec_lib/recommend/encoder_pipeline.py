@@ -216,8 +216,8 @@ def choose_fusion_weight(warehouse: Warehouse, dataset: str, *, reranker, genera
                          default: float = 1.0) -> dict:
     """Pick the fusion weight on validation users only (see the module docstring); returns
     {"weight", "metric", "n_users", "grid": {w: value}} (``default`` when the dataset has no validation users)."""
-    from mmsrarec_lib.eval import metrics
     from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, CandidateRerank, candidate_source
+    from mmsrarec_lib.eval import metrics
     from mmsrarec_lib.eval.protocols import FullCases, load_paper_cases, load_ranking_cases, rank_full
     from mmsrarec_lib.recommend.encoder_scorer import FusedView
 

@@ -32,8 +32,8 @@ def train_encoder_recommender(warehouse: Warehouse, *, config, run_cfg: EncoderR
     """Train, choose the fusion weight and save one minilm-effnet run; returns its model.json."""
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
-    from mmsrarec_lib.recommend.lineage import collect_lineage
     from mmsrarec_lib.recommend.fusion import history_index
+    from mmsrarec_lib.recommend.lineage import collect_lineage
     from mmsrarec_lib.recommend.run_config import KIND, config_dict, latest_generator, start_run, training_sequences
     from mmsrarec_lib.recommend.tasks import parse_tasks
 

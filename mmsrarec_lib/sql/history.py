@@ -56,7 +56,7 @@ def commit_row(table: str, version: int, info: dict) -> dict:
     row = {
         "table_name": table,
         "version": version,
-        "timestamp": dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc) if ms is not None else None,
+        "timestamp": dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC) if ms is not None else None,
         "operation": info.get("operation"),
         "operation_parameters": json.dumps(info.get("operationParameters") or {}, sort_keys=True),
         "rows_added": metrics.get("num_added_rows", metrics.get("num_target_rows_inserted")),

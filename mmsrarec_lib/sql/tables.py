@@ -82,7 +82,7 @@ def parse_timestamp(text: str) -> dt.datetime:
         value = dt.datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
     except ValueError as exc:
         raise ValueError(f"--as-of {text!r} is not an ISO-8601 date or datetime (e.g. 2026-11-25T21:00:00Z)") from exc
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def discover_tables(warehouse: Warehouse, dataset: str) -> list[str]:
@@ -122,7 +122,7 @@ def commit_time(warehouse: Warehouse, dataset: str, table: str, version: int) ->
         info = json.loads(line).get("commitInfo") if line.strip() else None
         if info:
             ms = info.get("inCommitTimestamp") or info.get("timestamp")
-            return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc) if ms is not None else None
+            return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC) if ms is not None else None
     return None
 
 

@@ -68,7 +68,7 @@ def simulate_nights(
     from mmsrarec_lib.recommend.publish import replace_partition
 
     rng = random.Random(seed)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     item_ids = [f"i{k}" for k in range(items)]
     user_ids = [f"u{k}" for k in range(users)]
     warehouse.write_table(dataset, tables.ITEMS, pa.Table.from_pylist(

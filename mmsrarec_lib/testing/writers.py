@@ -40,7 +40,7 @@ def recommend_rows(run_date: dt.date, users: list[str], *, writer: str, k: int) 
     """``k`` ranked rows per user; ``model_version`` names the writer so a mix is visible."""
     rows = [{"run_date": run_date, "user_id": u, "rank": r + 1, "item_id": f"i{(hash((u, r)) % 97):02d}",
              "score": 1.0 / (r + 1), "model_version": writer, "explanation": None,
-             "created_at": dt.datetime.now(dt.timezone.utc)} for u in users for r in range(k)]
+             "created_at": dt.datetime.now(dt.UTC)} for u in users for r in range(k)]
     return pa.Table.from_pylist(rows, schema=schemas.RECOMMENDATIONS)
 
 
@@ -84,7 +84,7 @@ def append_interactions(warehouse: Warehouse, dataset: str, rows: list[tuple[str
             else schemas.INTERACTIONS.empty_table()
         offset = int(pc.max(old.column("source_row")).as_py() or 0) if old.num_rows else 0
         new = pa.Table.from_pylist(
-            [{"user_id": u, "item_id": i, "timestamp": dt.datetime.fromtimestamp(t, dt.timezone.utc), "rating": None,
+            [{"user_id": u, "item_id": i, "timestamp": dt.datetime.fromtimestamp(t, dt.UTC), "rating": None,
               "event": writer, "source_row": offset + n + 1} for n, (u, i, t) in enumerate(rows)],
             schema=schemas.INTERACTIONS)
         time.sleep(pause_s)  # the Spark work of a real ingest: the window in which another writer can interleave
