@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import os
 import time
 
 import numpy as np
@@ -53,7 +54,7 @@ class PopScorer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warehouse", required=True)
+    parser.add_argument("--warehouse", default=os.environ.get("MMSRAREC_WAREHOUSE", "warehouse"))
     parser.add_argument("--dataset", default="movielens-100k")
     parser.add_argument("--m", type=int, default=50, help="candidate list size for the top-M share (default 50)")
     parser.add_argument("--image-weight", type=float, default=ContentIndexConfig().image_weight)

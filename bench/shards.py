@@ -69,7 +69,7 @@ def _checksum(warehouse: str, dataset: str, run_date: str) -> tuple[int, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warehouse", required=True)
+    parser.add_argument("--warehouse", default=os.environ.get("MMSRAREC_WAREHOUSE", "warehouse"))
     parser.add_argument("--dataset", default="movielens-100k")
     parser.add_argument("--run-date", default="1998-05-10")
     parser.add_argument("--model-run", default="")

@@ -38,7 +38,7 @@ def _timed_run(wh, ds, *, summarizer, version, backfill, items, chunk_size):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--warehouse", required=True)
+    ap.add_argument("--warehouse", default=os.environ.get("MMSRAREC_WAREHOUSE", "warehouse"))
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--quick", action="store_true", help="fewer items (400 extractive / 16 mllm)")
     ap.add_argument("--items", type=int, default=None, help="items for the extractive runs (default: all)")

@@ -47,7 +47,7 @@ def _run(wh, ds, encoder, *, backfill: bool, batch_size: int) -> tuple[float, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--warehouse", required=True)
+    ap.add_argument("--warehouse", default=os.environ.get("MMSRAREC_WAREHOUSE", "warehouse"))
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--items", type=int, default=None, help="first N items with an ok image (default: all)")
     ap.add_argument("--encoder", default="efficientnet-lite0")
