@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmsrarec_lib.collab.build import CollabConfig, build_collab
+from mmsrarec_lib.collab.build import CollabConfig, build_collab, watermark_uri
 from mmsrarec_lib.collab.content import EmbedderConfig
 from mmsrarec_lib.collab.index import IndexConfig
-from mmsrarec_lib.collab.refresh import read_watermark, refresh_collab, watermark_uri
+from mmsrarec_lib.collab.refresh import read_watermark, refresh_collab
 from mmsrarec_lib.collab.store import latest_index_version, list_index_versions, load_index
 from mmsrarec_lib.collab.table import TABLE
 from mmsrarec_lib.collab.windows import WindowConfig, to_us

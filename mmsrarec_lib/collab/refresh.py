@@ -1,6 +1,6 @@
 """Nightly incremental refresh of stage 2, driven by a watermark.
 
-The watermark (:class:`~mmsrarec_lib.collab.build.Watermark`, re-exported here) is a small JSON object next
+The watermark (:class:`~mmsrarec_lib.collab.build.Watermark`) is a small JSON object next
 to the index, ``<warehouse>/<dataset>/indexes/collab/WATERMARK.json``:
 the newest interaction timestamp already reflected (``max_interaction_us``), plus the index and table versions it
 was written with. A refresh:
@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmsrarec_lib.collab.build import (  # the watermark helpers are re-exported from here
+from mmsrarec_lib.collab.build import (
     CollabConfig,
     CollabResult,
     Watermark,
