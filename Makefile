@@ -44,6 +44,7 @@ demo: venv
 eval: venv
 	$(MMSRAREC) ingest --source $(DATASET)
 	$(MMSRAREC) encode-images --dataset $(DATASET) --backfill
+	$(MMSRAREC) index-content --dataset $(DATASET)
 	$(MMSRAREC) train-summarizer --dataset $(DATASET) --backend extractive --steps 30
 	$(MMSRAREC) summarize --dataset $(DATASET) --summarizer-version extractive-v1 --backend extractive --backfill
 	$(MMSRAREC) train-baseline --dataset $(DATASET) --model sasrec --protocol paper

@@ -126,6 +126,13 @@ def main(args: argparse.Namespace) -> int:
 
     c = CompareJobConfig.from_args(args)
     wh = warehouse_from_args(args)
+    if c.models is None:  # "all": the rows that need a content index only when one exists
+        from mmsrarec_lib.candidates.store import latest_content_version
+        from mmsrarec_lib.recommend.compare import CONTENT, UNION
+
+        if latest_content_version(wh, c.dataset) is None:
+            print(f"no content index for {c.dataset!r} (mmsrarec index-content): skipping {CONTENT} and {UNION}")
+            c = replace(c, models=tuple(m for m in ALL_MODELS if m not in (CONTENT, UNION)))
     run_id = c.run_id or new_run_id("compare")
     print(f"comparison run {run_id} on {c.dataset}: seeds {list(c.seeds)}, protocols {list(c.protocols)}")
     if c.jobs > 1 and len(c.seeds) > 1:
