@@ -55,6 +55,9 @@ def top_unseen(scores: np.ndarray, item_ids: Sequence[str], *, seen: set[str], m
     s = np.asarray(scores, dtype=np.float64)
     ok = np.isfinite(s) & np.fromiter((i not in seen for i in item_ids), dtype=bool, count=len(item_ids))
     idx = np.flatnonzero(ok)
+    if 0 < m < len(idx):  # only the m best (and everything tied with the m-th) need sorting: large catalogues
+        threshold = s[idx[np.argpartition(-s[idx], m - 1)[:m]]].min()
+        idx = idx[s[idx] >= threshold]
     order = sorted(idx.tolist(), key=lambda i: (-s[i], item_ids[i]))
     return [item_ids[i] for i in order[:m]]
 
