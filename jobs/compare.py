@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="all", help="'all' or a comma list (pop,sasrec,mmsrarec,...)")
     parser.add_argument("--run-id", default=None, help="evaluation run id; the same id again resumes")
     parser.add_argument("--steps", type=int, default=None,
-                        help="fine-tuning steps per MMSRARec variant (default: 100 minilm-effnet, 150 decoder)")
+                        help="fine-tuning steps per MMSRARec variant (default: 150)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32 minilm-effnet, 8 decoder")
     parser.add_argument("--lr", type=float, default=None, help="default: 2e-3 minilm-effnet, 2e-3 decoder")
     parser.add_argument("--top-m", type=int, default=50, help="full protocol: SASRec candidates reranked")
