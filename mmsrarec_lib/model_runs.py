@@ -25,7 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +43,14 @@ TABLE = tables.MODEL_RUNS
 MODELS_DIR = "models"
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 KINDS = ("sasrec", "pop", "summarizer", "collab_index", "mmsrarec")
+# protocols whose stage-3 runs may serve recommendations: a ``cold``-protocol run never saw a tenth of the items
+SERVING_PROTOCOLS = ("paper", "full")
 _HINTS = {
     "sasrec": "train one with `mmsrarec train-baseline --model sasrec`",
     "pop": "train one with `mmsrarec train-baseline --model pop`",
     "summarizer": "train one with `mmsrarec train-summarizer`",
     "collab_index": "build one with `mmsrarec build-collab`",
-    "mmsrarec": "train one with `mmsrarec train`",
+    "mmsrarec": "train one with `mmsrarec train-recommender`",
 }
 
 
@@ -257,8 +259,12 @@ def _all_runs(warehouse: Warehouse, dataset: str) -> list[ModelRun]:
     return _state(warehouse.read_table(dataset, TABLE).to_pylist())
 
 
-def _matches(value: str | None, wanted: str | None) -> bool:
-    return wanted is None or value is None or value == wanted
+def _matches(value: str | None, wanted: str | Collection[str] | None) -> bool:
+    """``wanted`` None: anything; a string: that value; a collection: any of its values (a run without the field
+    matches, as runs recorded before it existed)."""
+    if wanted is None or value is None:
+        return True
+    return value == wanted if isinstance(wanted, str) else value in wanted
 
 
 def _newest_first(run: ModelRun) -> tuple:
@@ -275,7 +281,7 @@ def list_model_runs(warehouse: Warehouse, *, dataset: str, kind: str | None = No
 
 
 def latest_complete_run(warehouse: Warehouse, *, dataset: str, kind: str, variant: str | None = None,
-                        protocol: str | None = None) -> str:
+                        protocol: str | Collection[str] | None = None) -> str:
     """The run id of the complete ``kind`` run that ended last among those matching the filters (module doc)."""
     runs = [r for r in _all_runs(warehouse, dataset) if r.kind == kind]
     chosen = [r for r in runs if r.status == COMPLETE and _matches(r.variant, variant)

@@ -293,7 +293,8 @@ def run_tag(prefix: str, airflow_run_id: str) -> str:
 
 
 def latest_model_run(warehouse, *, dataset: str, kind: str = "mmsrarec", variant: str = "mmsrarec") -> str:
-    """The nightly DAG's model run: :func:`mmsrarec_lib.model_runs.latest_complete_run` (the one rule; no torch)."""
-    from mmsrarec_lib.model_runs import latest_complete_run
+    """The nightly DAG's model run: the rule of ``recommend``'s default (newest complete run of a serving protocol,
+    :func:`mmsrarec_lib.model_runs.latest_complete_run`; no torch)."""
+    from mmsrarec_lib.model_runs import SERVING_PROTOCOLS, latest_complete_run
 
-    return latest_complete_run(warehouse, dataset=dataset, kind=kind, variant=variant)
+    return latest_complete_run(warehouse, dataset=dataset, kind=kind, variant=variant, protocol=SERVING_PROTOCOLS)

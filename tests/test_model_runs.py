@@ -65,6 +65,9 @@ def test_every_consumer_picks_the_same_complete_run_when_a_newer_one_failed(ware
     # a third, complete run of a kind becomes everyone's choice
     _run(warehouse, "sasrec-3-ok", kind="sasrec", fail=False, protocol="paper")
     assert latest_sasrec_run(warehouse, DS) == latest_generator(warehouse, DS, "paper") == "sasrec-3-ok"
+    # ... but a newer stage-3 run of the evaluation-only cold protocol (it never saw a tenth of the items) never serves
+    _run(warehouse, "mmsrarec-3-cold", kind="mmsrarec", fail=False, variant="mmsrarec", protocol="cold")
+    assert latest_model_run(warehouse, dataset=DS) == latest_run(warehouse, DS) == "mmsrarec-1-ok"
 
 
 def test_filters_and_a_clear_error_naming_what_was_asked(warehouse):
