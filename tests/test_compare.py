@@ -19,6 +19,7 @@ def compared(tmp_path_factory):
     from mmsrarec_lib.recommend.encoder_inputs import EncoderPromptConfig
     from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
     from mmsrarec_lib.recommend.encoder_train import EncoderTrainSettings
+    from mmsrarec_lib.recommend.topk import TopKConfig
     from mmsrarec_lib.storage import Warehouse
 
     wh = Warehouse.from_uri(str(tmp_path_factory.mktemp("wh")))
@@ -32,7 +33,7 @@ def compared(tmp_path_factory):
         fusion_users=20)
     cfg = CompareConfig(dataset="toy", run_id="cmp-1", seeds=(0,), protocols=("full", "cold"),
                         models=("pop", "sasrec", "content", "mmsrarec", "mmsrarec-union"), encoder=encoder,
-                        sasrec={"epochs": 2, "dim": 16}, union_content_m=40, union_content_pool="all",
+                        sasrec={"epochs": 2, "dim": 16}, union=TopKConfig(content_m=40, content_pool="all"),
                         progress=False)
     records = run_compare(wh, config=cfg)
     return wh, records

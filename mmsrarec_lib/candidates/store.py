@@ -71,17 +71,24 @@ def load_content_index(warehouse: Warehouse, dataset: str, version: str = "lates
                             mean if mean.size else None, meta=meta)
 
 
-def prune_content_versions(warehouse: Warehouse, dataset: str, *, keep: int) -> list[str]:
-    """Delete complete versions beyond the newest ``keep`` (never ``LATEST``); returns the deleted ids."""
+def version_metas(warehouse: Warehouse, dataset: str) -> dict[str, dict]:
+    """Every complete stored version (its ``meta.json`` exists) -> that meta."""
     root = content_index_uri(warehouse, dataset)
     if not warehouse.exists(root):
-        return []
-    latest = latest_content_version(warehouse, dataset)
-    created = {}  # complete versions -> created_at (ids made within one second do not sort by time)
+        return {}
+    out = {}
     for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in warehouse.list_dir(root)):
         meta_uri = content_index_uri(warehouse, dataset, name, "meta.json")
         if name.startswith("content-") and warehouse.exists(meta_uri):
-            created[name] = json.loads(warehouse.read_bytes(meta_uri))["created_at"]
+            out[name] = json.loads(warehouse.read_bytes(meta_uri))
+    return out
+
+
+def prune_content_versions(warehouse: Warehouse, dataset: str, *, keep: int) -> list[str]:
+    """Delete complete versions beyond the newest ``keep`` (never ``LATEST``); returns the deleted ids."""
+    latest = latest_content_version(warehouse, dataset)
+    # ids made within one second do not sort by time: order by created_at
+    created = {name: meta["created_at"] for name, meta in version_metas(warehouse, dataset).items()}
     versions = sorted(created, key=lambda v: (created[v], v))  # oldest first
     doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != latest]
     for v in doomed:
@@ -92,14 +99,9 @@ def prune_content_versions(warehouse: Warehouse, dataset: str, *, keep: int) -> 
 def items_added_since(warehouse: Warehouse, dataset: str, since: str) -> set[str] | None:
     """Items the content versions created after ``since`` (ISO time) added; ``None`` when that is unknown (no
     version at or before ``since`` is still stored, or a later version was a full build)."""
-    root = content_index_uri(warehouse, dataset)
-    if not warehouse.exists(root):
+    metas = list(version_metas(warehouse, dataset).values())
+    if not metas:
         return set()
-    metas = []
-    for name in (n.rstrip("/").rsplit("/", 1)[-1] for n in warehouse.list_dir(root)):
-        meta_uri = content_index_uri(warehouse, dataset, name, "meta.json")
-        if name.startswith("content-") and warehouse.exists(meta_uri):
-            metas.append(json.loads(warehouse.read_bytes(meta_uri)))
     cutoff = dt.datetime.fromisoformat(since)
     later = [m for m in metas if dt.datetime.fromisoformat(m["created_at"]) > cutoff]
     if len(later) == len(metas) or any(m.get("added") is None for m in later):

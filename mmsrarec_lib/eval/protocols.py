@@ -212,14 +212,23 @@ def hidden_items(warehouse: Warehouse, dataset: str, protocol: str) -> frozenset
     return load_cold_split(warehouse, dataset).held_out
 
 
+_COLD_SPLITS: dict[tuple, object] = {}  # (warehouse root, dataset, user_sequences version) -> ColdSplit
+
+
 def load_cold_split(warehouse: Warehouse, dataset: str):
-    """The ``cold`` protocol's split of ``user_sequences`` (``mmsrarec_lib.eval.cold``)."""
+    """The ``cold`` protocol's split of ``user_sequences`` (``mmsrarec_lib.eval.cold``), computed once per table
+    version in a process (training data, hidden items, cases and the history index all ask for it)."""
     from mmsrarec_lib.eval.cold import cold_split
 
-    rows = warehouse.read_table(dataset, tables.USER_SEQUENCES,
-                                columns=["user_id", "item_ids", "timestamps"]).to_pylist()
-    return cold_split([r["user_id"] for r in rows], [list(r["item_ids"]) for r in rows],
-                      [list(r["timestamps"]) for r in rows])
+    key = (warehouse.root, dataset, warehouse.table_version(dataset, tables.USER_SEQUENCES))
+    if key not in _COLD_SPLITS:
+        rows = warehouse.read_table(dataset, tables.USER_SEQUENCES,
+                                    columns=["user_id", "item_ids", "timestamps"]).to_pylist()
+        if len(_COLD_SPLITS) >= 8:
+            _COLD_SPLITS.clear()
+        _COLD_SPLITS[key] = cold_split([r["user_id"] for r in rows], [list(r["item_ids"]) for r in rows],
+                                       [list(r["timestamps"]) for r in rows])
+    return _COLD_SPLITS[key]
 
 
 def load_cold_cases(warehouse: Warehouse, dataset: str, *, split: str = "test") -> tuple[FullCases, set[str]]:
@@ -313,7 +322,7 @@ def training_data(warehouse: Warehouse, dataset: str, protocol: str) -> Training
     if protocol == "cold":
         cold = load_cold_split(warehouse, dataset)
         users = sorted(cold.train)
-        seqs, user_ids = [cold.train[u] for u in users], users
+        seqs, user_ids = [list(cold.train[u]) for u in users], users  # copies: the split is shared
         valid = [(c.history, c.target) for c in cold.cases["valid"]]
         sources = {tables.USER_SEQUENCES: warehouse.table_version(dataset, tables.USER_SEQUENCES)}
     elif protocol == "full":

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib import tables
@@ -97,7 +98,8 @@ class RecommendConfig:
 def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date, content_m: int = 0,
                  content_pool: str = "all") -> tuple[list[str], int]:
     """(users to recommend for, newest interaction timestamp in us) for ``mode`` (see the module docstring)."""
-    inter = warehouse.read_table(dataset, tables.INTERACTIONS, columns=["user_id", "timestamp"])
+    item_col = ["item_id"] if content_m and content_pool == "unscored" and mode == "changed" else []
+    inter = warehouse.read_table(dataset, tables.INTERACTIONS, columns=["user_id", "timestamp", *item_col])
     ts = pc.cast(inter.column("timestamp"), "int64")
     newest = int(pc.max(ts).as_py())
     all_users = sorted(set(warehouse.read_table(dataset, tables.USER_SEQUENCES, columns=["user_id"])
@@ -112,17 +114,19 @@ def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.
     changed = set(inter.filter(pc.greater(ts, since)).column("user_id").to_pylist())
     log.info("%d users with interactions after the %s watermark", len(changed), max(earlier))
     if content_m:
+        bought = inter.column("item_id") if item_col else None
         reached = users_reached_by_new_items(warehouse, dataset, since_date=max(earlier), m=content_m,
-                                             pool=content_pool)
+                                             bought=bought)
         changed = set(all_users) if reached is None else changed | reached
     return [u for u in all_users if u in changed], newest
 
 
-def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date: str, m: int, pool: str = "all"
-                               ) -> set[str] | None:
+def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date: str, m: int,
+                               bought: pa.ChunkedArray | None = None) -> set[str] | None:
     """Users with an item added to the content index after the ``since_date`` run among their content top-``m``
-    (None: unknown, recommend for everyone). ``pool="unscored"`` searches the new items and the items without any
-    interaction: at most the items SASRec cannot score, so no reached user is missed."""
+    (None: unknown, recommend for everyone). With ``bought`` (the interactions' item ids: the ``unscored`` pool) the
+    search covers the new items and the items nobody interacted with: at most the items SASRec cannot score, so no
+    reached user is missed."""
     import pyarrow.dataset as pads
 
     from mmsrarec_lib.candidates.store import items_added_since, load_content_index
@@ -141,10 +145,9 @@ def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date
     seqs = warehouse.read_table(dataset, tables.USER_SEQUENCES, columns=["user_id", "item_ids"]).to_pylist()
     hists = [list(r["item_ids"]) for r in seqs]
     index = load_content_index(warehouse, dataset)
-    if pool == "unscored":
-        bought = set(pc.unique(warehouse.read_table(dataset, tables.INTERACTIONS, columns=["item_id"])
-                               .column("item_id")).to_pylist())
-        index = index.subset([i for i in index.item_ids if i in new or i not in bought])
+    if bought is not None:
+        had = set(pc.unique(bought).to_pylist())
+        index = index.subset([i for i in index.item_ids if i in new or i not in had])
     near = index.candidates(hists, m=m, exclude=[set(h) for h in hists])
     reached = {r["user_id"] for r, cands in zip(seqs, near, strict=True) if any(i in new for i, _ in cands)}
     log.info("%d new items since the %s run reach %d users through content candidates", len(new), since_date,
@@ -152,7 +155,8 @@ def users_reached_by_new_items(warehouse: Warehouse, dataset: str, *, since_date
     return reached
 
 
-def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True) -> ScoreUsers:
+def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool = True,
+                n_content: int | None = None) -> ScoreUsers:
     """The stage-3 scorer of ``config.model_run``: SASRec's top-M ∪ the content index's top-M' -> MLLM rerank ->
     top-K + explanations. Items added after SASRec was trained reach the list through the content index (their
     SASRec score is missing, see ``recommend.fusion.fuse``)."""
@@ -180,7 +184,8 @@ def load_scorer(warehouse: Warehouse, *, config: RecommendConfig, progress: bool
     seqs = {r["user_id"]: list(r["item_ids"]) for r in
             warehouse.read_table(ds, tables.USER_SEQUENCES, columns=["user_id", "item_ids"]).to_pylist()}
     source = candidate_source(warehouse, ds, generator, top_m=config.topk.top_m,
-                              content_m=content_m(warehouse, ds, config.topk), content_pool=config.topk.content_pool)
+                              content_m=content_m(warehouse, ds, config.topk) if n_content is None else n_content,
+                              content_pool=config.topk.content_pool)
 
     def score(users: Sequence[str]) -> list[dict]:
         created = utcnow()
@@ -226,8 +231,8 @@ def stage_recommendations(
     """Score this shard's users and stage their rows (see the module docstring); returns counts and throughput."""
     ds, shard = config.dataset, config.shard
     set_commit_context(run_date=config.run_date.isoformat(), model_run=config.model_run, shard=str(shard))
-    selected, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date,
-                                    content_m=content_m(warehouse, ds, config.topk),
+    n_content = content_m(warehouse, ds, config.topk)  # once: the selection and the scorer agree, one warning
+    selected, newest = select_users(warehouse, ds, mode=config.users, run_date=config.run_date, content_m=n_content,
                                     content_pool=config.topk.content_pool)
     if config.limit_users is not None:
         selected = selected[: config.limit_users]
@@ -235,7 +240,7 @@ def stage_recommendations(
     log.info("shard %s of %s: %d of %d selected users", shard, config.run_date, len(mine), len(selected))
     t0 = time.perf_counter()
     if mine:
-        score_users = score_users or load_scorer(warehouse, config=config, progress=progress)
+        score_users = score_users or load_scorer(warehouse, config=config, progress=progress, n_content=n_content)
         rows = score_users(mine)
     else:
         rows = []

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field, replace
 import pyarrow.dataset as pads
 
 from mmsrarec_lib import tables
-from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, DEFAULT_CONTENT_POOL, DEFAULT_FRESH_SLOTS
 from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 from mmsrarec_lib.recommend.finetune import TrainSettings
 from mmsrarec_lib.recommend.fusion import ScoringConfig
 from mmsrarec_lib.recommend.run_config import RecTrainConfig
+from mmsrarec_lib.recommend.topk import TopKConfig
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,7 @@ class CompareConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     sasrec: dict = field(default_factory=dict)
     base_model: str | None = None
-    union_content_m: int = DEFAULT_CONTENT_M  # the mmsrarec-union row: the catalogue top-K's candidate settings
-    union_content_pool: str = DEFAULT_CONTENT_POOL
-    union_fresh_slots: int = DEFAULT_FRESH_SLOTS
+    union: TopKConfig = field(default_factory=TopKConfig)  # the mmsrarec-union row: the catalogue top-K's settings
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -155,8 +153,9 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
             if version is None:
                 raise ValueError(f"model {CONTENT!r} needs a content index: run `mmsrarec index-content --dataset "
                                  f"{ds}` first")
+            content = ContentScorer(load_content_index(warehouse, ds, version))  # once for every protocol
             for p in protos:
-                values = evaluate_scorer(warehouse, ds, ContentScorer(load_content_index(warehouse, ds)), p,
+                values = evaluate_scorer(warehouse, ds, content, p,
                                          model=CONTENT, model_version=version, seed=seed,
                                          config={"compare": config.run_id}, run_id=config.run_id)
                 out.append({"seed": seed, "protocol": p, "model": CONTENT, **values,
@@ -186,11 +185,11 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
                                   progress=config.progress)[0])
             elif name == UNION:  # the same reranker (its memoised p reused), more candidates
                 source = candidate_source(warehouse, ds, scorer.retriever, top_m=scorer.top_m,
-                                          content_m=config.union_content_m, content_pool=config.union_content_pool)
-                s = CandidateRerank(source, scorer.reranker, fresh_slots=config.union_fresh_slots, k=10)
+                                          content_m=config.union.content_m, content_pool=config.union.content_pool)
+                s = CandidateRerank(source, scorer.reranker, fresh_slots=config.union.fresh_slots, k=10)
             extra = ({"fusion_weight": 0.0} if name == MLLM_ONLY else
-                     {"content_m": config.union_content_m, "content_pool": config.union_content_pool,
-                      "fresh_slots": config.union_fresh_slots} if name == UNION else {})
+                     {"content_m": config.union.content_m, "content_pool": config.union.content_pool,
+                      "fresh_slots": config.union.fresh_slots} if name == UNION else {})
             for p in _protocols_of(name, protos):
                 values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"], seed=seed,
                                          config={**resolved.config, "compare": config.run_id, **extra},
