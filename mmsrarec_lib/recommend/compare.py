@@ -136,10 +136,9 @@ def run_compare(warehouse: Warehouse, *, config: CompareConfig) -> list[dict]:
 def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, train_proto: str, protos: list[str],
                generator) -> list[dict]:
     """Train (or fit) and evaluate each unit for one seed and training protocol."""
-    from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
     from mmsrarec_lib.eval.registry import evaluate_scorer
     from mmsrarec_lib.models.baselines import fit_baseline
-    from mmsrarec_lib.recommend.reranker import build_scorer, mllm_only, resolved_model
+    from mmsrarec_lib.recommend.reranker import build_scorer, resolved_model
     from mmsrarec_lib.recommend.training import train_recommender
 
     ds, out = config.dataset, []
@@ -178,19 +177,8 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
                                              progress=config.progress)
         resolved = resolved_model(scorer, meta, scoring, seeded=True)
         for name in names:
-            s = scorer
-            if name == MLLM_ONLY:
-                s = (mllm_only(scorer) if getattr(scorer.reranker, "_encoder", None) is not None else
-                     build_scorer(warehouse, ds, meta["run_id"], scoring=replace(scoring, fusion_weight=0.0),
-                                  progress=config.progress)[0])
-            elif name == UNION:  # the same reranker (its memoised p reused), more candidates
-                source = candidate_source(warehouse, ds, scorer.retriever, top_m=scorer.top_m,
-                                          content_m=config.union.content_m, content_pool=config.union.content_pool)
-                s = CandidateRerank(source, scorer.reranker, fresh_slots=config.union.fresh_slots, k=10)
-            extra = ({"fusion_weight": 0.0} if name == MLLM_ONLY else
-                     {"content_m": config.union.content_m, "content_pool": config.union.content_pool,
-                      "fresh_slots": config.union.fresh_slots} if name == UNION else {})
             for p in _protocols_of(name, protos):
+                s, extra = _view(warehouse, config, name, p, scorer=scorer, meta=meta, scoring=scoring)
                 values = evaluate_scorer(warehouse, ds, s, p, model=name, model_version=meta["run_id"], seed=seed,
                                          config={**resolved.config, "compare": config.run_id, **extra},
                                          run_id=config.run_id)
@@ -200,6 +188,31 @@ def _run_units(warehouse: Warehouse, config: CompareConfig, todo, *, seed: int, 
         log.info("compare seed %d %s %s: %.1f s (training %.1f s)", seed, train_proto, unit,
                  time.perf_counter() - t0, meta.get("training", {}).get("train_seconds") or 0.0)
     return out
+
+
+def _view(warehouse: Warehouse, config: CompareConfig, name: str, protocol: str, *, scorer, meta: dict,
+          scoring: ScoringConfig) -> tuple[object, dict]:
+    """The scorer row ``name`` is evaluated with under ``protocol`` (the trained run's scorer seen with the fusion
+    weight that row and protocol use: 0 for the MLLM alone, else the weight the run chose for that protocol; the
+    union: more candidates) and the config fields that say so."""
+    from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
+    from mmsrarec_lib.recommend.fusion import fusion_weight_for
+    from mmsrarec_lib.recommend.reranker import build_scorer, with_fusion_weight
+
+    if name == UNION:  # the same reranker (its memoised p reused), more candidates
+        source = candidate_source(warehouse, config.dataset, scorer.retriever, top_m=scorer.top_m,
+                                  content_m=config.union.content_m, content_pool=config.union.content_pool)
+        return (CandidateRerank(source, scorer.reranker, fresh_slots=config.union.fresh_slots, k=10),
+                {"content_m": config.union.content_m, "content_pool": config.union.content_pool,
+                 "fresh_slots": config.union.fresh_slots})
+    w = 0.0 if name == MLLM_ONLY else (config.scoring.fusion_weight if config.scoring.fusion_weight is not None
+                                       else fusion_weight_for(meta, protocol))
+    if w == scoring.fusion_weight:
+        return scorer, {"fusion_weight": w}
+    view = with_fusion_weight(scorer, w) or build_scorer(warehouse, config.dataset, meta["run_id"],
+                                                         scoring=replace(scoring, fusion_weight=w),
+                                                         progress=config.progress)[0]
+    return view, {"fusion_weight": w}
 
 
 def intervals_table(warehouse: Warehouse, dataset: str, run_id: str, *, models: tuple[str, ...] = ALL_MODELS,

@@ -6,10 +6,13 @@ LoRA, projectors, block, readout; the pretrained MiniLM comes from its package),
 ``minilm-effnet``, the backbone/prompt/training configs, the fusion weight chosen on validation users, lineage).
 
 Fusion (documented in docs/recommend.md): the reported score is ``logit(p) + w * z(g)`` with ``g`` the SASRec
-generator's score standardised over the user's candidates. ``w`` is chosen after training on the *validation*
-users of the training protocol only (paper: the ``valid`` users' 21 candidates, metric NDCG@5; full: the first
-``fusion_users`` ``valid`` rows of split_loo, SASRec top-M reranked, metric NDCG@10) from ``FUSION_GRID``, and
-recorded in model.json. ``w = 0`` is the MLLM alone (model ``mmsrarec-mllm-only``).
+generator's score standardised over the user's candidates. ``w`` is chosen after training from ``FUSION_GRID`` on
+*validation* users only, once per evaluation protocol the run serves (a paper run: paper, the ``valid`` users' 21
+candidates, NDCG@5; a full run: full, up to ``fusion_users`` ``valid`` rows of split_loo with SASRec's top-M
+reranked, NDCG@10, and sampled, the same users' held-out item among 20 random negatives, NDCG@5), and recorded in
+model.json (``fusion.by_protocol``). The training protocol's weight is the run's default (the nightly top-K);
+evaluation under another protocol uses that protocol's own (``fusion.fusion_weight_for``). ``w = 0`` is the MLLM
+alone (model ``mmsrarec-mllm-only``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from mmsrarec_lib.recommend.encoder_train import (
 from mmsrarec_lib.storage import Warehouse
 
 log = logging.getLogger(__name__)
-FUSION_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+FUSION_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class EncoderRunConfig:
     prompt: EncoderPromptConfig = field(default_factory=EncoderPromptConfig)
     train: EncoderTrainSettings = field(default_factory=EncoderTrainSettings)
     image_encoder: str = "efficientnet-lite0"
-    fusion_users: int = 300
+    fusion_users: int = 2000  # validation users the fusion weight is chosen on (0: all)
 
     def to_dict(self) -> dict:
         return {"backbone": self.backbone.to_dict(), "prompt": asdict(self.prompt), "train": asdict(self.train),
@@ -62,7 +65,7 @@ class EncoderRunConfig:
     def from_dict(cls, d: dict) -> EncoderRunConfig:
         return cls(backbone=BackboneConfig.from_dict(d["backbone"]), prompt=EncoderPromptConfig(**d["prompt"]),
                    train=EncoderTrainSettings(**d["train"]), image_encoder=d.get("image_encoder", "efficientnet-lite0"),
-                   fusion_users=d.get("fusion_users", 300))
+                   fusion_users=d.get("fusion_users", 2000))
 
 
 @dataclass
@@ -212,45 +215,66 @@ def make_reranker(model: RecBackbone, assets: EncoderAssets, *, context, generat
 
 
 def choose_fusion_weight(warehouse: Warehouse, dataset: str, *, reranker, generator, protocol: str,
-                         top_m: int = 50, max_users: int = 300, grid: Sequence[float] = FUSION_GRID,
+                         top_m: int = 50, max_users: int = 2000, grid: Sequence[float] = FUSION_GRID,
                          default: float = 1.0) -> dict:
-    """Pick the fusion weight on validation users only (see the module docstring); returns
-    {"weight", "metric", "n_users", "grid": {w: value}} (``default`` when the dataset has no validation users)."""
+    """Pick the fusion weight on validation users only, once for every evaluation protocol the training protocol
+    serves (see the module docstring); returns the training protocol's record {"weight", "metric", "n_users",
+    "grid": {w: value}} plus ``by_protocol``: {protocol: record} (full: "full" and "sampled"). A protocol without
+    validation users (a toy dataset) gets ``default``."""
+    from mmsrarec_lib.eval.protocols import TRAINING_PROTOCOL
+
+    served = [protocol, *(p for p, t in TRAINING_PROTOCOL.items() if t == protocol and p != protocol)]
+    records = {p: _choose_for(warehouse, dataset, reranker=reranker, generator=generator, protocol=p, top_m=top_m,
+                              max_users=max_users, grid=grid, default=default) for p in served}
+    return {**records[protocol], "by_protocol": records}
+
+
+def _choose_for(warehouse: Warehouse, dataset: str, *, reranker, generator, protocol: str, top_m: int,
+                max_users: int, grid: Sequence[float], default: float) -> dict:
     from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_M, CandidateRerank, candidate_source
     from mmsrarec_lib.eval import metrics
-    from mmsrarec_lib.eval.protocols import FullCases, load_paper_cases, load_ranking_cases, rank_full
+    from mmsrarec_lib.eval.protocols import (
+        CATALOGUE_PROTOCOLS,
+        FullCases,
+        PaperCases,
+        load_paper_cases,
+        load_ranking_cases,
+        load_sampled_cases,
+        rank_full,
+    )
     from mmsrarec_lib.recommend.encoder_scorer import FusedView
 
-    values: dict[float, float] = {}
+    loaders = {"paper": load_paper_cases, "sampled": load_sampled_cases}
     try:
-        _ = (load_paper_cases(warehouse, dataset, split="valid") if protocol == "paper"
-             else load_ranking_cases(warehouse, dataset, protocol, split="valid"))
+        cases = (load_ranking_cases(warehouse, dataset, protocol, split="valid") if protocol in CATALOGUE_PROTOCOLS
+                 else loaders[protocol](warehouse, dataset, split="valid"))
     except ValueError as exc:  # e.g. a toy dataset without validation users: nothing to choose on
-        log.warning("no validation users to choose the fusion weight on (%s): w = %s", exc, default)
+        log.warning("no %s validation users to choose the fusion weight on (%s): w = %s", protocol, exc, default)
         return {"weight": default, "metric": None, "n_users": 0, "split": "valid", "grid": {},
                 "chosen_on": "default: no validation users"}
-    if protocol == "paper":
-        cases = load_paper_cases(warehouse, dataset, split="valid")
-        n, metric = len(cases.user_ids), "ndcg@5"
-        for w in grid:
-            ranks = metrics.candidate_ranks(FusedView(reranker, w).score_candidates(cases.histories,
-                                                                                    cases.candidates), cases.positive)
-            values[w] = metrics.ndcg_at_k(ranks, 5)
-    else:
-        full = load_ranking_cases(warehouse, dataset, protocol, split="valid")
+    keep = np.random.default_rng(0).permutation(len(cases.user_ids))[:max_users] if max_users else None
+    values: dict[float, float] = {}
+    if protocol in CATALOGUE_PROTOCOLS:
+        if keep is not None:
+            cases = FullCases([cases.user_ids[i] for i in keep], [cases.histories[i] for i in keep],
+                              [cases.targets[i] for i in keep], cases.catalogue)
         # cold: the held-out items only reach the list through the content index
         source = candidate_source(warehouse, dataset, generator, top_m=top_m,
                                   content_m=DEFAULT_CONTENT_M if protocol == "cold" else 0)
-        keep = np.random.default_rng(0).permutation(len(full.user_ids))[:max_users]
-        cases = FullCases([full.user_ids[i] for i in keep], [full.histories[i] for i in keep],
-                          [full.targets[i] for i in keep], full.catalogue)
-        n, metric = len(keep), "ndcg@10"
+        metric = "ndcg@10"
         for w in grid:
-            ranks = rank_full(CandidateRerank(source, FusedView(reranker, w)), cases)
-            values[w] = metrics.ndcg_at_k(ranks, 10)
+            values[w] = metrics.ndcg_at_k(rank_full(CandidateRerank(source, FusedView(reranker, w)), cases), 10)
+    else:  # paper / sampled: each validation user's target among 20 negatives
+        if keep is not None:
+            cases = PaperCases([cases.user_ids[i] for i in keep], [cases.histories[i] for i in keep],
+                               [cases.candidates[i] for i in keep], cases.positive[keep])
+        metric = "ndcg@5"
+        for w in grid:
+            scores = FusedView(reranker, w).score_candidates(cases.histories, cases.candidates)
+            values[w] = metrics.ndcg_at_k(metrics.candidate_ranks(scores, cases.positive), 5)
     best = max(values.values())
     weight = min(w for w, v in values.items() if v == best)  # the smallest weight among ties
-    log.info("fusion weight on %d validation users (%s): %s -> w = %s", n, metric,
+    log.info("%s fusion weight on %d validation users (%s): %s -> w = %s", protocol, len(cases.user_ids), metric,
              {w: round(v, 4) for w, v in values.items()}, weight)
-    return {"weight": weight, "metric": metric, "n_users": n, "split": "valid",
+    return {"weight": weight, "metric": metric, "n_users": len(cases.user_ids), "split": "valid",
             "grid": {str(w): v for w, v in values.items()}}

@@ -47,6 +47,14 @@ def fuse(p: np.ndarray, generator: np.ndarray | None, weight: float) -> np.ndarr
     return np.log(pc / (1 - pc)) + weight * z
 
 
+def fusion_weight_for(meta: dict, protocol: str | None = None) -> float:
+    """The fusion weight a saved run chose for evaluation ``protocol`` (``model.json``'s ``fusion.by_protocol``);
+    the run's own weight (its training protocol's, the one serving uses) when ``protocol`` is None or was not
+    chosen separately (runs from before per-protocol weights, a weight given with ``--fusion-weight``)."""
+    chosen = ((meta.get("fusion") or {}).get("by_protocol") or {}).get(protocol) if protocol else None
+    return float(chosen["weight"]) if chosen else float(meta["config"]["fusion_weight"])
+
+
 def history_index(warehouse, dataset: str, protocol: str | None = None) -> dict[tuple[str, ...], str]:
     """tuple(history) -> user_id for every eval_candidates row and split_loo row (first wins on a clash), and for a
     model trained for the cold protocol every cold case."""

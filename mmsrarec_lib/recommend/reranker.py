@@ -28,7 +28,7 @@ import numpy as np
 from mmsrarec_lib.candidates.union import CandidateRerank, candidate_source
 from mmsrarec_lib.eval.protocols import hidden_items
 from mmsrarec_lib.recommend.context import RecContext
-from mmsrarec_lib.recommend.fusion import ScoringConfig, fuse, history_index
+from mmsrarec_lib.recommend.fusion import ScoringConfig, fuse, fusion_weight_for, history_index
 from mmsrarec_lib.recommend.prompts import Candidate, PromptConfig
 from mmsrarec_lib.recommend.tasks import user_prefix
 
@@ -120,8 +120,9 @@ class MllmReranker:
 
 # --------------------------------------------------------------------------- registry hooks
 def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig | None = None,
-                 progress: bool = True, model_and_meta: tuple | None = None):
-    """The evaluation scorer of a saved run (every protocol), its model.json and scoring config."""
+                 progress: bool = True, model_and_meta: tuple | None = None, protocol: str | None = None):
+    """The evaluation scorer of a saved run, its model.json and scoring config. Fusion weight: ``scoring``'s, else
+    the one the run chose for evaluation ``protocol`` (None: the run's own, see ``fusion.fusion_weight_for``)."""
     from mmsrarec_lib.models.baselines import load_baseline
     from mmsrarec_lib.recommend.context import load_context
     from mmsrarec_lib.recommend.run_config import config_from_dict
@@ -131,7 +132,7 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     cfg = config_from_dict(meta["config"])
     scoring = scoring or ScoringConfig()
     if scoring.fusion_weight is None:
-        scoring = replace(scoring, fusion_weight=cfg.fusion_weight)
+        scoring = replace(scoring, fusion_weight=fusion_weight_for(meta, protocol))
     ctx = load_context(warehouse, dataset, keyword_source=cfg.keyword_source, neighbor_protocol="paper",
                        use_neighbors=cfg.use_neighbors, hidden_items=hidden_items(warehouse, dataset, cfg.protocol))
     generator = load_baseline(warehouse, dataset, meta["generator_run"]).scorer
@@ -143,14 +144,21 @@ def build_scorer(warehouse, dataset: str, run_id: str, *, scoring: ScoringConfig
     return CandidateRerank(source, reranker), meta, scoring
 
 
-def mllm_only(scorer):
-    """The same evaluation scorer with fusion weight 0 (the MLLM alone), reusing the reranker's memoised p."""
+def with_fusion_weight(scorer, weight: float):
+    """The same evaluation scorer with another fusion weight, reusing the reranker's memoised p (minilm-effnet
+    runs; None for a decoder run, which must be built again with that weight)."""
     from mmsrarec_lib.recommend.encoder_scorer import FusedView
 
     enc = getattr(scorer.reranker, "_encoder", None)
-    if enc is None:
+    return None if enc is None else CandidateRerank(scorer.source, FusedView(enc, weight))
+
+
+def mllm_only(scorer):
+    """The same evaluation scorer with fusion weight 0 (the MLLM alone)."""
+    out = with_fusion_weight(scorer, 0.0)
+    if out is None:
         raise ValueError("mllm_only needs a minilm-effnet run")
-    return CandidateRerank(scorer.source, FusedView(enc, 0.0))
+    return out
 
 
 def resolved_model(scorer, meta: dict, scoring: ScoringConfig, *, seeded: bool):
@@ -185,7 +193,7 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
         if fusion_weight is not None:
             scoring = replace(scoring, fusion_weight=fusion_weight)
         scorer, meta, scoring = build_scorer(request.warehouse, request.dataset, meta["run_id"],
-                                             progress=request.progress, scoring=scoring)
+                                             progress=request.progress, scoring=scoring, protocol=request.protocol)
         resolved = resolved_model(scorer, meta, scoring, seeded=True)
         return replace(resolved, model=MLLM_ONLY) if fusion_weight == 0 else resolved
 
