@@ -92,6 +92,23 @@ def test_each_evaluation_protocol_is_scored_with_the_fusion_weight_chosen_for_it
     assert set(full_run["fusion"]["by_protocol"]) == {"full", "sampled"}
     assert full_run["config"]["fusion_weight"] == full_run["fusion"]["weight"] == full_run["fusion"]["by_protocol"][
         "full"]["weight"]  # the training protocol's weight is the run's default (the nightly top-K's)
+    # `mmsrarec evaluate --model <run id>` resolves the saved run with the weight it chose for the protocol asked
+    from mmsrarec_lib.eval.registry import ModelRequest, resolve_model
+    from mmsrarec_lib.recommend.reranker import register_models
+
+    register_models()
+    uri = wh.uri("toy", "models", full_run["run_id"], "model.json")
+    original = wh.read_bytes(uri)
+    edited = json.loads(original)  # a sampled weight unlike the full one, so the two cannot be confused
+    edited["fusion"]["by_protocol"]["sampled"]["weight"] = full_run["fusion"]["weight"] + 3.0
+    wh.write_bytes(uri, json.dumps(edited).encode())
+    try:
+        for protocol in ("full", "sampled"):
+            resolved = resolve_model(full_run["run_id"], ModelRequest(wh, "toy", protocol, progress=False))
+            want = edited["fusion"]["by_protocol"][protocol]["weight"]
+            assert resolved.config["scoring"]["fusion_weight"] == want
+    finally:
+        wh.write_bytes(uri, original)
 
 
 def test_fusion_weight_for_reads_the_protocol_s_own_weight_and_falls_back_to_the_run_s():

@@ -65,7 +65,7 @@ class ResolvedModel:
 
 
 ModelFactory = Callable[[ModelRequest], ResolvedModel]
-KindLoader = Callable[[Warehouse, str, str, dict], ResolvedModel]  # (warehouse, dataset, run_id, model_json)
+KindLoader = Callable[..., ResolvedModel]  # (warehouse, dataset, run_id, model_json, *, protocol=evaluated protocol)
 _FACTORIES: dict[str, ModelFactory] = {}
 _KIND_LOADERS: dict[str, KindLoader] = {}
 
@@ -110,7 +110,7 @@ def resolve_model(name_or_run_id: str, request: ModelRequest) -> ResolvedModel:
     if trained_on and trained_on != request.protocol:
         log.warning("model %s was trained for protocol %r, evaluated under %r", name_or_run_id, trained_on,
                     request.protocol)
-    return _KIND_LOADERS[kind](wh, ds, name_or_run_id, meta)
+    return _KIND_LOADERS[kind](wh, ds, name_or_run_id, meta, protocol=request.protocol)
 
 
 # --------------------------------------------------------------------------- built-in baselines
@@ -135,7 +135,8 @@ def _baseline_config(info: Mapping[str, Any]) -> dict:
     return out
 
 
-def _baseline_loader(warehouse: Warehouse, dataset: str, run_id: str, meta: dict) -> ResolvedModel:
+def _baseline_loader(warehouse: Warehouse, dataset: str, run_id: str, meta: dict, *,
+                     protocol: str | None = None) -> ResolvedModel:
     from mmsrarec_lib.models.baselines import load_baseline
 
     trained = load_baseline(warehouse, dataset, run_id)

@@ -200,8 +200,9 @@ def _factory(variant: str, *, fusion_weight: float | None = None):
     return factory
 
 
-def _kind_loader(warehouse, dataset: str, run_id: str, meta: dict):
-    scorer, meta, scoring = build_scorer(warehouse, dataset, run_id)
+def _kind_loader(warehouse, dataset: str, run_id: str, meta: dict, *, protocol: str | None = None):
+    """A saved run scored with the fusion weight it chose for ``protocol`` (the evaluation protocol)."""
+    scorer, meta, scoring = build_scorer(warehouse, dataset, run_id, protocol=protocol)
     return resolved_model(scorer, meta, scoring, seeded=False)
 
 
