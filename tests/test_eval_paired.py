@@ -25,6 +25,27 @@ def test_sampled_cases_cover_every_user_with_20_unseen_negatives_deterministical
         assert seqs[uid][-1] not in [c for j, c in enumerate(cands) if j != pos]  # nor the later test item
 
 
+def test_sampled_negatives_come_from_the_k_core_pool_not_from_items_no_sequence_has(warehouse):
+    """An item the k-core dropped (in ``items``, in no evaluation sequence) can never be a target: drawing it as a
+    negative would hand a model that never saw it (SASRec ranks it last) free wins, so it is never drawn."""
+    import pyarrow as pa
+
+    from mmsrarec_lib import schemas
+
+    seqs = write_toy_dataset(warehouse, "d", n_users=30, n_items=60)
+    in_sequences = {i for s in seqs.values() for i in s}
+    items = warehouse.read_table("d", "items").to_pylist()
+    dropped = [f"dropped{k}" for k in range(400)]  # far more than the sequences' items: drawn often if allowed
+    items += [{**items[0], "item_id": i, "title": i, "source_row": 1000 + k} for k, i in enumerate(dropped)]
+    warehouse.write_table("d", "items", pa.Table.from_pylist(items, schema=schemas.ITEMS))
+    assert set(dropped) <= set(protocols.load_catalogue(warehouse, "d"))  # the full protocol still ranks them all
+    assert protocols.split_items(warehouse, "d") == sorted(in_sequences)
+    for split in ("test", "valid"):
+        cases = protocols.load_sampled_cases(warehouse, "d", split=split)
+        drawn = {c for cands in cases.candidates for c in cands}
+        assert drawn <= in_sequences and len(cases.user_ids) == 30
+
+
 def test_sampled_protocol_metrics_and_rank_files(warehouse):
     write_toy_dataset(warehouse, "d", n_users=30, n_items=60)
 
