@@ -102,3 +102,27 @@ def test_paired_interval_pairs_users_within_seeds_and_pools_seeds(warehouse):
     assert iv.mean_diff == pytest.approx(want) and iv.low <= iv.mean_diff <= iv.high and iv.low > 0
     assert paired.paired_interval(warehouse, "d", run_id="r", protocol="full", model="m", metric="hr@5",
                                   seeds=[0]) is None
+
+
+def test_report_png_zooms_on_the_models_near_sasrec_when_others_are_far_off():
+    """With a model far below SASRec (Pop), the PNG gets a third panel for the models whose intervals stay within
+    ``NEAR_POINTS`` of SASRec; without one it keeps two panels (the figure is as wide as its panels)."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from mmsrarec_lib.eval import report as rep
+
+    keys = ("hr@5", "ndcg@5", "auc")
+    summary = pd.DataFrame([{"protocol": "sampled", "model": m, "metric": k, "mean": 0.5, "std": 0.01, "n_seeds": 3,
+                             "n_users": 943, "run_id": "r", "model_versions": "v"}
+                            for m in ("sasrec", "mmsrarec", "pop") for k in keys])
+    near = [{"protocol": "sampled", "model": "mmsrarec", "metric": k, "mean_diff": 0.005, "low": -0.001,
+             "high": 0.011, "n_users": 943, "seeds": "0,1,2"} for k in keys]
+    far = [{**r, "model": "pop", "mean_diff": -0.27, "low": -0.30, "high": -0.24} for r in near]
+    width = {}
+    for name, rows in (("near only", near), ("near and far", near + far)):
+        png = rep.plot_protocol(rep.Report("d", summary, pd.DataFrame(rows)), "sampled")
+        width[name] = Image.open(io.BytesIO(png)).size[0]
+    assert width["near and far"] == pytest.approx(1.5 * width["near only"], rel=0.02)  # 3 panels instead of 2

@@ -4,8 +4,10 @@ test users, seeds pooled, from the per-user ranks stored with the run).
 
 "Latest" is the run_id whose rows were written last (max ``created_at``). The std is the sample standard deviation
 over seeds (0 with a single seed). Output: markdown tables (printed and saved as ``report.md``) and one PNG per
-protocol (``<protocol>.png``, matplotlib Agg): left, mean ± std bars; right, the paired differences against SASRec
-with their 95% intervals.
+protocol (``<protocol>.png``, matplotlib Agg): left, mean ± std bars; middle, the paired differences against SASRec
+with their 95% intervals; right, when some models are far off (Pop, the content index, the MLLM alone), the same
+for the models whose interval stays within ``NEAR_POINTS`` of SASRec, on a scale where their intervals are
+readable.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 BASELINE = "sasrec"
+NEAR_POINTS = 5.0  # x100: the zoomed panel shows models whose whole interval is within this of SASRec
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,12 @@ def plot_protocol(report: Report, protocol: str) -> bytes | None:
     width = 0.8 / len(models)
     iv = report.intervals[report.intervals.protocol == protocol] if report.intervals is not None else None
     has_iv = iv is not None and not iv.empty
-    fig, axes = plt.subplots(1, 2 if has_iv else 1, figsize=((2 if has_iv else 1) * (1.8 + 1.6 * len(keys)), 4.2))
-    ax = axes[0] if has_iv else axes
+    diff_models = sorted(iv.model.unique()) if has_iv else []
+    near = [m for m in diff_models if iv[iv.model == m][["low", "high"]].abs().max().max() * 100 <= NEAR_POINTS]
+    zoom = has_iv and 0 < len(near) < len(diff_models)
+    n_panels = 1 + has_iv + zoom
+    fig, axes = plt.subplots(1, n_panels, figsize=(n_panels * (1.8 + 1.6 * len(keys)), 4.2), squeeze=False)
+    ax = axes[0][0]
     for i, model in enumerate(models):
         m = sub[sub.model == model].set_index("metric")
         means = [100 * m["mean"].get(k, np.nan) for k in keys]
@@ -156,26 +163,35 @@ def plot_protocol(report: Report, protocol: str) -> bytes | None:
     ax.set_title(f"{report.dataset}: protocol {protocol} (mean ± std over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     if has_iv:
-        ax2 = axes[1]
-        diff_models = sorted(iv.model.unique())
-        w2 = 0.8 / len(diff_models)
-        for i, model in enumerate(diff_models):
-            m = iv[iv.model == model].set_index("metric")
-            mean = np.array([100 * m["mean_diff"].get(k, np.nan) for k in keys])
-            low = np.array([100 * m["low"].get(k, np.nan) for k in keys])
-            high = np.array([100 * m["high"].get(k, np.nan) for k in keys])
-            x = np.arange(len(keys)) + i * w2 - 0.4 + w2 / 2
-            ax2.bar(x, mean, w2, label=model, color=f"C{models.index(model) if model in models else i}")
-            ax2.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=3, lw=1)
-        ax2.axhline(0, color="black", lw=0.8)
-        ax2.set_xticks(np.arange(len(keys)), keys)
-        ax2.set_ylabel(f"model - {BASELINE} (x100)")
-        ax2.set_title("paired difference vs SASRec, 95% bootstrap interval (users, seeds pooled)", fontsize=9)
+        _diff_panel(axes[0][1], iv, diff_models, keys, models,
+                    "paired difference vs SASRec, 95% bootstrap interval (users, seeds pooled)")
+    if zoom:
+        _diff_panel(axes[0][2], iv, near, keys, models, f"zoom: the models within ±{NEAR_POINTS:g} points of SASRec")
+        axes[0][2].legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _diff_panel(ax, iv, diff_models: list[str], keys: list[str], models: list[str], title: str) -> None:
+    """Bars of the paired mean difference (model - SASRec) with the 95% interval as error bars."""
+    import numpy as np
+
+    w2 = 0.8 / len(diff_models)
+    for i, model in enumerate(diff_models):
+        m = iv[iv.model == model].set_index("metric")
+        mean = np.array([100 * m["mean_diff"].get(k, np.nan) for k in keys])
+        low = np.array([100 * m["low"].get(k, np.nan) for k in keys])
+        high = np.array([100 * m["high"].get(k, np.nan) for k in keys])
+        x = np.arange(len(keys)) + i * w2 - 0.4 + w2 / 2
+        ax.bar(x, mean, w2, label=model, color=f"C{models.index(model) if model in models else i}")
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(keys)), keys)
+    ax.set_ylabel(f"model - {BASELINE} (x100)")
+    ax.set_title(title, fontsize=9)
 
 
 def default_out_dir(warehouse: Warehouse, dataset: str) -> str:
