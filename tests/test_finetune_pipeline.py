@@ -127,7 +127,7 @@ def test_an_item_ingested_after_training_is_recommended_to_users_whose_history_i
     near = load_content_index(wh, "toy").candidates([seqs[u] for u in users], m=1,
                                                     exclude=[set(seqs[u]) for u in users])
     reached = {u for u, c in zip(users, near) if c and c[0][0] == "i_new"}
-    selected, _ = select_users(wh, "toy", mode="changed", run_date=day2, content_m=1)
+    selected, _ = select_users(wh, "toy", mode="changed", run_date=day2, content_m=1, content_pool="all")
     assert set(selected) == reached and fan in reached and other not in reached  # no new interaction at all
 
     cfg = RecommendConfig(dataset="toy", model_run="mm-1", run_date=day2, users="changed", topk=topk)

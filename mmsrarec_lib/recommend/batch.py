@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmsrarec_lib import tables
+from mmsrarec_lib.candidates.union import DEFAULT_CONTENT_POOL
 from mmsrarec_lib.recommend.publish import (
     ShardReceipt,
     publish_recommendations,
@@ -96,7 +97,7 @@ class RecommendConfig:
 
 
 def select_users(warehouse: Warehouse, dataset: str, *, mode: str, run_date: dt.date, content_m: int = 0,
-                 content_pool: str = "all") -> tuple[list[str], int]:
+                 content_pool: str = DEFAULT_CONTENT_POOL) -> tuple[list[str], int]:
     """(users to recommend for, newest interaction timestamp in us) for ``mode`` (see the module docstring)."""
     item_col = ["item_id"] if content_m and content_pool == "unscored" and mode == "changed" else []
     inter = warehouse.read_table(dataset, tables.INTERACTIONS, columns=["user_id", "timestamp", *item_col])
