@@ -302,6 +302,20 @@ def model_run(warehouse: Warehouse, *, dataset: str, run_id: str) -> ModelRun | 
     return next((r for r in _all_runs(warehouse, dataset) if r.run_id == run_id), None)
 
 
+def read_manifest(warehouse: Warehouse, dataset: str, run_id: str, *, kind: str | Collection[str] | None = None
+                  ) -> dict:
+    """The ``model.json`` of a saved run (written last, so a folder with it is complete). FileNotFoundError when
+    there is none ("no saved model ..."); ValueError when ``kind`` is given and the run is of another kind."""
+    uri = warehouse.uri(dataset, MODELS_DIR, run_id, "model.json")
+    if not warehouse.exists(uri):
+        raise FileNotFoundError(f"no saved model {run_id!r} for dataset {dataset!r} at {uri.rsplit('/', 1)[0]}")
+    meta = json.loads(warehouse.read_bytes(uri))
+    if kind is not None and not _matches(meta.get("kind"), kind):
+        want = kind if isinstance(kind, str) else " or ".join(sorted(kind))
+        raise ValueError(f"model {run_id!r} is a {meta.get('kind')!r} model, not {want!r}")
+    return meta
+
+
 # --------------------------------------------------------------------------- backfill from model folders
 def _read_json(warehouse: Warehouse, uri: str) -> dict | None:
     if not warehouse.exists(uri):

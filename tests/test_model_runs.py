@@ -174,3 +174,18 @@ def test_runs_cli_lists_runs_as_a_table_and_json(warehouse, capsys):
     assert only["run_id"] == "sasrec-1" and only["metrics"] == {"loss": 0.5} and only["duration_s"] >= 0
     assert main([*args, "--kind", "pop"]) == 0
     assert "no model runs" in capsys.readouterr().out
+
+
+def test_read_manifest_is_the_one_reader_of_a_saved_run_s_model_json(warehouse):
+    """``load_sasrec``, ``load_baseline`` and ``load_recommender`` read a run's ``model.json`` through it: a folder
+    without one is not a saved model (training writes it last), and a run of another kind is refused by name."""
+    from mmsrarec_lib.models.baselines import load_baseline
+
+    _manifest(warehouse, "mm-1", {"kind": "mmsrarec", "run_id": "mm-1"})
+    assert model_runs.read_manifest(warehouse, DS, "mm-1")["run_id"] == "mm-1"
+    assert model_runs.read_manifest(warehouse, DS, "mm-1", kind=("mmsrarec", "sasrec"))["kind"] == "mmsrarec"
+    with pytest.raises(ValueError, match=r"'mm-1' is a 'mmsrarec' model, not 'pop or sasrec'"):
+        load_baseline(warehouse, DS, "mm-1")
+    warehouse.write_bytes(warehouse.uri(DS, "models", "half", "config.json"), b"{}")  # a crash before model.json
+    with pytest.raises(FileNotFoundError, match="no saved model 'half'"):
+        model_runs.read_manifest(warehouse, DS, "half", kind="sasrec")

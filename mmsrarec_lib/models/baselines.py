@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,8 +12,7 @@ import numpy as np
 import torch
 
 from mmsrarec_lib.eval.protocols import check_protocol, training_data
-from mmsrarec_lib.model_runs import record_model_run
-from mmsrarec_lib.models import MODELS_DIR
+from mmsrarec_lib.model_runs import read_manifest, record_model_run
 from mmsrarec_lib.models.pop import PopScorer
 from mmsrarec_lib.models.sasrec import SASRec, SASRecConfig, load_sasrec, save_sasrec, train_sasrec
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
@@ -108,22 +106,11 @@ def fit_baseline(
     return TrainedBaseline(run_id=run_id, kind=kind, scorer=scorer, info=info)
 
 
-def read_model_json(warehouse: Warehouse, dataset: str, run_id: str) -> dict | None:
-    uri = warehouse.uri(dataset, MODELS_DIR, run_id, "model.json")
-    return json.loads(warehouse.read_bytes(uri)) if warehouse.exists(uri) else None
-
-
 def load_baseline(warehouse: Warehouse, dataset: str, run_id: str) -> TrainedBaseline:
     """Load a saved ``pop`` or ``sasrec`` run as a scorer."""
-    meta = read_model_json(warehouse, dataset, run_id)
-    if meta is None:
-        raise FileNotFoundError(f"no saved model {run_id!r} for dataset {dataset!r}")
-    kind = meta.get("kind")
-    if kind == "pop":
-        scorer: Any = PopScorer.load(warehouse, dataset, run_id)
-    elif kind == "sasrec":
-        scorer = SASRecScorer(load_sasrec(warehouse, dataset, run_id))
-    else:
-        raise ValueError(f"model {run_id!r} has kind {kind!r}, not a baseline")
+    meta = read_manifest(warehouse, dataset, run_id, kind=("pop", "sasrec"))
+    kind = meta["kind"]
+    scorer: Any = (PopScorer.load(warehouse, dataset, run_id) if kind == "pop"
+                   else SASRecScorer(load_sasrec(warehouse, dataset, run_id)))
     info = {k: v for k, v in meta.items() if k != "item_ids"}
     return TrainedBaseline(run_id=run_id, kind=kind, scorer=scorer, info=info)

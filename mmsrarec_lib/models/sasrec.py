@@ -328,12 +328,10 @@ def save_sasrec(warehouse: Warehouse, dataset: str, run_id: str, model: SASRec, 
 def load_sasrec(warehouse: Warehouse, dataset: str, run_id: str) -> SASRec:
     """The SASRec saved by run ``run_id`` of ``dataset``, in eval mode (its ``model_json`` attribute holds
     model.json)."""
+    from mmsrarec_lib.model_runs import read_manifest
+
+    meta = read_manifest(warehouse, dataset, run_id, kind=KIND)
     base = model_dir_uri(warehouse, dataset, run_id)
-    if not warehouse.exists(f"{base}/model.json"):
-        raise FileNotFoundError(f"no saved model {run_id!r} for dataset {dataset!r} at {base}")
-    meta = json.loads(warehouse.read_bytes(f"{base}/model.json"))
-    if meta.get("kind") != KIND:
-        raise ValueError(f"model {run_id!r} is a {meta.get('kind')!r} model, not {KIND!r}")
     cfg = SASRecConfig(**json.loads(warehouse.read_bytes(f"{base}/config.json")))
     model = SASRec(cfg, meta["item_ids"])
     state = torch.load(io.BytesIO(warehouse.read_bytes(f"{base}/model.pt")), weights_only=True)

@@ -172,13 +172,10 @@ def load_recommender(warehouse: Warehouse, dataset: str, run_id: str) -> tuple[A
     from peft import PeftModel
 
     from mmsrarec_lib.mllm.loading import load_mllm
+    from mmsrarec_lib.model_runs import read_manifest
 
+    meta = read_manifest(warehouse, dataset, run_id, kind=KIND)  # only a complete run has one
     base_uri = run_uri(warehouse, dataset, run_id)
-    if not warehouse.exists(f"{base_uri}/model.json"):
-        raise FileNotFoundError(f"no complete {KIND} run {run_id!r} at {base_uri}")
-    meta = json.loads(warehouse.read_bytes(f"{base_uri}/model.json"))
-    if meta.get("kind") != KIND:
-        raise ValueError(f"run {run_id!r} is a {meta.get('kind')!r} model, not {KIND!r}")
     if meta.get("backbone") == "minilm-effnet":  # (RecBackbone, EncoderAssets, meta)
         from mmsrarec_lib.recommend.encoder_pipeline import load_encoder_run
 
