@@ -61,6 +61,11 @@ def tri_state(text: str) -> bool | None:
         raise argparse.ArgumentTypeError(f"choose from auto, yes, no (got {text!r})") from None
 
 
+def device_field() -> Any:
+    """The ``--device`` setting every job that can run on a GPU declares the same way."""
+    return dataclasses.field(default=None, metadata={"help": "cpu, cuda, cuda:0 (None: cuda when present)"})
+
+
 def _shown(default: Any) -> Any:
     if isinstance(default, tuple):
         return ",".join(map(str, default)) or "none"

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 from jobs._common import add_warehouse_args, warehouse_from_args
-from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
+from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args, device_field
 from mmsrarec_lib.vision import DEFAULT_ENCODER
 
 COMMAND = "encode-images"
@@ -28,7 +28,7 @@ class EncodeImagesConfig:
         "only images not yet encoded for this encoder version (new or changed images)")})
     batch_size: int = field(default=32, metadata={"help": "images per forward pass"})
     chunk_size: int = field(default=256, metadata={"help": "images per MERGE commit"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:0 (None: cuda when present)"})
+    device: str | None = device_field()
     threads: int | None = field(default=None, metadata={"help": (
         "torch CPU threads (None: $MMSRAREC_TORCH_THREADS, else torch's choice; 1 was 2x faster on a busy shared "
         "CPU)")})

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from jobs._common import KEYWORD_ENCODER, add_warehouse_args, warehouse_from_args
-from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
+from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args, device_field
 from mmsrarec_lib.vision import DEFAULT_ENCODER
 
 COMMAND = "summarize"
@@ -43,7 +43,7 @@ class SummarizeConfig:
     limit: int | None = field(default=None, metadata={"help": "only the first N items (by item_id)"})
     item_ids: str | None = field(default=None, metadata={"help": (
         "only these items: a comma list, or @FILE with one item_id per line")})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:0 (None: cuda when present)"})
+    device: str | None = device_field()
     progress: bool = field(default=True, metadata={"help": "progress bar"})
 
     def __post_init__(self) -> None:

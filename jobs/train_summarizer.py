@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from jobs._common import KEYWORD_ENCODER, add_warehouse_args, warehouse_from_args
-from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
+from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args, device_field
 from mmsrarec_lib.vision import DEFAULT_ENCODER
 
 COMMAND = "train-summarizer"
@@ -31,7 +31,7 @@ class TrainSummarizerConfig:
         "None: the backend's GRPO default (GrpoConfig / MllmGrpoConfig)")})
     limit: int | None = field(default=None, metadata={"help": "only the first N items"})
     seed: int = 0
-    device: str | None = None
+    device: str | None = device_field()
     image_encoder: str = field(default=DEFAULT_ENCODER, metadata={"help": (
         "extractive: image model whose features give the image keywords (also tuned here); a HF vision model "
         "id/path, or 'none' for text only")})

@@ -236,12 +236,13 @@ def start_standalone(cfg: DemoConfig) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, *, group: bool = False) -> bool:
+    """Whether process ``pid`` (``group``: the process group ``pid``) still exists (signal 0 probes it)."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, owned by someone else
         return True
     return True
 
@@ -256,23 +257,15 @@ def stop_standalone(cfg: DemoConfig, *, grace_s: float = 30.0) -> int:
     try:
         os.killpg(pid, signal.SIGTERM)  # the group id is the pid: the process was started with setsid
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _group_alive(pid):
+        while time.monotonic() < deadline and _alive(pid, group=True):
             time.sleep(0.5)
-        if _group_alive(pid):
+        if _alive(pid, group=True):
             os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     pid_path.unlink(missing_ok=True)
     print(f"Airflow standalone (process group {pid}) stopped")
     return 0
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
