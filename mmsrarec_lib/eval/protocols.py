@@ -304,15 +304,10 @@ def evaluate_protocol(scorer, warehouse: Warehouse, dataset: str, protocol: str,
         n_cand = np.array([len(c) for c in cases.candidates])
         values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
                   "auc": lambda _: metrics.auc(ranks, n_cand)}
-    elif protocol == "full":
-        cases = load_full_cases(warehouse, dataset, split=split)
-        ranks = rank_full(scorer, cases)
-        n_cand = np.array([len(cases.catalogue) - len(set(h)) for h in cases.histories])
-        values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
-                  "mrr": lambda _: metrics.mrr(ranks)}
-    else:
-        cases, cold_items = load_cold_cases(warehouse, dataset, split=split)
-        ranks, tops = rank_full(scorer, cases, top_k=10)
+    else:  # the catalogue protocols: full, cold
+        cases, cold_items = (load_cold_cases(warehouse, dataset, split=split) if protocol == "cold"
+                             else (load_full_cases(warehouse, dataset, split=split), None))
+        ranks, tops = rank_full(scorer, cases, top_k=10) if cold_items is not None else (rank_full(scorer, cases), [])
         n_cand = np.array([len(cases.catalogue) - len(set(h)) for h in cases.histories])
         values = {"hr": lambda k: metrics.hr_at_k(ranks, k), "ndcg": lambda k: metrics.ndcg_at_k(ranks, k),
                   "mrr": lambda _: metrics.mrr(ranks),
