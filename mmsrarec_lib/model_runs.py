@@ -297,9 +297,11 @@ def latest_complete_run(warehouse: Warehouse, *, dataset: str, kind: str, varian
     return max(chosen, key=lambda r: (r.ended_at or utc_min, r.run_id)).run_id
 
 
-def model_run(warehouse: Warehouse, *, dataset: str, run_id: str) -> ModelRun | None:
-    """The current state of one run (None: not in the table)."""
-    return next((r for r in _all_runs(warehouse, dataset) if r.run_id == run_id), None)
+def latest_serving_run(warehouse: Warehouse, *, dataset: str, variant: str = "mmsrarec") -> str:
+    """The stage-3 run the nightly top-K serves by default (``recommend`` and the nightly DAG): the newest complete
+    ``mmsrarec`` run of ``variant`` trained on a serving protocol, never an evaluation-only ``cold`` run."""
+    return latest_complete_run(warehouse, dataset=dataset, kind="mmsrarec", variant=variant,
+                               protocol=SERVING_PROTOCOLS)
 
 
 def read_manifest(warehouse: Warehouse, dataset: str, run_id: str, *, kind: str | Collection[str] | None = None

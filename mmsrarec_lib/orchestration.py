@@ -292,9 +292,9 @@ def run_tag(prefix: str, airflow_run_id: str) -> str:
     return f"{prefix}-{safe}" if safe else prefix
 
 
-def latest_model_run(warehouse, *, dataset: str, kind: str = "mmsrarec", variant: str = "mmsrarec") -> str:
-    """The nightly DAG's model run: the rule of ``recommend``'s default (newest complete run of a serving protocol,
-    :func:`mmsrarec_lib.model_runs.latest_complete_run`; no torch)."""
-    from mmsrarec_lib.model_runs import SERVING_PROTOCOLS, latest_complete_run
+def latest_model_run(warehouse, *, dataset: str, variant: str = "mmsrarec") -> str:
+    """The nightly DAG's model run: ``recommend``'s default (:func:`mmsrarec_lib.model_runs.latest_serving_run`;
+    no torch)."""
+    from mmsrarec_lib.model_runs import latest_serving_run
 
-    return latest_complete_run(warehouse, dataset=dataset, kind=kind, variant=variant, protocol=SERVING_PROTOCOLS)
+    return latest_serving_run(warehouse, dataset=dataset, variant=variant)

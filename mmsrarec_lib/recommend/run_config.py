@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsrarec_lib.model_runs import SERVING_PROTOCOLS, latest_complete_run
+from mmsrarec_lib.model_runs import latest_complete_run, latest_serving_run
 from mmsrarec_lib.recommend.finetune import LoraSettings, TrainSettings
 from mmsrarec_lib.recommend.prompts import PromptConfig
 from mmsrarec_lib.runs import new_run_id
@@ -111,6 +111,5 @@ def config_from_dict(d: dict) -> RecTrainConfig:
 
 
 def latest_run(warehouse: Warehouse, dataset: str, *, variant: str = "mmsrarec") -> str:
-    """The stage-3 run ``mmsrarec recommend`` uses by default (:func:`mmsrarec_lib.model_runs.latest_complete_run`):
-    the newest complete run of ``variant`` trained on a serving protocol (not an evaluation-only ``cold`` run)."""
-    return latest_complete_run(warehouse, dataset=dataset, kind=KIND, variant=variant, protocol=SERVING_PROTOCOLS)
+    """The stage-3 run ``mmsrarec recommend`` uses by default (:func:`mmsrarec_lib.model_runs.latest_serving_run`)."""
+    return latest_serving_run(warehouse, dataset=dataset, variant=variant)
