@@ -312,7 +312,12 @@ def read_manifest(warehouse: Warehouse, dataset: str, run_id: str, *, kind: str 
     if not warehouse.exists(uri):
         raise FileNotFoundError(f"no saved model {run_id!r} for dataset {dataset!r} at {uri.rsplit('/', 1)[0]}")
     meta = json.loads(warehouse.read_bytes(uri))
-    if kind is not None and not _matches(meta.get("kind"), kind):
+    return meta if kind is None else check_kind(meta, run_id, kind)
+
+
+def check_kind(meta: dict, run_id: str, kind: str | Collection[str]) -> dict:
+    """``meta`` (a run's model.json) when the run is of ``kind``, else a ValueError naming both."""
+    if not _matches(meta.get("kind"), kind):
         want = kind if isinstance(kind, str) else " or ".join(sorted(kind))
         raise ValueError(f"model {run_id!r} is a {meta.get('kind')!r} model, not {want!r}")
     return meta

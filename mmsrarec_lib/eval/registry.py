@@ -93,14 +93,16 @@ def resolve_model(name_or_run_id: str, request: ModelRequest) -> ResolvedModel:
     check_protocol(request.protocol)
     if name_or_run_id in _FACTORIES:
         return _FACTORIES[name_or_run_id](request)
+    from mmsrarec_lib.model_runs import read_manifest
+
     wh, ds = request.warehouse, request.dataset
-    uri = wh.uri(ds, "models", name_or_run_id, "model.json")
-    if not wh.exists(uri):
+    try:
+        meta = read_manifest(wh, ds, name_or_run_id)
+    except FileNotFoundError:
         raise ValueError(
             f"unknown model {name_or_run_id!r}: registered: {', '.join(available_models())}; stage-3 models are "
             f"registered by {STAGE3_REGISTRATION} (and no saved run at {wh.uri(ds, 'models', name_or_run_id)})"
-        )
-    meta = json.loads(wh.read_bytes(uri))
+        ) from None
     kind = str(meta.get("kind"))
     if kind not in _KIND_LOADERS:
         raise ValueError(f"saved run {name_or_run_id!r} has kind {kind!r}, for which no loader is registered "
@@ -139,7 +141,7 @@ def _baseline_loader(warehouse: Warehouse, dataset: str, run_id: str, meta: dict
                      protocol: str | None = None) -> ResolvedModel:
     from mmsrarec_lib.models.baselines import load_baseline
 
-    trained = load_baseline(warehouse, dataset, run_id)
+    trained = load_baseline(warehouse, dataset, run_id, meta=meta)
     return ResolvedModel(trained.scorer, trained.kind, run_id, _baseline_config(trained.info), seeded=False,
                          seed=trained.info.get("seed"))
 

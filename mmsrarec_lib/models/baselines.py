@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mmsrarec_lib.eval.protocols import check_protocol, training_data
-from mmsrarec_lib.model_runs import read_manifest, record_model_run
+from mmsrarec_lib.model_runs import check_kind, read_manifest, record_model_run
 from mmsrarec_lib.models.pop import PopScorer
 from mmsrarec_lib.models.sasrec import SASRec, SASRecConfig, load_sasrec, save_sasrec, train_sasrec
 from mmsrarec_lib.runs import code_version, new_run_id, utcnow
@@ -106,11 +106,13 @@ def fit_baseline(
     return TrainedBaseline(run_id=run_id, kind=kind, scorer=scorer, info=info)
 
 
-def load_baseline(warehouse: Warehouse, dataset: str, run_id: str) -> TrainedBaseline:
-    """Load a saved ``pop`` or ``sasrec`` run as a scorer."""
-    meta = read_manifest(warehouse, dataset, run_id, kind=("pop", "sasrec"))
+def load_baseline(warehouse: Warehouse, dataset: str, run_id: str, *, meta: dict | None = None) -> TrainedBaseline:
+    """Load a saved ``pop`` or ``sasrec`` run as a scorer (``meta``: its model.json, when already read)."""
+    kinds = ("pop", "sasrec")
+    meta = check_kind(meta, run_id, kinds) if meta is not None else read_manifest(warehouse, dataset, run_id,
+                                                                                  kind=kinds)
     kind = meta["kind"]
     scorer: Any = (PopScorer.load(warehouse, dataset, run_id) if kind == "pop"
-                   else SASRecScorer(load_sasrec(warehouse, dataset, run_id)))
+                   else SASRecScorer(load_sasrec(warehouse, dataset, run_id, meta=meta)))
     info = {k: v for k, v in meta.items() if k != "item_ids"}
     return TrainedBaseline(run_id=run_id, kind=kind, scorer=scorer, info=info)

@@ -325,12 +325,12 @@ def save_sasrec(warehouse: Warehouse, dataset: str, run_id: str, model: SASRec, 
     return base
 
 
-def load_sasrec(warehouse: Warehouse, dataset: str, run_id: str) -> SASRec:
+def load_sasrec(warehouse: Warehouse, dataset: str, run_id: str, *, meta: dict | None = None) -> SASRec:
     """The SASRec saved by run ``run_id`` of ``dataset``, in eval mode (its ``model_json`` attribute holds
-    model.json)."""
+    model.json; ``meta``: that manifest when the caller has already read it)."""
     from mmsrarec_lib.model_runs import read_manifest
 
-    meta = read_manifest(warehouse, dataset, run_id, kind=KIND)
+    meta = meta if meta is not None else read_manifest(warehouse, dataset, run_id, kind=KIND)
     base = model_dir_uri(warehouse, dataset, run_id)
     cfg = SASRecConfig(**json.loads(warehouse.read_bytes(f"{base}/config.json")))
     model = SASRec(cfg, meta["item_ids"])
