@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs._common import add_warehouse_args, warehouse_from_args
+from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
 
 COMMAND = "runs"
 HELP = "list the training runs of a dataset (model_runs: kind, variant, status, duration, key metrics)"
@@ -18,32 +19,27 @@ HEADLINE = ("valid_ndcg@10", "after.reward", "fusion.weight", "training.train_lo
             "rows", "users_indexed")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_warehouse_args(parser)
-    parser.add_argument("--kind", default=None,
-                        help="only runs of this kind: sasrec | pop | summarizer | collab_index | mmsrarec")
-    parser.add_argument("--status", default=None, help="only runs in this state: running | complete | failed")
-    parser.add_argument("--limit", type=int, default=50, help="newest N runs (default 50; 0: all)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
-    parser.add_argument("--backfill", action="store_true",
-                        help="first add runs found in <dataset>/models/ folders that the table lacks")
-
-
 @dataclass(frozen=True)
 class RunsArgs:
-    dataset: str
-    kind: str | None
-    status: str | None
-    limit: int
-    json: bool
-    backfill: bool
+    """The command's settings; its flags are generated from these fields."""
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RunsArgs:
-        if args.limit < 0:
-            raise ValueError(f"--limit must be >= 0, got {args.limit}")
-        return cls(dataset=args.dataset, kind=args.kind, status=args.status, limit=args.limit, json=args.json,
-                   backfill=args.backfill)
+    dataset: str
+    kind: str | None = field(default=None, metadata={"help": (
+        "only runs of this kind: sasrec | pop | summarizer | collab_index | mmsrarec")})
+    status: str | None = field(default=None, metadata={"help": "only runs in this state: running | complete | failed"})
+    limit: int = field(default=50, metadata={"help": "newest N runs (0: all)"})
+    json: bool = field(default=False, metadata={"help": "one JSON object per run instead of a table"})
+    backfill: bool = field(default=False, metadata={"help": (
+        "first add runs found in <dataset>/models/ folders that the table lacks")})
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {self.limit}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_warehouse_args(parser)
+    add_dataclass_arguments(parser, RunsArgs, skip=("dataset",))
 
 
 def _duration(seconds: float | None) -> str:
@@ -79,7 +75,7 @@ def render_table(runs: list) -> str:
 def main(args: argparse.Namespace) -> int:
     from mmsrarec_lib.model_runs import backfill_model_runs, list_model_runs
 
-    cfg = RunsArgs.from_args(args)
+    cfg = dataclass_from_args(RunsArgs, args)
     warehouse = warehouse_from_args(args)
     if cfg.backfill:
         found = backfill_model_runs(warehouse, cfg.dataset)
