@@ -20,9 +20,6 @@ from jobs._dataclass_args import add_dataclass_arguments, dataclass_from_args
 COMMAND = "train-recommender"
 ALIASES = ("train",)  # deprecated: the old name, kept so existing scripts keep working
 HELP = "fine-tune the MLLM recommender (LoRA, four tasks mixed) and save adapter, config and lineage as a model run"
-# the one job-side default that differs from its library config (BackboneConfig.lora_layers = 1): the measured
-# minilm-effnet runs (README, docs/recommend.md) use LoRA on the top 2 MiniLM layers
-LORA_LAYERS = 2
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -56,7 +53,8 @@ class TrainJobConfig:
         "learning rate (minilm-effnet: all but LoRA, see --text-lr)")})
     text_lr: float | None = field(default=None, metadata={"help": "minilm-effnet: LoRA learning rate"})
     negatives: int | None = field(default=None, metadata={"help": "minilm-effnet: negatives per training position"})
-    lora_layers: int = field(default=LORA_LAYERS, metadata={"help": "minilm-effnet: LoRA on the top N MiniLM layers"})
+    lora_layers: int | None = field(default=None, metadata={"help": (
+        "minilm-effnet: LoRA on the top N MiniLM layers (None: BackboneConfig's, 1)")})
     image_tokens: int | None = field(default=None, metadata={"help": "minilm-effnet: tokens per candidate image"})
     warmup_steps: int | None = None
     save_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps"})
@@ -108,9 +106,9 @@ class TrainJobConfig:
         from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
 
         enc = EncoderRunConfig()
-        bb = replace(enc.backbone, lora_layers=self.lora_layers, **_given(
-            image_tokens=self.image_tokens, lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
-            lora_targets=self.lora_targets))
+        bb = replace(enc.backbone, **_given(
+            lora_layers=self.lora_layers, image_tokens=self.image_tokens, lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha, lora_targets=self.lora_targets))
         train = replace(enc.train, seed=self.seed, **_given(
             max_steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
             save_every=self.save_every, positions_per_user=self.positions_per_user, grad_accum=self.grad_accum,

@@ -56,6 +56,19 @@ def test_train_finds_the_sasrec_run_that_train_baseline_writes_by_default(parsed
             == _default(RecTrainConfig, "protocol"))
 
 
+def test_train_recommender_trains_what_compare_evaluates_when_no_flag_is_given(parsed):
+    """The model `train-recommender` serves (nightly top-K) and the one `compare` / `make eval` measures share the
+    library's minilm-effnet settings: no job-side default of its own (it once trained LoRA on 2 layers, eval 1)."""
+    from jobs._dataclass_args import dataclass_from_args
+    from jobs.train_recommender import TrainJobConfig
+    from mmsrarec_lib.recommend.encoder_pipeline import EncoderRunConfig
+
+    job = dataclass_from_args(TrainJobConfig, parsed["train-recommender"]).to_encoder_config()
+    lib = EncoderRunConfig()
+    assert job.backbone == lib.backbone and job.prompt == lib.prompt
+    assert job.train == lib.train
+
+
 def test_build_collab_writes_the_neighbour_windows_train_and_recommend_read(parsed):
     from jobs.build_collab import collab_config
 
